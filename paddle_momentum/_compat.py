@@ -1,0 +1,74 @@
+"""Everything that differs between Paddle's execution modes and versions, in one place.
+
+The optimizer and the update rule call these named helpers instead of branching on
+dygraph / PIR / legacy IR inline.
+"""
+
+from __future__ import annotations
+
+import paddle
+from paddle.base import framework
+
+LOW_PRECISION_DTYPES = (paddle.float16, paddle.bfloat16)
+FLOAT_DTYPES = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
+
+
+def in_dygraph() -> bool:
+    return framework.in_dygraph_mode()
+
+
+def in_pir() -> bool:
+    return framework.in_pir_mode()
+
+
+def in_to_static() -> bool:
+    """True while ``paddle.jit.to_static`` traces a dygraph function into a program."""
+    return paddle.base.dygraph.base.in_to_static_mode()
+
+
+def is_low_precision(dtype) -> bool:
+    return dtype in LOW_PRECISION_DTYPES
+
+
+def is_float_dtype(dtype) -> bool:
+    return dtype in FLOAT_DTYPES
+
+
+def is_tensor(value) -> bool:
+    return isinstance(value, (paddle.Tensor, framework.Variable, paddle.pir.Value))
+
+
+def cast(tensor, dtype):
+    """``tensor`` in ``dtype``; the same tensor (no op) when it already has that dtype."""
+    return tensor if tensor.dtype == dtype else paddle.cast(tensor, dtype)
+
+
+def round_through(dtype):
+    """A function that rounds a float32 tensor to ``dtype`` and back (emulated narrow arithmetic)."""
+
+    def rounded(tensor):
+        return paddle.cast(paddle.cast(tensor, dtype), tensor.dtype)
+
+    return rounded
+
+
+def write_into(target, value) -> None:
+    """Store ``value`` into ``target`` in place (dygraph: same storage; static: an assign op)."""
+    paddle.assign(value, output=target)
+
+
+def gradient_of(param):
+    """The gradient the built-in's ``step()`` uses: ``main_grad`` when set, else ``.grad``."""
+    main_grad = getattr(param, "main_grad", None)
+    if main_grad is not None:
+        return main_grad
+    return param._grad_ivar()
+
+
+def is_sparse(grad) -> bool:
+    return hasattr(grad, "is_selected_rows") and grad.is_selected_rows()
+
+
+def default_block(tensor):
+    """The block a regularizer builds its ops in (dygraph tensors report the default one)."""
+    return tensor.block

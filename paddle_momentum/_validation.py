@@ -1,0 +1,173 @@
+"""Argument checks run once, at construction, before anything is created or changed.
+
+Each error names the argument and the bad value. Where the built-in raises a different
+exception type for the same input (often late, from C++), ours also derives from that type, so
+``except IndexError`` written against the built-in still catches ours.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import paddle
+from paddle.nn.clip import GradientClipBase
+from paddle.optimizer.lr import LRScheduler
+from paddle.regularizer import WeightDecayRegularizer
+
+from . import _compat
+
+GROUP_KEYS = (
+    "params",
+    "learning_rate",
+    "weight_decay",
+    "momentum",
+    "use_nesterov",
+    "rescale_grad",
+    "grad_clip",
+)
+
+
+class ParametersIndexError(ValueError, IndexError):
+    """``parameters`` is empty (the built-in raises a bare IndexError)."""
+
+
+class ParametersAttributeError(TypeError, AttributeError):
+    """An element of ``parameters`` is not a tensor (the built-in raises AttributeError)."""
+
+
+class GroupAssertionError(ValueError, AssertionError):
+    """A parameter group lacks ``params`` (the built-in fails an assert)."""
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_learning_rate(value, name="learning_rate"):
+    """A float, an LRScheduler, or a 0-d / shape-[1] float tensor."""
+    if value is None:
+        raise ValueError(f"{name} is not set")
+    if isinstance(value, LRScheduler):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ValueError(f"{name} must not be NaN, got {value!r}")
+        return float(value)
+    if isinstance(value, paddle.Tensor):
+        if not _compat.is_float_dtype(value.dtype) or value.size != 1 or len(value.shape) > 1:
+            raise TypeError(
+                f"{name} as a Tensor must be a 0-d or shape [1] float tensor, got dtype "
+                f"{value.dtype} and shape {list(value.shape)}"
+            )
+        if math.isnan(float(value)):
+            raise ValueError(f"{name} must not be NaN, got {float(value)!r}")
+        return value
+    raise TypeError(
+        f"learning rate should be float, 0-d float Tensor or LRScheduler, got {type(value)} here "
+        f"({name}={value!r})"
+    )
+
+
+def check_momentum(value, name="momentum"):
+    if value is None:
+        raise ValueError(f"{name} is not set")
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r} of {type(value)}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return value
+
+
+def check_rescale_grad(value, name="rescale_grad"):
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r} of {type(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} of {type(value)}")
+    return bool(value)
+
+
+def check_weight_decay(value, name="weight_decay"):
+    """None, a real number (an L2 coefficient) or a WeightDecayRegularizer."""
+    if value is None or isinstance(value, WeightDecayRegularizer):
+        return value
+    if _is_real(value):
+        value = float(value)
+        if math.isnan(value):
+            raise ValueError(f"{name} must not be NaN, got {value!r}")
+        return value
+    raise TypeError(
+        f"{name} must be None, a float or a paddle.regularizer.WeightDecayRegularizer, "
+        f"got {value!r} of {type(value)}"
+    )
+
+
+def check_grad_clip(value, name="grad_clip"):
+    if value is not None and not isinstance(value, GradientClipBase):
+        raise TypeError(
+            f"'{name}' should be an instance of GradientClipBase's derived class, got {value!r}"
+        )
+    return value
+
+
+def check_lr_scale(value, name):
+    if not _is_real(value):
+        raise TypeError(
+            f"{name} (a learning-rate scale in a parameter group) must be a real number, "
+            f"got {value!r} of {type(value)}"
+        )
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def check_parameter_list(params, name):
+    """A list of float tensors; raises for anything else."""
+    if isinstance(params, (paddle.Tensor, framework_variable_types())):
+        return [params]
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(
+            f"{name}: optimizer parameters should be in ordered collections, but received set, "
+            "please use list instead."
+        )
+    if isinstance(params, dict):
+        raise TypeError(
+            f"`{name}` argument should not get dict type, if parameter groups is needed, "
+            "please set `parameters` as list of dict"
+        )
+    params = list(params)
+    for index, param in enumerate(params):
+        if not _compat.is_tensor(param):
+            raise ParametersAttributeError(
+                f"{name}[{index}] must be a paddle Tensor, got {param!r} of {type(param)}"
+            )
+        if not _compat.is_float_dtype(param.dtype):
+            raise TypeError(
+                f"{name}[{index}] ({param.name}) must have a floating dtype, got {param.dtype}"
+            )
+    return params
+
+
+def framework_variable_types():
+    return (paddle.base.framework.Variable, paddle.pir.Value)
+
+
+def check_unique(params, name="parameters"):
+    seen = set()
+    for param in params:
+        if id(param) in seen:
+            raise ValueError(
+                f"some parameters appear more than once in {name} (or in more than one "
+                f"parameter group): {param.name}"
+            )
+        seen.add(id(param))

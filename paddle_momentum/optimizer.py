@@ -1,0 +1,409 @@
+"""``paddle_momentum.Momentum``: state, parameter groups, schedules and modes around the rule."""
+
+from __future__ import annotations
+
+import warnings
+
+import paddle
+from paddle.base import framework
+from paddle.base.dygraph import base as imperative_base
+from paddle.base.layer_helper import LayerHelper
+from paddle.optimizer import Optimizer
+from paddle.optimizer.lr import LRScheduler
+from paddle.regularizer import L2Decay
+
+from . import _compat
+from . import _validation as check
+from .rule import momentum_update
+
+_VELOCITY = "velocity"
+
+LOW_PRECISION_WARNING = (
+    "Accumulating with FP16/BF16 in optimizer can lead to poor accuracy or slow convergence."
+    "Consider using multi_precision=True option of the Momentum optimizer."
+)
+
+
+def split_weight_decay(decay):
+    """``(fused L2 coefficient or None, other regularizer or None)`` for one decay setting.
+
+    A float or an ``L2Decay`` is fused into the update (coefficient rounded to float32 there);
+    any other regularizer (``L1Decay``, custom) is applied to the gradient beforehand.
+    """
+    if decay is None:
+        return None, None
+    if isinstance(decay, float):
+        return decay, None
+    if isinstance(decay, L2Decay):
+        return decay._coeff, None
+    return None, decay
+
+
+class Momentum(Optimizer):
+    r"""Stochastic gradient descent with momentum, a drop-in for ``paddle.optimizer.Momentum``.
+
+    For each parameter :math:`p` with gradient :math:`g`, velocity :math:`v`, learning rate
+    :math:`\eta` (times the parameter's learning-rate scale), momentum :math:`\mu`, fused L2
+    coefficient :math:`c` and ``rescale_grad`` :math:`s`, after gradient clipping and any
+    non-L2 regularizer (added to :math:`g`):
+
+    .. math::
+
+        g' &= p \cdot c + s \cdot g \\
+        v  &\leftarrow v \cdot \mu + g' \\
+        p  &\leftarrow p - \eta \cdot v                      && \text{(plain)} \\
+        p  &\leftarrow p - (g' + v \cdot \mu) \cdot \eta      && \text{(use_nesterov)}
+
+    The arithmetic is :func:`paddle_momentum.momentum_update`; this class only manages the
+    learning rate, parameter groups, clipping, regularization, velocities, master weights and
+    the state dict, with the built-in's names so checkpoints load both ways.
+
+    Arguments are those of ``paddle.optimizer.Momentum`` (PaddlePaddle 3.3.1), validated here
+    at construction. Deliberate differences from the built-in are listed in ``docs/``:
+    ``learning_rate`` may be a 0-d float Tensor, ``rescale_grad`` is applied, float16/bfloat16
+    parameters train on CPU, ``minimize`` works with parameter groups, and the user's group
+    dicts are never modified.
+    """
+
+    _velocity_acc_str = _VELOCITY
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        momentum=0.9,
+        parameters=None,
+        use_nesterov=False,
+        weight_decay=None,
+        grad_clip=None,
+        multi_precision=False,
+        rescale_grad=1.0,
+        use_multi_tensor=False,
+        name=None,
+    ):
+        learning_rate = check.check_learning_rate(learning_rate)
+        momentum = check.check_momentum(momentum)
+        weight_decay = check.check_weight_decay(weight_decay)
+        grad_clip = check.check_grad_clip(grad_clip)
+        rescale_grad = check.check_rescale_grad(rescale_grad)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be None or a str, got {name!r}")
+
+        # Read by _add_param_group, which the base constructor calls for every group.
+        self._group_defaults = {
+            "learning_rate": 1.0,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "use_nesterov": bool(use_nesterov),
+            "rescale_grad": rescale_grad,
+            "grad_clip": grad_clip,
+        }
+        parameters = self._checked_parameters(parameters)
+
+        self._learning_rate_tensor = learning_rate if _compat.is_tensor(learning_rate) else None
+        fused_l2, other_decay = split_weight_decay(weight_decay)
+        super().__init__(
+            learning_rate=float(learning_rate) if self._learning_rate_tensor is not None
+            else learning_rate,
+            parameters=parameters,
+            weight_decay=other_decay,
+            grad_clip=grad_clip,
+            name=name,
+        )
+        self.type = "momentum"
+        self._default_dict = self._group_defaults
+        self._weight_decay = weight_decay
+        self._momentum = momentum
+        self._use_nesterov = bool(use_nesterov)
+        self._rescale_grad = rescale_grad
+        self._multi_precision = bool(multi_precision)
+        self._use_multi_tensor = bool(use_multi_tensor)
+        self._master_weights = {}
+
+    # ------------------------------------------------------------------ construction helpers
+    def _checked_parameters(self, parameters):
+        """The parameter list, or normalized copies of the group dicts (the user's stay as given)."""
+        if parameters is None:
+            if _compat.in_dygraph():
+                raise AttributeError(
+                    "parameters argument given to the Optimizer should not be None in dygraph mode."
+                )
+            return None
+        if _compat.is_tensor(parameters):
+            raise TypeError(
+                "`parameters` argument given to the optimizer should be an iterable of paddle "
+                f"Tensors, but got argument type is `{type(parameters)}`."
+            )
+        if isinstance(parameters, dict):
+            raise TypeError(
+                "`parameters` argument should not get dict type, if parameter groups is needed, "
+                "please set `parameters` as list of dict"
+            )
+        parameters = list(parameters)
+        if not parameters:
+            raise check.ParametersIndexError("parameters is empty: give at least one parameter")
+        if any(isinstance(entry, dict) for entry in parameters):
+            groups = [self._normalized_group(group, i) for i, group in enumerate(parameters)]
+            check.check_unique([p for group in groups for p in group["params"]])
+            if not groups[0]["params"]:
+                raise check.ParametersIndexError("parameters[0]['params'] is empty")
+            return groups
+        parameters = check.check_parameter_list(parameters, "parameters")
+        check.check_unique(parameters)
+        return parameters
+
+    def _normalized_group(self, group, index):
+        where = f"parameters[{index}]"
+        if not isinstance(group, dict):
+            raise TypeError(
+                f"{where} must be a dict when parameter groups are used, got {type(group)}"
+            )
+        if "params" not in group:
+            raise check.GroupAssertionError(
+                "params should be set in parameters if parameter groups are optimized in "
+                f"different options ({where} has keys {sorted(group)})"
+            )
+        unknown = sorted(set(group) - set(check.GROUP_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{where} has unknown keys {unknown}; allowed: {list(check.GROUP_KEYS)}"
+            )
+        defaults = self._group_defaults
+        normalized = {"params": check.check_parameter_list(group["params"], f"{where}['params']")}
+        validators = {
+            "learning_rate": check.check_lr_scale,
+            "weight_decay": check.check_weight_decay,
+            "momentum": check.check_momentum,
+            "use_nesterov": check.check_bool,
+            "rescale_grad": check.check_rescale_grad,
+            "grad_clip": check.check_grad_clip,
+        }
+        for key, validate in validators.items():
+            normalized[key] = (
+                validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
+            )
+        return normalized
+
+    def _add_param_group(self, param_group):
+        """Add a group without touching the caller's dict or the parameters' attributes."""
+        group = self._normalized_group(param_group, len(self._param_groups))
+        check.check_unique(
+            [p for existing in self._param_groups for p in existing["params"]] + group["params"]
+        )
+        self._param_groups.append(group)
+
+    # ------------------------------------------------------------------ per-parameter settings
+    def _grouped(self) -> bool:
+        return bool(self._param_groups) and isinstance(self._param_groups[0], dict)
+
+    def _decay_route(self, param, group):
+        """``(fused L2 coefficient, other regularizer)`` for ``param``, as the built-in routes it.
+
+        Without groups the parameter's own regularizer (``ParamAttr``) wins over the
+        optimizer's. A group's ``weight_decay`` replaces the parameter's own regularizer; an
+        optimizer-level non-L2 regularizer still applies beside a group's L2 coefficient.
+        """
+        optimizer_fused, optimizer_other = split_weight_decay(self._weight_decay)
+        if group is not None:
+            fused, other = split_weight_decay(group["weight_decay"])
+            return fused, other if other is not None else optimizer_other
+        own = getattr(param, "regularizer", None)
+        if own is not None:
+            return split_weight_decay(own)
+        return optimizer_fused, optimizer_other
+
+    def _uses_master_weight(self, param) -> bool:
+        return self._multi_precision and _compat.is_low_precision(param.dtype)
+
+    def _param_lr(self, param, group):
+        """The learning rate tensor for ``param``: global lr times its scale (a tensor op)."""
+        if group is None:  # the scale comes from ParamAttr(learning_rate=...)
+            return self._create_param_lr((param, None))
+        scale = group["learning_rate"]
+        lr = self._global_learning_rate()
+        return lr if scale == 1.0 else lr * scale
+
+    # ------------------------------------------------------------------ state
+    def _create_accumulators(self, block, parameters):
+        for param in parameters:
+            if param.name in self._already_create_accumulator:
+                continue
+            if self._uses_master_weight(param):
+                target = self._create_master_weight(param)
+            else:
+                if _compat.is_low_precision(param.dtype):
+                    warnings.warn(LOW_PRECISION_WARNING)
+                target = param
+            self._add_accumulator(self._velocity_acc_str, target)
+            self._already_create_accumulator.add(param.name)
+
+    def _prepare_learning_rate(self):
+        self._create_global_learning_rate()
+        if self._learning_rate_tensor is not None:
+            lr = self._global_learning_rate()
+            value = _compat.cast(self._learning_rate_tensor.reshape([]), lr.dtype)
+            _compat.write_into(lr, value)
+
+    # ------------------------------------------------------------------ the update
+    def _update_param(self, param, grad, group):
+        """Apply the rule to one parameter and write param, velocity and master weight back."""
+        settings = group if group is not None else self._group_defaults
+        fused_l2, _ = self._decay_route(param, group)
+        lr = self._param_lr(param, group)
+        velocity = self._get_accumulator_master(self._velocity_acc_str, param)
+        master = self._master_weights[param.name] if self._uses_master_weight(param) else None
+        rounding = None
+        if master is not None:
+            current = master
+        elif _compat.is_low_precision(param.dtype):
+            # No float16/bfloat16 arithmetic on CPU: compute in float32, round every result.
+            current = _compat.cast(param, paddle.float32)
+            rounding = _compat.round_through(param.dtype)
+        else:
+            current = param
+        compute_dtype = current.dtype
+        new_param, new_velocity = momentum_update(
+            current,
+            _compat.cast(grad, compute_dtype),
+            _compat.cast(velocity, compute_dtype),
+            _compat.cast(lr, compute_dtype),
+            momentum=settings["momentum"],
+            use_nesterov=settings["use_nesterov"],
+            l2_coeff=fused_l2 or 0.0,
+            rescale_grad=settings["rescale_grad"],
+            round_result=rounding,
+        )
+        _compat.write_into(velocity, _compat.cast(new_velocity, velocity.dtype))
+        if master is not None:
+            _compat.write_into(master, new_param)
+        _compat.write_into(param, _compat.cast(new_param, param.dtype))
+
+    def _regularized(self, param, grad, group):
+        """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""
+        _, other = self._decay_route(param, group)
+        if other is None:
+            return grad
+        term = other(param, grad, _compat.default_block(grad))
+        return paddle.add_n([grad, term])
+
+    def _gradients_by_group(self, only=None):
+        """``[(group or None, [(param, grad), ...]), ...]`` for trainable params with a gradient."""
+        groups = self._param_groups if self._grouped() else [None]
+        result = []
+        for group in groups:
+            params = group["params"] if group is not None else self._param_groups
+            pairs = []
+            for param in params:
+                if param.stop_gradient or (only is not None and id(param) not in only):
+                    continue
+                grad = _compat.gradient_of(param)
+                if grad is not None and param._is_initialized():
+                    pairs.append((param, grad))
+            result.append((group, pairs))
+        return result
+
+    def _check_gradients(self, grouped_pairs):
+        for _, pairs in grouped_pairs:
+            for param, grad in pairs:
+                if _compat.is_sparse(grad):
+                    raise TypeError(
+                        f"the gradient of {param.name} is sparse (SelectedRows); "
+                        "paddle_momentum does not support sparse gradients yet"
+                    )
+                if not _compat.is_float_dtype(grad.dtype):
+                    raise TypeError(
+                        f"the gradient of {param.name} must be a float tensor, got {grad.dtype}"
+                    )
+                if list(grad.shape) != list(param.shape):
+                    raise ValueError(
+                        f"the gradient of {param.name} has shape {list(grad.shape)}, "
+                        f"expected {list(param.shape)}"
+                    )
+
+    def _found_inf(self) -> bool:
+        """True when a GradScaler flagged inf/NaN gradients: then the step changes nothing."""
+        found_inf = self._get_auxiliary_var("found_inf")
+        if _compat.is_tensor(found_inf):
+            found_inf = bool(found_inf)
+            self._set_auxiliary_var("found_inf", found_inf)
+        return bool(found_inf)
+
+    def _optimize(self, grouped_pairs):
+        """The step, in the built-in's order: clip -> regularize -> state -> found_inf -> update.
+
+        Everything that can fail on bad input runs before the first parameter is written.
+        """
+        self._check_gradients(grouped_pairs)
+        prepared = []
+        for group, pairs in grouped_pairs:
+            clip = group["grad_clip"] if group is not None else self._grad_clip
+            if clip is not None and pairs:
+                pairs = clip(pairs)
+            prepared.append(
+                (group, [(p, self._regularized(p, g, group)) for p, g in pairs])
+            )
+        with paddle.static.program_guard(
+            paddle.static.default_main_program(), paddle.static.default_startup_program()
+        ):
+            self.helper = LayerHelper(self.__class__.__name__)
+            self._prepare_learning_rate()
+            block = framework.default_main_program().global_block()
+            for _, pairs in prepared:
+                self._create_accumulators(block, [p for p, _ in pairs])
+            if self._found_inf():
+                return
+            for group, pairs in prepared:
+                for param, grad in pairs:
+                    self._update_param(param, grad, group)
+
+    # ------------------------------------------------------------------ public API
+    @imperative_base.no_grad()
+    @framework.non_static_only
+    def step(self) -> None:
+        """Update every trainable parameter that has a gradient, once."""
+        if _compat.in_to_static():
+            self._declarative_step()
+            return
+        self._optimize(self._gradients_by_group())
+
+    @imperative_base.no_grad()
+    def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
+        """Dygraph: ``step()`` restricted to ``parameters`` minus ``no_grad_set``; returns
+        ``([], params_grads)`` like the built-in (and also works with parameter groups)."""
+        if not _compat.in_dygraph():
+            return super().minimize(loss, startup_program, parameters, no_grad_set)
+        only = None
+        if parameters:
+            only = {id(p) for p in parameters}
+        if no_grad_set:
+            excluded = {id(p) for p in no_grad_set}
+            all_params = [p for _, pairs in self._gradients_by_group() for p, _ in pairs]
+            only = {id(p) for p in all_params if id(p) not in excluded} & (
+                only if only is not None else {id(p) for p in all_params}
+            )
+        grouped_pairs = self._gradients_by_group(only)
+        self._optimize(grouped_pairs)
+        return [], [pair for _, pairs in grouped_pairs for pair in pairs]
+
+    def _append_optimize_op(self, block, param_and_grad):
+        """Static-graph hook of the base class: emit the rule's ops for one parameter."""
+        param, grad = param_and_grad
+        self._update_param(param, grad, group=None)
+
+    def _create_regularization_of_grad(self, param, grad, regularization=None):
+        # An L2Decay set through ParamAttr is fused into the update, not added here.
+        if isinstance(getattr(param, "regularizer", None), L2Decay):
+            return grad
+        return super()._create_regularization_of_grad(param, grad, regularization)
+
+    def get_lr(self) -> float:
+        if self._learning_rate_tensor is not None:
+            return float(self._learning_rate_tensor)
+        return super().get_lr()
+
+    def set_lr(self, value: float) -> None:
+        super().set_lr(value)
+        self._learning_rate_tensor = None
+
+    def set_lr_scheduler(self, scheduler: LRScheduler) -> None:
+        super().set_lr_scheduler(scheduler)
+        self._learning_rate_tensor = None

@@ -1,0 +1,71 @@
+"""The momentum update rule: a pure function of Paddle tensors.
+
+This is the reference implementation every faster path is tested against. It knows nothing
+about execution modes, parameter groups, state dicts or master weights: the caller hands it
+tensors in the compute dtype and writes the results back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_float32_attribute(value: float) -> float:
+    """Round a Python scalar through float32, as Paddle's kernels do with their attributes.
+
+    The built-in kernel receives ``mu``, the L2 coefficient and ``rescale_grad`` as float32
+    attributes and casts them to the compute type, so for float64 parameters ``mu`` is
+    ``double(float32(0.9)) = 0.8999999761581421``, not 0.9.
+    """
+    return float(np.float32(value))
+
+
+def _exact(tensor):
+    return tensor
+
+
+def momentum_update(
+    param,
+    grad,
+    velocity,
+    lr,
+    *,
+    momentum: float,
+    use_nesterov: bool = False,
+    l2_coeff: float = 0.0,
+    rescale_grad: float = 1.0,
+    round_result=None,
+):
+    r"""One momentum step; returns ``(new_param, new_velocity)``.
+
+    With :math:`\mu` = ``momentum``, :math:`c` = ``l2_coeff``, :math:`s` = ``rescale_grad``,
+    :math:`\eta` = ``lr`` (a 0-d tensor):
+
+    .. math::
+
+        g' &= p \cdot c + s \cdot g \\
+        v' &= v \cdot \mu + g' \\
+        p' &= p - \eta \cdot v'                          && \text{(plain)} \\
+        p' &= p - (g' + v' \cdot \mu) \cdot \eta          && \text{(Nesterov)}
+
+    Every operation is rounded in the tensors' dtype, in exactly this order and without fused
+    multiply-add: that is what makes the result equal to Paddle's CPU kernel bit for bit.
+    The Nesterov form must stay ``(g' + v'mu) * lr``: ``g'lr + v'mu lr`` rounds differently.
+    ``s`` is skipped when it is 1 (multiplying by 1 is exact anyway).
+
+    ``round_result`` (optional) is applied to every intermediate result. It emulates the
+    arithmetic of a narrower dtype (float16/bfloat16) while computing in float32: on CPU Paddle
+    has no float16 arithmetic kernels.
+    """
+    rnd = round_result or _exact
+    mu = as_float32_attribute(momentum)
+    if rescale_grad != 1.0:
+        grad = rnd(grad * as_float32_attribute(rescale_grad))
+    if l2_coeff:
+        grad = rnd(rnd(param * as_float32_attribute(l2_coeff)) + grad)
+    velocity = rnd(rnd(velocity * mu) + grad)
+    if use_nesterov:
+        step = rnd(rnd(grad + rnd(velocity * mu)) * lr)
+    else:
+        step = rnd(lr * velocity)
+    return rnd(param - step), velocity
