@@ -296,7 +296,7 @@ class Momentum(Optimizer):
                 if param.stop_gradient or (only is not None and id(param) not in only):
                     continue
                 grad = _compat.gradient_of(param)
-                if grad is not None and param._is_initialized():
+                if grad is not None:
                     pairs.append((param, grad))
             result.append((group, pairs))
         return result
@@ -353,7 +353,8 @@ class Momentum(Optimizer):
                 return
             for group, pairs in prepared:
                 for param, grad in pairs:
-                    self._update_param(param, grad, group)
+                    if param._is_initialized():  # the built-in skips these too (e.g. empty)
+                        self._update_param(param, grad, group)
 
     # ------------------------------------------------------------------ public API
     @imperative_base.no_grad()

@@ -1,0 +1,63 @@
+"""An independent numpy float oracle for the rows where the built-in cannot be the reference.
+
+Semantics (docs/differences.md): scalars are float32 attributes cast to the compute dtype;
+float32/float64 compute in their own dtype; float16/bfloat16 with a master weight compute in
+float32 on the master and store the parameter as its round-to-nearest-even cast; without a
+master weight every operation is computed in float32 and its result rounded to the narrow dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def round_to_bfloat16(x):
+    """Round float32 values to the nearest bfloat16 (ties to even), returned as float32."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def round_to_float16(x):
+    return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
+ROUNDING = {"float16": round_to_float16, "bfloat16": round_to_bfloat16}
+
+
+class OracleParam:
+    """One parameter's numpy state: the stored parameter, velocity and optional master."""
+
+    def __init__(self, initial, dtype, multi_precision):
+        self.dtype = dtype
+        narrow = dtype in ROUNDING
+        self.compute = np.float32 if narrow else np.dtype(dtype).type
+        self.has_master = narrow and multi_precision
+        # Narrow values are carried as float32 arrays holding exactly representable values.
+        self.param = np.asarray(initial, dtype=self.compute)
+        self.velocity = np.zeros_like(self.param)
+        self.round = ROUNDING[dtype] if narrow and not multi_precision else (lambda x: x)
+        self.store = ROUNDING.get(dtype, lambda x: x)
+
+    def step(self, grad, lr, *, momentum, nesterov=False, l2=0.0, rescale=1.0):
+        t, r = self.compute, self.round
+        scalar = lambda value: t(np.float32(value))  # noqa: E731  (float32 attribute -> T)
+        g = np.asarray(grad, dtype=t)
+        lr = t(lr)
+        mu = scalar(momentum)
+        if rescale != 1.0:
+            g = r(g * scalar(rescale))
+        if l2:
+            g = r(r(self.param * scalar(l2)) + g)
+        v = r(r(self.velocity * mu) + g)
+        if nesterov:
+            update = r(r(g + r(v * mu)) * lr)
+        else:
+            update = r(lr * v)
+        self.param = r(self.param - update)
+        self.velocity = v
+        return self.stored_param
+
+    @property
+    def stored_param(self):
+        return self.store(self.param) if self.has_master else self.param

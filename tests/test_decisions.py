@@ -1,0 +1,148 @@
+"""Where ours deliberately differs from the built-in (docs/differences.md).
+
+The built-in cannot be the reference here (it raises, ignores an argument or mutates input), so
+the reference is the numpy oracle fed with each step's gradients, or the built-in in the mode
+where it does work.
+"""
+
+import copy
+import itertools
+import warnings
+
+import numpy as np
+import paddle
+import pytest
+
+from harness import assert_same
+from oracle import OracleParam
+from paddle_momentum import Momentum
+
+SHAPES = [(7, 5), (5,), (), (0, 3)]
+
+
+def _as_float32(tensor):
+    return tensor.astype("float32").numpy() if tensor.dtype != paddle.float64 else tensor.numpy()
+
+
+def _make_params(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        paddle.to_tensor(rng.standard_normal(shape).astype("float32"), stop_gradient=False)
+        .astype(dtype)
+        .detach()
+        for shape in SHAPES
+    ]
+
+
+def _leaf(tensor):
+    tensor.stop_gradient = False
+    return tensor
+
+
+ORACLE_CASES = [
+    # (dtype, multi_precision, nesterov, l2, rescale)
+    *itertools.product(["float32", "float64"], [False], [False, True], [0.0, 0.01], [0.3]),
+    *itertools.product(["float16", "bfloat16"], [False, True], [False, True], [0.0, 0.01], [1.0]),
+    ("float16", True, True, 0.01, 0.3),
+    ("bfloat16", True, False, 0.0, 0.3),
+]
+
+
+@pytest.mark.parametrize(
+    "dtype,multi_precision,nesterov,l2,rescale",
+    ORACLE_CASES,
+    ids=[f"{d}-mp{int(m)}-nag{int(n)}-l2={c}-rescale={r}" for d, m, n, c, r in ORACLE_CASES],
+)
+def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, place):
+    """rescale_grad is applied; float16/bfloat16 train on CPU, with or without master weights."""
+    params = [_leaf(p) for p in _make_params(dtype)]
+    oracles = [OracleParam(_as_float32(p), dtype, multi_precision) for p in params]
+    lr = 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the low-precision accumulation warning
+        opt = Momentum(learning_rate=lr, momentum=0.9, parameters=params, use_nesterov=nesterov,
+                       weight_decay=l2 or None, multi_precision=multi_precision,
+                       rescale_grad=rescale)
+    rng = np.random.default_rng(1)
+    for step in range(10):
+        for p in params:
+            target = paddle.to_tensor(rng.standard_normal(p.shape).astype("float32"))
+            (p.astype("float32") * target).sum().backward()
+        grads = [_as_float32(p.grad) for p in params]
+        opt.step()
+        opt.clear_grad()
+        for i, (p, oracle, g) in enumerate(zip(params, oracles, grads)):
+            expected = oracle.step(g, lr, momentum=0.9, nesterov=nesterov, l2=l2, rescale=rescale)
+            assert_same(expected.astype(np.float32) if dtype != "float64" else expected,
+                        _as_float32(p), f"step {step} param {i}")
+            velocity = opt._get_accumulator_master("velocity", p)
+            assert velocity.dtype == (paddle.float32 if multi_precision or dtype == "float32"
+                                      else p.dtype)
+            assert_same(oracle.velocity.astype(np.float32) if dtype != "float64"
+                        else oracle.velocity, _as_float32(velocity), f"step {step} velocity {i}")
+
+
+def test_master_weights_named_like_paddle_and_in_state_dict():
+    param = paddle.create_parameter([3, 2], dtype="float16")
+    param.name = "probe.w_0"
+    (param.astype("float32") * 2).sum().backward()
+    opt = Momentum(0.1, parameters=[param], multi_precision=True)
+    opt.step()
+    state = opt.state_dict()
+    master = state["master_weights"]["probe.w_0"]
+    assert master.dtype == paddle.float32 and master.name.startswith("probe.w_0_fp32_master_")
+    assert f"{master.name}_velocity_0" in state
+    assert np.array_equal(master.astype("float16").numpy(), param.numpy())
+
+
+def test_group_dicts_and_parameters_untouched():
+    linear = paddle.nn.Linear(3, 2, weight_attr=paddle.ParamAttr(
+        regularizer=paddle.regularizer.L1Decay(0.05), learning_rate=0.5))
+    groups = [{"params": [linear.weight], "weight_decay": 0.02, "learning_rate": 0.3},
+              {"params": [linear.bias], "momentum": 0.5}]
+    before = copy.copy(groups), [dict(g) for g in groups]
+    Momentum(0.1, parameters=groups, weight_decay=0.01)
+    assert groups == before[0] and [dict(g) for g in groups] == before[1]
+    assert isinstance(linear.weight.regularizer, paddle.regularizer.L1Decay)
+    assert linear.weight.optimize_attr["learning_rate"] == 0.5
+    # The built-in rewrites both the dicts and the parameters: this is what we avoid.
+    paddle.optimizer.Momentum(0.1, parameters=groups, weight_decay=0.01)
+    assert "regularization_method" in groups[0]
+
+
+def _two_layer_model():
+    paddle.seed(5)
+    return paddle.nn.Linear(4, 3), paddle.nn.Linear(4, 3)
+
+
+def test_multi_tensor_parameter_set_may_change_between_steps():
+    """The built-in's use_multi_tensor freezes the parameter set at the first step and fails
+    afterwards; ours continues, equal to the built-in's per-parameter mode."""
+    runs = []
+    for factory, multi in ((paddle.optimizer.Momentum, False), (Momentum, True)):
+        a, b = _two_layer_model()
+        opt = factory(0.1, parameters=a.parameters() + b.parameters(), use_multi_tensor=multi,
+                      weight_decay=0.01)
+        x = paddle.ones([2, 4])
+        for step in range(4):
+            loss = a(x).sum() if step % 2 else (a(x) + b(x)).sum()
+            loss.backward()
+            opt.step()
+            opt.clear_grad(set_to_zero=False)
+        runs.append([p.numpy() for p in a.parameters() + b.parameters()])
+    for i, (expected, actual) in enumerate(zip(*runs)):
+        assert_same(expected, actual, f"param {i}")
+
+
+def test_builtin_multi_tensor_does_fail_there():
+    """Guards the premise of the test above: if Paddle fixes this, the note must change."""
+    a, b = _two_layer_model()
+    opt = paddle.optimizer.Momentum(0.1, parameters=a.parameters() + b.parameters(),
+                                    use_multi_tensor=True)
+    x = paddle.ones([2, 4])
+    (a(x) + b(x)).sum().backward()
+    opt.step()
+    opt.clear_grad(set_to_zero=False)
+    a(x).sum().backward()
+    with pytest.raises(ValueError):
+        opt.step()
