@@ -1,0 +1,29 @@
+"""The README's main job: the demo trains both optimizers bit-identically and learns the line."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from paddle_momentum import demo
+
+
+def test_demo_is_bit_identical_and_recovers_the_generating_line():
+    results = demo.run(out=lambda line: None)
+    assert [r["momentum"] for r in results] == [0.99, 0.9, 0.5]
+    for result in results:
+        assert result["max_abs_diff"] == 0.0
+        assert result["builtin_losses"] == result["our_losses"]
+    for result in results[1:]:  # 0.99 oscillates within 3 epochs, as in the Gluon chapter
+        # noise std is 0.01, so the least-squares fit is within a few 1e-3 of the truth
+        np.testing.assert_allclose(result["weight"], demo.TRUE_W, atol=5e-3)
+        assert abs(result["bias"] - demo.TRUE_B) < 5e-3
+        assert result["our_losses"][-1] < 1e-4 < result["our_losses"][0]
+
+
+def test_cli_demo_exit_code_and_output():
+    done = subprocess.run([sys.executable, "-m", "paddle_momentum", "demo", "--momentum", "0.9"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "bit-identical" in done.stdout
+    assert done.stdout.count("0.9 ") == 2
