@@ -9,8 +9,8 @@ from __future__ import annotations
 import paddle
 from paddle.base import framework
 
-LOW_PRECISION_DTYPES = (paddle.float16, paddle.bfloat16)
-FLOAT_DTYPES = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
+LOW_PRECISION_DTYPES = ("float16", "bfloat16")
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def in_dygraph() -> bool:
@@ -21,17 +21,27 @@ def in_pir() -> bool:
     return framework.in_pir_mode()
 
 
+def in_legacy_static() -> bool:
+    """Static graph under the legacy IR (``OldIrGuard`` or ``FLAGS_enable_pir_api=0``)."""
+    return not in_dygraph() and not in_pir()
+
+
 def in_to_static() -> bool:
     """True while ``paddle.jit.to_static`` traces a dygraph function into a program."""
     return paddle.base.dygraph.base.in_to_static_mode()
 
 
+def dtype_name(dtype) -> str:
+    """'float32' etc. for a dygraph/PIR ``DataType`` and a legacy-IR ``VarType`` alike."""
+    return str(dtype).replace("paddle.", "")
+
+
 def is_low_precision(dtype) -> bool:
-    return dtype in LOW_PRECISION_DTYPES
+    return dtype_name(dtype) in LOW_PRECISION_DTYPES
 
 
 def is_float_dtype(dtype) -> bool:
-    return dtype in FLOAT_DTYPES
+    return dtype_name(dtype) in FLOAT_DTYPES
 
 
 def is_tensor(value) -> bool:
@@ -40,7 +50,7 @@ def is_tensor(value) -> bool:
 
 def cast(tensor, dtype):
     """``tensor`` in ``dtype``; the same tensor (no op) when it already has that dtype."""
-    return tensor if tensor.dtype == dtype else paddle.cast(tensor, dtype)
+    return tensor if dtype_name(tensor.dtype) == dtype_name(dtype) else paddle.cast(tensor, dtype)
 
 
 def round_through(dtype):

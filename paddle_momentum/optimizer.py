@@ -12,7 +12,7 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _compat
+from . import _clip, _compat
 from . import _validation as check
 from .rule import momentum_update
 
@@ -116,7 +116,9 @@ class Momentum(Optimizer):
         self._use_nesterov = bool(use_nesterov)
         self._rescale_grad = rescale_grad
         self._multi_precision = bool(multi_precision)
-        self._use_multi_tensor = bool(use_multi_tensor)
+        # Ours is one code path whatever this flag says (the base class's multi-tensor hooks
+        # stay off); the fused multi-tensor kernel will read it.
+        self._multi_tensor_requested = bool(use_multi_tensor)
         self._master_weights = {}
 
     # ------------------------------------------------------------------ construction helpers
@@ -336,8 +338,8 @@ class Momentum(Optimizer):
         prepared = []
         for group, pairs in grouped_pairs:
             clip = group["grad_clip"] if group is not None else self._grad_clip
-            if clip is not None and pairs:
-                pairs = clip(pairs)
+            if pairs:
+                pairs = _clip.clip_gradients(clip, pairs)
             prepared.append(
                 (group, [(p, self._regularized(p, g, group)) for p, g in pairs])
             )
@@ -369,8 +371,17 @@ class Momentum(Optimizer):
     @imperative_base.no_grad()
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
         """Dygraph: ``step()`` restricted to ``parameters`` minus ``no_grad_set``; returns
-        ``([], params_grads)`` like the built-in (and also works with parameter groups)."""
+        ``([], params_grads)`` like the built-in (and also works with parameter groups).
+
+        Static graph: appends backward, clip, regularization and our update ops to the
+        program and returns ``(optimize_ops, params_grads)``.
+        """
         if not _compat.in_dygraph():
+            if self._grouped():
+                raise TypeError(
+                    "parameter groups are supported in dygraph mode only; in a static program "
+                    "pass a list of parameters (the built-in fails here too)"
+                )
             return super().minimize(loss, startup_program, parameters, no_grad_set)
         only = None
         if parameters:
@@ -384,6 +395,36 @@ class Momentum(Optimizer):
         grouped_pairs = self._gradients_by_group(only)
         self._optimize(grouped_pairs)
         return [], [pair for _, pairs in grouped_pairs for pair in pairs]
+
+    def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):
+        if _compat.in_dygraph():
+            return super()._apply_optimize(loss, startup_program, params_grads, param_group_idx)
+        if _compat.in_pir():
+            program, startup = (paddle.static.default_main_program(),
+                                paddle.static.default_startup_program())
+        else:
+            program, startup = loss.block.program, startup_program
+        with paddle.static.program_guard(program, startup):
+            if _compat.in_pir():  # the built-in sorts only under the legacy IR here
+                return self._append_update_ops(params_grads)
+            return self.apply_gradients(params_grads)
+
+    def apply_gradients(self, params_grads):
+        """Static graph: append clip, regularization and update ops for ``params_grads``."""
+        if not hasattr(self, "_sorted"):  # as the built-in (AutoParallel sets _sorted)
+            params_grads = sorted(params_grads, key=lambda pair: pair[0].name)
+        return self._append_update_ops(params_grads)
+
+    def _append_update_ops(self, params_grads):
+        """The static chain in the built-in's order: clip -> regularize -> update ops."""
+        if self._grad_clip is not None:
+            params_grads = _clip.clip_gradients(self._grad_clip, params_grads)
+        elif _compat.in_legacy_static():  # the legacy ``set_gradient_clip`` API
+            params_grads = paddle.nn.clip.append_gradient_clip_ops(params_grads)
+        params_grads = self.append_regularization_ops(params_grads, self.regularization)
+        if _compat.in_pir():
+            return self._pir_create_optimization_pass(params_grads)
+        return self._create_optimization_pass(params_grads)
 
     def _append_optimize_op(self, block, param_and_grad):
         """Static-graph hook of the base class: emit the rule's ops for one parameter."""

@@ -136,3 +136,19 @@ def test_dygraph_only_methods_raise_in_static_mode(method):
             getattr(opt, method)(*args)
     finally:
         paddle.disable_static()
+
+
+def test_import_without_paddle_3_names_both_wheels(tmp_path):
+    """With only an old Paddle importable, ``import paddle_momentum`` says what to install."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "paddle"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("__version__ = '2.6.2'\n")
+    done = subprocess.run([sys.executable, "-c", "import paddle_momentum"], cwd=tmp_path,
+                          capture_output=True, text=True,
+                          env={"PYTHONPATH": f"{tmp_path}:{paddle_momentum.__path__[0]}/.."})
+    assert done.returncode != 0
+    assert "ImportError" in done.stderr
+    assert "paddlepaddle-gpu" in done.stderr and "pip install paddlepaddle" in done.stderr
