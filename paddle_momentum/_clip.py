@@ -76,6 +76,8 @@ def _legacy_global_norm_clip(grad_clip, params_grads):
     norm = _legacy_op("sqrt", {"X": total}, sum_dtype)
     limit = _legacy_op("fill_constant", {}, sum_dtype,
                        {"shape": [1], "value": float(grad_clip.clip_norm),
+                        # str_value keeps a float64 limit exact (value is a float32 attribute)
+                        "str_value": repr(float(grad_clip.clip_norm)),
                         "dtype": _var_type(sum_dtype)})
     larger = _legacy_op("elementwise_max", {"X": norm, "Y": limit}, sum_dtype, {"axis": -1})
     scale = _legacy_op("elementwise_div", {"X": limit, "Y": larger}, sum_dtype, {"axis": -1})

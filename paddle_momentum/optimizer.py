@@ -411,16 +411,22 @@ class Momentum(Optimizer):
 
     def apply_gradients(self, params_grads):
         """Static graph: append clip, regularization and update ops for ``params_grads``."""
-        if not hasattr(self, "_sorted"):  # as the built-in (AutoParallel sets _sorted)
-            params_grads = sorted(params_grads, key=lambda pair: pair[0].name)
-        return self._append_update_ops(params_grads)
+        return self._append_update_ops(params_grads, sort_by_name=not hasattr(self, "_sorted"))
 
-    def _append_update_ops(self, params_grads):
-        """The static chain in the built-in's order: clip -> regularize -> update ops."""
+    def _append_update_ops(self, params_grads, sort_by_name=False):
+        """The static chain in the built-in's order: clip -> regularize -> update ops.
+
+        The built-in's legacy path sorts by parameter name before clipping. We clip first, in
+        parameter order, so a global-norm sum adds up in the same order as in dygraph (the
+        built-in's global-norm clip does not run under the legacy IR at all); every other clip
+        is per parameter, so the order changes no number.
+        """
         if self._grad_clip is not None:
             params_grads = _clip.clip_gradients(self._grad_clip, params_grads)
         elif _compat.in_legacy_static():  # the legacy ``set_gradient_clip`` API
             params_grads = paddle.nn.clip.append_gradient_clip_ops(params_grads)
+        if sort_by_name:
+            params_grads = sorted(params_grads, key=lambda pair: pair[0].name)
         params_grads = self.append_regularization_ops(params_grads, self.regularization)
         if _compat.in_pir():
             return self._pir_create_optimization_pass(params_grads)

@@ -8,7 +8,6 @@ parameters and velocities as numpy arrays.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
@@ -38,6 +37,7 @@ class Case:
     multi_tensor: bool = False
     api: str = "step"  # step | minimize
     clear: str = "zero"  # zero | none | zero_grad | accumulate
+    mode: str = "dygraph"  # dygraph | pir | legacy
     steps: int = 10
 
     @property
@@ -105,7 +105,9 @@ class Net(paddle.nn.Layer):
         self.spare = self.create_parameter([2, 2])
 
     def forward(self, x):
-        return self.third(paddle.tanh(self.second(paddle.tanh(self.first(x)))))
+        # ReLU: paddle.tanh does not build under the legacy IR in Paddle 3.3.1
+        relu = paddle.nn.functional.relu
+        return self.third(relu(self.second(relu(self.first(x)))))
 
 
 def build_model(case, seed=2024):
@@ -164,11 +166,19 @@ def make_builtin(case, model):
     return make_optimizer(paddle.optimizer.Momentum, case, model, **overrides)
 
 
-def batches(case, seed=7):
+OPTIMIZERS = {"builtin": make_builtin,
+              "ours": lambda case, model: make_optimizer(paddle_momentum.Momentum, case, model)}
+
+
+def batch_arrays(case, seed=7):
     rng = np.random.default_rng(seed)
     for _ in range(case.steps):
-        x = rng.standard_normal((8, 6)).astype(case.dtype)
-        y = rng.standard_normal((8, 3)).astype(case.dtype)
+        yield (rng.standard_normal((8, 6)).astype(case.dtype),
+               rng.standard_normal((8, 3)).astype(case.dtype))
+
+
+def batches(case, seed=7):
+    for x, y in batch_arrays(case, seed):
         yield paddle.to_tensor(x), paddle.to_tensor(y)
 
 
@@ -210,17 +220,73 @@ def snapshot(model, optimizer):
     return params, velocities
 
 
-def run_side_by_side(case, reference_grad_scale=None):
-    """Yield ``(step, reference_snapshot, ours_snapshot)`` after every step."""
-    reference_model, our_model = build_model(case), build_model(case)
-    reference = make_builtin(case, reference_model)
-    ours = make_optimizer(paddle_momentum.Momentum, case, our_model)
-    scale = case.rescale if reference_grad_scale is None else reference_grad_scale
-    reference_minimize = case.api == "minimize" and case.groups == "none"
+def run_dygraph(case, kind, grad_scale=1.0):
+    """Train ``case`` in dygraph with ``kind`` ('builtin' or 'ours'); a snapshot per step."""
+    model = build_model(case)
+    optimizer = OPTIMIZERS[kind](case, model)
+    use_minimize = case.api == "minimize" and (kind == "ours" or case.groups == "none")
+    snapshots = []
     for step, (x, y) in enumerate(batches(case)):
-        _train_step(case, step, reference_model, reference, x, y, scale, reference_minimize)
-        _train_step(case, step, our_model, ours, x, y, 1.0, case.api == "minimize")
-        yield step, snapshot(reference_model, reference), snapshot(our_model, ours)
+        _train_step(case, step, model, optimizer, x, y, grad_scale, use_minimize)
+        snapshots.append(snapshot(model, optimizer))
+    return snapshots
+
+
+def run_side_by_side(case):
+    """``(step, reference_snapshot, ours_snapshot)`` for every step, in dygraph. The built-in
+    gets gradients pre-scaled by ``case.rescale`` (exact for powers of 2), since its dense CPU
+    kernel ignores rescale_grad."""
+    reference = run_dygraph(case, "builtin", grad_scale=case.rescale)
+    ours = run_dygraph(case, "ours")
+    return [(step, ref, our) for step, (ref, our) in enumerate(zip(reference, ours))]
+
+
+def run_static(case, kind):
+    """Train ``case`` as a static program under ``case.mode`` ('pir' or 'legacy') with an
+    Executor; parameters start from the dygraph model's values. A snapshot per step."""
+    from paddle.utils import unique_name
+
+    initial = [p.numpy() for p in build_model(case).parameters()]
+    device = paddle.get_device()
+    place = paddle.CPUPlace() if device == "cpu" else paddle.CUDAPlace(int(device.split(":")[1]))
+    ir_guard = paddle.pir_utils.OldIrGuard() if case.mode == "legacy" else \
+        paddle.pir_utils.IrGuard()
+    paddle.enable_static()
+    try:
+        with ir_guard, unique_name.guard(), paddle.static.scope_guard(paddle.static.Scope()):
+            main, startup = paddle.static.Program(), paddle.static.Program()
+            with paddle.static.program_guard(main, startup):
+                model = build_model(case)
+                x = paddle.static.data("x", [8, 6], case.dtype)
+                y = paddle.static.data("y", [8, 3], case.dtype)
+                loss = paddle.mean(paddle.square(model(x) - y))
+                optimizer = OPTIMIZERS[kind](case, model)
+                optimizer.minimize(loss)
+            executor = paddle.static.Executor(place)
+            executor.run(startup)
+            scope = paddle.static.global_scope()
+            params = model.parameters()
+            for param, value in zip(params, initial):
+                scope.var(param.name).get_tensor().set(value, place)
+            velocity_names = []
+            for param in params:
+                try:
+                    velocity_names.append(
+                        optimizer._get_accumulator_master("velocity", param).name)
+                except Exception:  # no velocity: the parameter gets no gradient
+                    velocity_names.append(None)
+            scheduler = optimizer._learning_rate
+            snapshots = []
+            for x_value, y_value in batch_arrays(case):
+                executor.run(main, feed={"x": x_value, "y": y_value}, fetch_list=[loss])
+                if isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
+                    scheduler.step()
+                read = lambda name: np.array(scope.find_var(name).get_tensor())  # noqa: E731
+                snapshots.append(([read(p.name) for p in params],
+                                  [None if n is None else read(n) for n in velocity_names]))
+            return snapshots
+    finally:
+        paddle.disable_static()
 
 
 def assert_same(expected, actual, where):
@@ -235,7 +301,3 @@ def assert_same(expected, actual, where):
             f"{where}: first difference at {tuple(diff)}: expected "
             f"{expected[tuple(diff)]!r}, got {actual[tuple(diff)]!r}"
         )
-
-
-def copy_case(case, **changes):
-    return dataclasses.replace(copy.copy(case), **changes)

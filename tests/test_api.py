@@ -4,10 +4,8 @@ import paddle
 import pytest
 
 import paddle_momentum
-from harness import Case, assert_same, build_model, make_builtin, make_optimizer, snapshot
+from harness import OPTIMIZERS, Case, assert_same, build_model, snapshot
 
-OPTIMIZERS = {"builtin": make_builtin,
-              "ours": lambda case, model: make_optimizer(paddle_momentum.Momentum, case, model)}
 
 
 def _both(case=Case()):

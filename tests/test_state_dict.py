@@ -8,11 +8,8 @@ import pytest
 from paddle.utils import unique_name
 
 import paddle_momentum
-from harness import Case, assert_same, batches, build_model, make_builtin, make_optimizer, \
-    snapshot, _train_step
+from harness import OPTIMIZERS, Case, assert_same, batches, build_model, snapshot, _train_step
 
-OPTIMIZERS = {"builtin": make_builtin,
-              "ours": lambda case, model: make_optimizer(paddle_momentum.Momentum, case, model)}
 CASES = [Case(lr="step", decay="float", nesterov=True, steps=8),
          Case(dtype="float64", lr="cosine", groups="two", steps=8),
          Case(lr="tensor", param_attr="l1", clip="global", steps=8)]
