@@ -1,0 +1,186 @@
+"""Static programs beyond the matrix: names, return values, checkpoints, inference export,
+master weights, and the example."""
+
+import contextlib
+import importlib.util
+import pathlib
+
+import numpy as np
+import paddle
+import pytest
+from paddle.utils import unique_name
+
+import paddle_momentum
+from harness import assert_same
+
+MODES = ["pir", "legacy"]
+OPTIMIZERS = {"builtin": paddle.optimizer.Momentum, "ours": paddle_momentum.Momentum}
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def static_program(mode):
+    """Static mode under ``mode``'s IR, fresh names and scope; yields (main, startup)."""
+    paddle.enable_static()
+    ir = paddle.pir_utils.OldIrGuard() if mode == "legacy" else paddle.pir_utils.IrGuard()
+    try:
+        with ir, unique_name.guard(), paddle.static.scope_guard(paddle.static.Scope()):
+            main, startup = paddle.static.Program(), paddle.static.Program()
+            main.random_seed = startup.random_seed = 3
+            with paddle.static.program_guard(main, startup):
+                yield main, startup
+    finally:
+        paddle.disable_static()
+
+
+def _regression(kind, **kwargs):
+    """x -> Linear(3, 4) -> relu -> Linear(4, 1), squared error, minimized by ``kind``."""
+    x = paddle.static.data("x", [None, 3], "float32")
+    y = paddle.static.data("y", [None, 1], "float32")
+    out = paddle.nn.Linear(4, 1)(paddle.nn.functional.relu(paddle.nn.Linear(3, 4)(x)))
+    loss = paddle.mean(paddle.square(out - y))
+    optimizer = OPTIMIZERS[kind](**dict(dict(learning_rate=0.05, momentum=0.9), **kwargs))
+    result = optimizer.minimize(loss)
+    return x, out, loss, optimizer, result
+
+
+def _feeds(steps, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((5, 3)).astype("float32"),
+             "y": rng.standard_normal((5, 1)).astype("float32")} for _ in range(steps)]
+
+
+def _op_name(op):
+    return op.name() if callable(getattr(op, "name", None)) else op.type
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_minimize_returns_and_names_match_builtin(mode):
+    seen = {}
+    for kind in OPTIMIZERS:
+        with static_program(mode) as (main, startup):
+            _, _, _, optimizer, (ops, params_grads) = _regression(kind, use_nesterov=True)
+            assert isinstance(ops, list) and ops
+            params = [p for p, _ in params_grads]
+            seen[kind] = (
+                [p.name for p in params],
+                [optimizer._get_accumulator_master("velocity", p).name for p in params],
+                type(ops[0]).__name__, type(params_grads[0][1]).__name__,
+            )
+            if kind == "ours":
+                names = [_op_name(op) for op in ops]
+                assert not any("momentum" in name for name in names), names
+    assert seen["builtin"] == seen["ours"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("saver,loader", [("builtin", "ours"), ("ours", "builtin"),
+                                          ("ours", "ours")])
+def test_static_save_load_resumes_bit_identically(mode, saver, loader, tmp_path):
+    feeds = _feeds(6)
+    path = str(tmp_path / "checkpoint")
+
+    def run(kind, feeds, save_after=None, load=False):
+        with static_program(mode) as (main, startup):
+            _, _, loss, _, _ = _regression(kind, weight_decay=0.01)
+            executor = paddle.static.Executor(paddle.CPUPlace())
+            executor.run(startup)
+            if load:
+                paddle.static.load(main, path, executor)
+            losses = []
+            for i, feed in enumerate(feeds):
+                losses.append(executor.run(main, feed=feed, fetch_list=[loss])[0])
+                if save_after == i:
+                    paddle.static.save(main, path)
+            return losses
+
+    uninterrupted = run(saver, feeds, save_after=2)
+    resumed = run(loader, feeds[3:], load=True)
+    for step, (a, b) in enumerate(zip(uninterrupted[3:], resumed)):
+        assert_same(a, b, f"loss at step {step + 3}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_save_inference_model_is_unaffected(mode, tmp_path):
+    outputs = {}
+    for kind in OPTIMIZERS:
+        with static_program(mode) as (main, startup):
+            x, out, loss, _, _ = _regression(kind)
+            executor = paddle.static.Executor(paddle.CPUPlace())
+            executor.run(startup)
+            for feed in _feeds(3):
+                executor.run(main, feed=feed, fetch_list=[loss])
+            prefix = str(tmp_path / kind / "model")
+            paddle.static.save_inference_model(prefix, [x], [out], executor, program=main)
+            program, feed_names, fetch_targets = paddle.static.load_inference_model(prefix,
+                                                                                    executor)
+            names = [_op_name(op) for op in program.global_block().ops]
+            assert not any("momentum" in n or n.startswith("pd_op.assign_out") or n == "assign"
+                           for n in names), names
+            probe = _feeds(1, seed=9)[0]["x"]
+            outputs[kind] = executor.run(program, feed={feed_names[0]: probe},
+                                         fetch_list=fetch_targets)[0]
+    assert_same(outputs["builtin"], outputs["ours"], "inference output")
+
+
+def _fp16_weight_loss(x, weight):
+    """CPU Paddle has no float16 matmul: the forward runs on the float32 cast."""
+    out = paddle.nn.functional.linear(x, paddle.cast(weight, "float32"))
+    return paddle.mean(paddle.square(out))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_multi_precision_static_equals_dygraph(mode):
+    """float16 parameters with float32 master weights (the built-in has no CPU kernel)."""
+    rng = np.random.default_rng(4)
+    initial = rng.standard_normal((3, 2)).astype("float16")
+    feeds = [rng.standard_normal((4, 3)).astype("float32") for _ in range(5)]
+
+    weight = paddle.create_parameter([3, 2], "float16")
+    weight.set_value(initial)
+    opt = paddle_momentum.Momentum(0.1, parameters=[weight], multi_precision=True,
+                                   weight_decay=0.01)
+    dygraph = []
+    for feed in feeds:
+        _fp16_weight_loss(paddle.to_tensor(feed), weight).backward()
+        opt.step()
+        opt.clear_grad()
+        dygraph.append(weight.astype("float32").numpy())
+
+    with static_program(mode) as (main, startup):
+        x = paddle.static.data("x", [4, 3], "float32")
+        w = paddle.static.create_parameter([3, 2], "float16", name="w16")
+        loss = _fp16_weight_loss(x, w)
+        paddle_momentum.Momentum(0.1, multi_precision=True, weight_decay=0.01).minimize(loss)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        scope = paddle.static.global_scope()
+        scope.var("w16").get_tensor().set(initial, paddle.CPUPlace())
+        # the master weight was cast from the startup value: make it the cast of `initial`
+        for name in ("w16_fp32_master_0",):
+            scope.var(name).get_tensor().set(initial.astype("float32"), paddle.CPUPlace())
+        for step, feed in enumerate(feeds):
+            executor.run(main, feed={"x": feed}, fetch_list=[loss])
+            value = np.array(scope.find_var("w16").get_tensor()).astype("float32")
+            assert_same(dygraph[step], value, f"step {step}")
+
+
+def test_parameter_groups_in_static_raise_type_error():
+    with static_program("pir"):
+        x = paddle.static.data("x", [2, 3], "float32")
+        layer = paddle.nn.Linear(3, 1)
+        optimizer = paddle_momentum.Momentum(0.1, parameters=[{"params": layer.parameters()}])
+        with pytest.raises(TypeError, match="dygraph"):
+            optimizer.minimize(layer(x).sum())
+
+
+@pytest.mark.parametrize("legacy_ir", [False, True])
+def test_static_graph_example_matches_builtin(legacy_ir):
+    spec = importlib.util.spec_from_file_location("static_graph_example",
+                                                  ROOT / "examples" / "static_graph.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    ours = example.train(paddle_momentum.Momentum, steps=30, legacy_ir=legacy_ir)
+    builtin = example.train(paddle.optimizer.Momentum, steps=30, legacy_ir=legacy_ir)
+    assert ours == builtin
+    assert ours[-1] < 0.05 * ours[0]
