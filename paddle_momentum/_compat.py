@@ -67,6 +67,21 @@ def write_into(target, value) -> None:
     paddle.assign(value, output=target)
 
 
+def inplace_target(param):
+    """What an in-place custom op may write into for ``param``.
+
+    Dygraph refuses in-place ops on a leaf that requires grad; ``detach()`` shares its storage.
+    """
+    return param.detach() if in_dygraph() else param
+
+
+def on_cpu(tensor) -> bool:
+    """Whether ``tensor`` lives on the CPU (static programs: the current device)."""
+    if in_dygraph():
+        return tensor.place.is_cpu_place()
+    return paddle.get_device() == "cpu"
+
+
 def gradient_of(param):
     """The gradient the built-in's ``step()`` uses: ``main_grad`` when set, else ``.grad``."""
     main_grad = getattr(param, "main_grad", None)

@@ -12,11 +12,11 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _clip, _compat
+from . import _clip, _compat, _kernel, implementations
 from . import _validation as check
-from .rule import momentum_update
 
 _VELOCITY = "velocity"
+KERNELS = ("auto", "fused", "composed")
 
 LOW_PRECISION_WARNING = (
     "Accumulating with FP16/BF16 in optimizer can lead to poor accuracy or slow convergence."
@@ -79,7 +79,11 @@ class Momentum(Optimizer):
         rescale_grad=1.0,
         use_multi_tensor=False,
         name=None,
+        *,
+        kernel="auto",
     ):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         learning_rate = check.check_learning_rate(learning_rate)
         momentum = check.check_momentum(momentum)
         weight_decay = check.check_weight_decay(weight_decay)
@@ -120,6 +124,10 @@ class Momentum(Optimizer):
         # stay off); the fused multi-tensor kernel will read it.
         self._multi_tensor_requested = bool(use_multi_tensor)
         self._master_weights = {}
+        self._kernel = kernel
+        if kernel == "fused" and _kernel.load() is None:
+            raise RuntimeError("kernel='fused' was requested but the fused kernel could not be "
+                               "built (see the warning above); use kernel='auto' to fall back")
 
     # ------------------------------------------------------------------ construction helpers
     def _checked_parameters(self, parameters):
@@ -253,31 +261,20 @@ class Momentum(Optimizer):
         lr = self._param_lr(param, group)
         velocity = self._get_accumulator_master(self._velocity_acc_str, param)
         master = self._master_weights[param.name] if self._uses_master_weight(param) else None
-        rounding = None
-        if master is not None:
-            current = master
-        elif _compat.is_low_precision(param.dtype):
-            # No float16/bfloat16 arithmetic on CPU: compute in float32, round every result.
-            current = _compat.cast(param, paddle.float32)
-            rounding = _compat.round_through(param.dtype)
-        else:
-            current = param
-        compute_dtype = current.dtype
-        new_param, new_velocity = momentum_update(
-            current,
-            _compat.cast(grad, compute_dtype),
-            _compat.cast(velocity, compute_dtype),
-            _compat.cast(lr, compute_dtype),
+        self._implementation_for(param, grad)(
+            param, grad, velocity, master, lr,
             momentum=settings["momentum"],
             use_nesterov=settings["use_nesterov"],
             l2_coeff=fused_l2 or 0.0,
             rescale_grad=settings["rescale_grad"],
-            round_result=rounding,
         )
-        _compat.write_into(velocity, _compat.cast(new_velocity, velocity.dtype))
-        if master is not None:
-            _compat.write_into(master, new_param)
-        _compat.write_into(param, _compat.cast(new_param, param.dtype))
+
+    def _implementation_for(self, param, grad):
+        """The fused kernel where it is chosen, built and applicable; else composed ops."""
+        if self._kernel != "composed" and implementations.fused_supports(param, grad) \
+                and _kernel.load() is not None:
+            return implementations.fused
+        return implementations.composed
 
     def _regularized(self, param, grad, group):
         """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""

@@ -38,6 +38,7 @@ class Case:
     api: str = "step"  # step | minimize
     clear: str = "zero"  # zero | none | zero_grad | accumulate
     mode: str = "dygraph"  # dygraph | pir | legacy
+    kernel: str = "auto"  # ours: auto | fused | composed
     steps: int = 10
 
     @property
@@ -167,7 +168,8 @@ def make_builtin(case, model):
 
 
 OPTIMIZERS = {"builtin": make_builtin,
-              "ours": lambda case, model: make_optimizer(paddle_momentum.Momentum, case, model)}
+              "ours": lambda case, model: make_optimizer(paddle_momentum.Momentum, case, model,
+                                                         kernel=case.kernel)}
 
 
 def batch_arrays(case, seed=7):

@@ -53,7 +53,8 @@ ORACLE_CASES = [
     ORACLE_CASES,
     ids=[f"{d}-mp{int(m)}-nag{int(n)}-l2={c}-rescale={r}" for d, m, n, c, r in ORACLE_CASES],
 )
-def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, place):
+@pytest.mark.parametrize("kernel", ["composed", "fused"])
+def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, kernel, place):
     """rescale_grad is applied; float16/bfloat16 train on CPU, with or without master weights."""
     params = [_leaf(p) for p in _make_params(dtype)]
     oracles = [OracleParam(_as_float32(p), dtype, multi_precision) for p in params]
@@ -62,7 +63,7 @@ def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, place):
         warnings.simplefilter("ignore")  # the low-precision accumulation warning
         opt = Momentum(learning_rate=lr, momentum=0.9, parameters=params, use_nesterov=nesterov,
                        weight_decay=l2 or None, multi_precision=multi_precision,
-                       rescale_grad=rescale)
+                       rescale_grad=rescale, kernel=kernel)
     rng = np.random.default_rng(1)
     for step in range(10):
         for p in params:

@@ -1,5 +1,6 @@
 """The differential matrix: ours against the built-in, every parameter and velocity, every step."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -100,10 +101,12 @@ def _assert_runs_equal(expected_run, actual_run, what, tolerance=None):
                                            **tolerance)
 
 
+@pytest.mark.parametrize("kernel", ["composed", "fused"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_matches_builtin_every_step(case, place):
+def test_matches_builtin_every_step(case, kernel, place):
     """Dygraph: ours == built-in. Static: ours == built-in where the built-in runs, and ours
-    static == ours dygraph always."""
+    static == ours dygraph always. For both implementations (fused == composed == built-in)."""
+    case = dataclasses.replace(case, kernel=kernel)
     if case.mode == "dygraph":
         reference, ours = zip(*[(ref, our) for _, ref, our in run_side_by_side(case)])
         _assert_runs_equal(reference, ours, "built-in vs ours")

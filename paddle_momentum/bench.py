@@ -1,0 +1,456 @@
+"""Benchmark: the optimizer step of ``paddle_momentum.Momentum`` against the built-in.
+
+Every candidate optimizer runs in this one process on its own copy of the same parameters and
+gradients. Steps are interleaved round-robin (one step of each candidate per round, the first
+candidate rotating from round to round) so that drifts in machine speed hit all candidates
+alike; each candidate's time is the median of its timed steps after a few warm-up steps, and
+only ``opt.step()`` (or, for the static workload, ``Executor.run``) is inside the timer.
+
+Reported per workload and candidate: the median step time, its ratio to the built-in
+(``builtin``, i.e. ``paddle.optimizer.Momentum`` with default options; above 1 is slower), the
+achieved bandwidth (the bytes a fused float32 momentum step must move, 20 per element: read
+p, g, v and write p, v, divided by the step time), that bandwidth as a share of a memory
+bandwidth roof measured at the start of the same run (a single-threaded numpy streaming add),
+and, optionally, the peak extra memory of constructing the optimizer and taking its first steps,
+measured for each candidate in a fresh subprocess.
+
+Command line::
+
+    python -m paddle_momentum.bench                       # all workloads, 15 timed steps
+    python -m paddle_momentum.bench --quick               # small sizes, no memory probes
+    python -m paddle_momentum.bench --workload resnet50 --workload one-big --steps 31
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import gc
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import paddle
+
+import paddle_momentum
+
+HYPERPARAMETERS = {"learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
+BASELINE = "builtin"
+WARMUP_STEPS = 3
+DEFAULT_STEPS = 15
+# The composed candidate takes ~1.6 s per step on the 64M-element tensor: fewer steps there.
+SLOW_CANDIDATE = "ours-composed"
+SLOW_WORKLOAD = "one-big"
+SLOW_STEPS = 5
+BYTES_PER_ELEMENT = 20  # fused float32 momentum: read param, grad, velocity; write param, velocity
+FLOAT32_BYTES = 4
+SEED = 0
+
+Stepper = Callable[[], object]
+
+
+# --------------------------------------------------------------------------------- candidates
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """An optimizer under test: a label and a factory taking the parameter list (None in a
+    static program) and returning the optimizer, built with :data:`HYPERPARAMETERS`."""
+
+    label: str
+    make: Callable[[Optional[list]], paddle.optimizer.Optimizer]
+
+
+def _builtin(**options) -> Callable[[Optional[list]], paddle.optimizer.Optimizer]:
+    def make(parameters):
+        return paddle.optimizer.Momentum(parameters=parameters, **HYPERPARAMETERS, **options)
+    return make
+
+
+def _ours(**options) -> Callable[[Optional[list]], paddle.optimizer.Optimizer]:
+    def make(parameters):
+        # Looked up at call time, so a patched or reloaded class is the one measured.
+        return paddle_momentum.Momentum(parameters=parameters, **HYPERPARAMETERS, **options)
+    return make
+
+
+def available_candidates(out: Callable[[str], object] = print) -> List[Candidate]:
+    """The built-in (plain and multi-tensor) and ours: ``ours-fused`` and ``ours-composed``
+    where ``paddle_momentum.Momentum`` takes a ``kernel`` option, else plain ``ours``.
+
+    A kernel that exists but cannot be constructed here (e.g. the fused C++ kernel failed to
+    build) is left out, with a note through ``out``.
+    """
+    found = [Candidate("builtin", _builtin()),
+             Candidate("builtin-mt", _builtin(use_multi_tensor=True))]
+    probe = [paddle.to_tensor(np.zeros(4, np.float32), stop_gradient=False)]
+    for kernel in ("fused", "composed"):
+        make = _ours(kernel=kernel)
+        try:
+            make(probe)
+        except TypeError:  # no ``kernel`` option (yet): one candidate, ours as it is
+            return found + [Candidate("ours", _ours())]
+        except Exception as error:  # noqa: BLE001 - reported, the other candidates still run
+            out(f"note: ours-{kernel} left out: {type(error).__name__}: {error}")
+            continue
+        found.append(Candidate(f"ours-{kernel}", make))
+    return found
+
+
+# --------------------------------------------------------------------------------- workloads
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One benchmark workload.
+
+    ``steppers(candidates, quick)`` is a context manager yielding ``{label: step function}``,
+    each step function taking one optimizer step of that candidate on its own state;
+    ``shapes(quick)`` gives the parameter shapes of a dygraph workload (None for static ones,
+    which then report no bandwidth and no memory).
+    """
+
+    name: str
+    description: str
+    steppers: Callable[[Sequence[Candidate], bool], "contextlib.AbstractContextManager"]
+    shapes: Optional[Callable[[bool], List[List[int]]]] = None
+
+    @property
+    def is_dygraph(self) -> bool:
+        return self.shapes is not None
+
+
+@functools.lru_cache(maxsize=None)
+def many_small_shapes(quick: bool) -> List[List[int]]:
+    """2000 vectors of 512 elements: per-tensor overhead dominates."""
+    return [[512]] * 2000
+
+
+@functools.lru_cache(maxsize=None)
+def resnet50_shapes(quick: bool) -> List[List[int]]:
+    """The trainable parameter shapes of ``paddle.vision.models.resnet50()``."""
+    model = paddle.vision.models.resnet50()
+    return [list(p.shape) for p in model.parameters() if not p.stop_gradient]
+
+
+@functools.lru_cache(maxsize=None)
+def one_big_shapes(quick: bool) -> List[List[int]]:
+    """A single tensor of 64M elements (1M with ``quick``): pure memory bandwidth."""
+    return [[2**20 if quick else 2**26]]
+
+
+def gradient_values(shapes: Sequence[Sequence[int]], seed: int = SEED):
+    """``(parameter values, gradient tensors)``: fixed float32 values for a dygraph workload."""
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+    gradients = [paddle.to_tensor(rng.standard_normal(shape, dtype=np.float32))
+                 for shape in shapes]
+    return values, gradients
+
+
+def parameters_with_gradients(values, gradients) -> List[paddle.Tensor]:
+    """A fresh copy of the parameters whose ``.grad`` is ``gradients``, set by one backward
+    pass of ``sum(p * G)``. The gradients then stay as they are for every step."""
+    parameters = [paddle.to_tensor(value, stop_gradient=False) for value in values]
+    loss = paddle.add_n([(p * g).sum() for p, g in zip(parameters, gradients)])
+    loss.backward()
+    return parameters
+
+
+@contextlib.contextmanager
+def dygraph_steppers(shapes: Callable[[bool], List[List[int]]],
+                     candidates: Sequence[Candidate], quick: bool) -> Iterator[Dict[str, Stepper]]:
+    """``opt.step`` of every candidate, each over its own parameters and gradients."""
+    values, gradients = gradient_values(shapes(quick))
+    steppers = {c.label: c.make(parameters_with_gradients(values, gradients)).step
+                for c in candidates}
+    del values, gradients
+    gc.collect()
+    try:
+        yield steppers
+    finally:
+        steppers.clear()
+        gc.collect()
+
+
+MLP_SIZES = (784, 200, 10)
+MLP_BATCH = 64
+
+
+def mlp_program(candidate: Candidate, executor: paddle.static.Executor,
+                weights: Sequence[np.ndarray], feed: Dict[str, np.ndarray]) -> Stepper:
+    """Build a Linear-ReLU-Linear cross-entropy program minimized by ``candidate`` in its own
+    Program and Scope, initialize it, and return one training step (``Executor.run``)."""
+    main, startup, scope = paddle.static.Program(), paddle.static.Program(), paddle.static.Scope()
+    with paddle.static.scope_guard(scope), paddle.utils.unique_name.guard(), \
+            paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [MLP_BATCH, MLP_SIZES[0]], "float32")
+        label = paddle.static.data("label", [MLP_BATCH, 1], "int64")
+        layers = [paddle.nn.Linear(n_in, n_out,
+                                   weight_attr=paddle.nn.initializer.Assign(weight))
+                  for (n_in, n_out), weight in zip(zip(MLP_SIZES, MLP_SIZES[1:]), weights)]
+        logits = layers[1](paddle.nn.functional.relu(layers[0](x)))
+        loss = paddle.nn.functional.cross_entropy(logits, label)
+        candidate.make(None).minimize(loss)
+        executor.run(startup)
+    return lambda: executor.run(main, feed=feed, fetch_list=[loss], scope=scope)
+
+
+@contextlib.contextmanager
+def static_mlp_steppers(candidates: Sequence[Candidate],
+                        quick: bool) -> Iterator[Dict[str, Stepper]]:
+    """``Executor.run`` of a 784-200-10 MLP training step (batch 64), one program per
+    candidate, all from the same weights and batch; dygraph is restored on exit."""
+    rng = np.random.default_rng(SEED)
+    weights = [(rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+               for n_in, n_out in zip(MLP_SIZES, MLP_SIZES[1:])]
+    feed = {"x": rng.standard_normal((MLP_BATCH, MLP_SIZES[0])).astype(np.float32),
+            "label": rng.integers(0, MLP_SIZES[-1], (MLP_BATCH, 1)).astype(np.int64)}
+    paddle.enable_static()
+    try:
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        yield {c.label: mlp_program(c, executor, weights, feed) for c in candidates}
+    finally:
+        paddle.disable_static()
+
+
+def _dygraph(name, description, shapes) -> Workload:
+    return Workload(name, description,
+                    lambda candidates, quick: dygraph_steppers(shapes, candidates, quick), shapes)
+
+
+WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
+    _dygraph("many-small", "2000 x [512]", many_small_shapes),
+    _dygraph("resnet50", "resnet50 trainable parameters", resnet50_shapes),
+    _dygraph("one-big", "1 x [64M] (--quick: [1M])", one_big_shapes),
+    Workload("static-mlp", "Executor.run of a 784-200-10 MLP, batch 64", static_mlp_steppers),
+)}
+
+
+# --------------------------------------------------------------------------------- measuring
+def time_interleaved(steppers: Dict[str, Stepper], steps: Dict[str, int],
+                     warmup: int = WARMUP_STEPS) -> Dict[str, List[float]]:
+    """Seconds of each timed step, per label, from round-robin interleaved runs.
+
+    Every stepper first takes ``warmup`` untimed steps (interleaved too). Then each round
+    times one step of every label that still has steps to take (``steps[label]``), starting
+    one label further along than the round before.
+    """
+    labels = list(steppers)
+    for _ in range(warmup):
+        for label in labels:
+            steppers[label]()
+    times: Dict[str, List[float]] = {label: [] for label in labels}
+    for round_index in range(max(steps.values())):
+        start = round_index % len(labels)
+        for label in labels[start:] + labels[:start]:
+            if len(times[label]) < steps[label]:
+                step = steppers[label]
+                began = time.perf_counter()
+                step()
+                times[label].append(time.perf_counter() - began)
+    return times
+
+
+def measure_bandwidth_roof(elements: int, repeats: int = 15) -> float:
+    """GB/s of ``np.add(a, b, out=c)`` on float32 arrays (single thread; 3 arrays of bytes
+    read or written per element), the median of ``repeats`` runs after one warm-up run.
+
+    A reference, not a hard ceiling: the store to ``c`` also costs a read-for-ownership that
+    is not counted, while a momentum step writes only what it has just read, and tensors
+    small enough to stay in cache are not limited by memory at all; so a step can report a
+    little over 100%.
+    """
+    a = np.ones(elements, np.float32)
+    b = np.ones(elements, np.float32)
+    c = np.empty(elements, np.float32)
+    np.add(a, b, out=c)  # touches every page of c
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        np.add(a, b, out=c)
+        seconds.append(time.perf_counter() - began)
+    return 3 * FLOAT32_BYTES * elements / statistics.median(seconds) / 1e9
+
+
+def _status_kb(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (``VmRSS``: resident now, ``VmHWM``: its peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_extra_memory(workload_name: str, candidate_label: str, quick: bool) -> float:
+    """MB of peak RSS above the baseline caused by constructing ``candidate_label``'s optimizer
+    and taking its first :data:`WARMUP_STEPS` steps on ``workload_name`` (in this process;
+    see :func:`probe_extra_memory` for the clean measurement in a fresh one).
+
+    The baseline is the RSS once the parameters and their gradients exist. Where the kernel
+    does not let us reset the peak, the RSS after the steps is used (transients then missed).
+    """
+    workload = WORKLOADS[workload_name]
+    candidates = {c.label: c for c in available_candidates(out=lambda message: None)}
+    values, gradients = gradient_values(workload.shapes(quick))
+    parameters = parameters_with_gradients(values, gradients)
+    del values, gradients
+    gc.collect()
+    baseline = _status_kb("VmRSS")
+    peak_field = "VmHWM" if _reset_peak_rss() else "VmRSS"
+    optimizer = candidates[candidate_label].make(parameters)
+    for _ in range(WARMUP_STEPS):
+        optimizer.step()
+    return (_status_kb(peak_field) - baseline) / 1024
+
+
+def probe_extra_memory(workload_name: str, candidate_label: str, quick: bool,
+                       timeout: float = 600) -> Optional[float]:
+    """:func:`measure_extra_memory` in a fresh Python process; None if the probe failed."""
+    command = [sys.executable, "-m", "paddle_momentum.bench",
+               "--memory-probe", workload_name, candidate_label] + (["--quick"] if quick else [])
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"memory probe {workload_name}/{candidate_label}: timed out", file=sys.stderr)
+        return None
+    try:
+        return float(result.stdout.split()[-1])
+    except (ValueError, IndexError):
+        last_lines = "\n".join(result.stderr.strip().splitlines()[-5:])
+        print(f"memory probe {workload_name}/{candidate_label} failed "
+              f"(exit {result.returncode}):\n{last_lines}", file=sys.stderr)
+        return None
+
+
+# --------------------------------------------------------------------------------- reporting
+COLUMNS = (("workload", "<12"), ("candidate", "<14"), ("median ms", ">10"),
+           ("x builtin", ">10"), ("GB/s", ">7"), ("% roof", ">7"), ("extra MB", ">9"))
+
+
+def _format_row(cells: Sequence[str]) -> str:
+    return "  ".join(f"{cell:{spec}}" for cell, (_, spec) in zip(cells, COLUMNS))
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table_row(row: dict, roof_gbps: float) -> str:
+    share = None if row["gbps"] is None else 100 * row["gbps"] / roof_gbps
+    return _format_row([row["workload"], row["candidate"], _fmt(row["median_ms"], ".2f"),
+                        _fmt(row["ratio"], ".2f"), _fmt(row["gbps"], ".1f"),
+                        _fmt(share, ".0f"), _fmt(row["extra_mb"], ".1f")])
+
+
+def _describe(workload: Workload, quick: bool) -> str:
+    if not workload.is_dygraph:
+        return f"{workload.name}: {workload.description}"
+    shapes = workload.shapes(quick)
+    elements = sum(int(np.prod(shape)) for shape in shapes)
+    tensors = f"{len(shapes)} tensor" + ("" if len(shapes) == 1 else "s")
+    return (f"{workload.name}: {tensors}, {elements / 1e6:.2f}M elements, "
+            f"{BYTES_PER_ELEMENT * elements / 1e6:.1f} MB moved per fused step")
+
+
+# --------------------------------------------------------------------------------- entry points
+def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
+        out: Callable[[str], object] = print, *, quick: bool = False,
+        memory: Optional[bool] = None, skip_composed_big: bool = True) -> List[dict]:
+    """Benchmark ``workloads`` (default: all of :data:`WORKLOADS`), printing a table via ``out``.
+
+    ``steps`` timed steps per candidate (``ours-composed`` on ``one-big`` takes at most
+    :data:`SLOW_STEPS`, or is skipped with ``skip_composed_big``); ``quick`` uses small sizes;
+    ``memory`` probes each dygraph candidate's extra memory in a subprocess (default: on
+    unless ``quick``). Returns one dict per workload and candidate with the keys
+    ``workload, candidate, median_ms, ratio, gbps, extra_mb`` (None where not measured).
+    """
+    names = list(workloads or WORKLOADS)
+    memory = (not quick) if memory is None else memory
+    roof_gbps = measure_bandwidth_roof(2**24 if quick else 2**25)
+    out(f"memory-bandwidth roof: {roof_gbps:.1f} GB/s (numpy float32 add, single thread, "
+        f"read+write bytes); GB/s below counts {BYTES_PER_ELEMENT} bytes per element and step; "
+        f"median of {steps} steps after {WARMUP_STEPS} warm-up, interleaved")
+    candidates = available_candidates(out)
+    header = _format_row([name for name, _ in COLUMNS])
+    out(header)
+    out("-" * len(header))
+
+    rows: List[dict] = []
+    for name in names:
+        workload = WORKLOADS[name]
+        chosen = [c for c in candidates if not (
+            skip_composed_big and name == SLOW_WORKLOAD and c.label == SLOW_CANDIDATE)]
+        step_counts = {c.label: min(steps, SLOW_STEPS)
+                       if (name, c.label) == (SLOW_WORKLOAD, SLOW_CANDIDATE) else steps
+                       for c in chosen}
+        out(f"# {_describe(workload, quick)}")
+        with workload.steppers(chosen, quick) as steppers:
+            times = time_interleaved(steppers, step_counts)
+        elements = (sum(int(np.prod(s)) for s in workload.shapes(quick))
+                    if workload.is_dygraph else None)
+        medians = {label: statistics.median(seconds) for label, seconds in times.items()}
+        for candidate in chosen:
+            seconds = medians[candidate.label]
+            row = {
+                "workload": name,
+                "candidate": candidate.label,
+                "median_ms": seconds * 1e3,
+                "ratio": seconds / medians[BASELINE] if BASELINE in medians else None,
+                "gbps": BYTES_PER_ELEMENT * elements / seconds / 1e9 if elements else None,
+                "extra_mb": (probe_extra_memory(name, candidate.label, quick)
+                             if memory and workload.is_dygraph else None),
+            }
+            rows.append(row)
+            out(_table_row(row, roof_gbps))
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: see the module docstring and ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m paddle_momentum.bench",
+        description="Optimizer step time of paddle_momentum.Momentum vs paddle.optimizer."
+                    "Momentum, interleaved in one process (lr 0.1, momentum 0.9, "
+                    "weight_decay 1e-4, float32).")
+    parser.add_argument("--workload", action="append", choices=list(WORKLOADS),
+                        help="workload to run (repeatable; default: all)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"timed steps per candidate (default {DEFAULT_STEPS})")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, for a smoke test (one-big: 1M elements)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                        help="probe each candidate's extra memory in a fresh subprocess "
+                             "(default: on, off with --quick)")
+    parser.add_argument("--skip-composed-big", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help=f"leave {SLOW_CANDIDATE} out of {SLOW_WORKLOAD} (default: on; "
+                             f"when included it takes at most {SLOW_STEPS} timed steps)")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("WORKLOAD", "CANDIDATE"),
+                        help=argparse.SUPPRESS)  # internal: one measurement, printed in MB
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+
+    if args.memory_probe:
+        workload_name, candidate_label = args.memory_probe
+        print(f"{measure_extra_memory(workload_name, candidate_label, args.quick):.1f}")
+        return 0
+    run(args.workload, steps=args.steps, quick=args.quick, memory=args.memory,
+        skip_composed_big=args.skip_composed_big)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+// paddle_momentum's fused momentum kernel (CPU, OpenMP), a Paddle custom operator.
+//
+// The same arithmetic as paddle_momentum.rule.momentum_update, one pass over memory:
+//
+//   g' = p*c + s*g ;  v = v*mu + g' ;  p = p - lr*v   (Nesterov: p = p - (g' + v*mu)*lr)
+//
+// Every operation is rounded in the compute type MT, in exactly this order, and the file is
+// compiled with -ffp-contract=off so no multiply-add is fused: that is what keeps the result
+// equal, bit for bit, to Paddle's own CPU kernel and to the composed-ops reference.
+//
+// Types: float/double parameters compute in their own type. float16/bfloat16 parameters
+// compute in float: on a float32 master weight (pm_momentum_master_) or, without one, with
+// every intermediate result rounded to the parameter type (pm_momentum_).
+//
+// Both ops update their tensors in place; they take any contiguous tensors, so one call can
+// update a whole flat buffer holding many parameters.
+
+#include <cstdint>
+#include <type_traits>
+
+#include "paddle/extension.h"
+
+namespace {
+
+using float16 = phi::dtype::float16;
+using bfloat16 = phi::dtype::bfloat16;
+
+// Parallelise only when the work pays for the threads' start-up.
+constexpr int64_t kParallelThreshold = 1 << 15;
+
+template <typename T>
+constexpr bool kIsNarrow =
+    std::is_same<T, float16>::value || std::is_same<T, bfloat16>::value;
+
+// Rounds a float result to T and back when T is narrower than the compute type.
+template <typename T, typename MT>
+inline MT RoundTo(MT x) {
+  if constexpr (kIsNarrow<T>) {
+    return static_cast<MT>(static_cast<T>(x));
+  } else {
+    return x;
+  }
+}
+
+struct Hyper {
+  float mu;          // momentum, a float32 attribute as in Paddle's kernel
+  float l2;          // fused L2 coefficient (0: none)
+  float rescale;     // rescale_grad (1: none)
+  bool nesterov;
+};
+
+// T: parameter type; G: gradient type; V: velocity type; MT: compute type; R: the type every
+// intermediate result is rounded to (T without a master weight, MT with one).
+// master == nullptr: the parameter itself is the value updated. Otherwise the float32 master
+// is updated and param = T(master).
+template <typename T, typename G, typename V, typename MT, typename R>
+void MomentumLoop(T* param, const G* grad, V* velocity, MT* master, int64_t n, MT lr,
+                  const Hyper& h) {
+  const MT mu = static_cast<MT>(h.mu);
+  const MT l2 = static_cast<MT>(h.l2);
+  const MT rescale = static_cast<MT>(h.rescale);
+  const bool has_l2 = h.l2 != 0.0f;
+  const bool has_rescale = h.rescale != 1.0f;
+  const bool nesterov = h.nesterov;
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) {
+    MT g = static_cast<MT>(grad[i]);
+    if (has_rescale) g = RoundTo<R, MT>(g * rescale);
+    const MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
+    if (has_l2) g = RoundTo<R, MT>(RoundTo<R, MT>(p * l2) + g);
+    const MT v = RoundTo<R, MT>(RoundTo<R, MT>(static_cast<MT>(velocity[i]) * mu) + g);
+    MT step;
+    if (nesterov) {
+      step = RoundTo<R, MT>(RoundTo<R, MT>(g + RoundTo<R, MT>(v * mu)) * lr);
+    } else {
+      step = RoundTo<R, MT>(lr * v);
+    }
+    const MT updated = RoundTo<R, MT>(p - step);
+    velocity[i] = static_cast<V>(v);
+    if (master != nullptr) master[i] = updated;
+    param[i] = static_cast<T>(updated);
+  }
+}
+
+// The learning rate as the compute type (the lr tensor may be float32 or float64).
+template <typename MT>
+MT ReadLearningRate(const paddle::Tensor& lr) {
+  if (lr.dtype() == paddle::DataType::FLOAT64) {
+    return static_cast<MT>(lr.data<double>()[0]);
+  }
+  PD_CHECK(lr.dtype() == paddle::DataType::FLOAT32, "lr must be float32 or float64");
+  return static_cast<MT>(lr.data<float>()[0]);
+}
+
+void CheckCommon(const paddle::Tensor& param, const paddle::Tensor& grad,
+                 const paddle::Tensor& velocity, const paddle::Tensor& lr) {
+  PD_CHECK(param.is_cpu() && grad.is_cpu() && velocity.is_cpu() && lr.is_cpu(),
+           "pm_momentum: CPU tensors only");
+  PD_CHECK(param.numel() == grad.numel() && param.numel() == velocity.numel(),
+           "pm_momentum: param, grad and velocity sizes differ");
+  PD_CHECK(grad.dtype() == param.dtype(), "pm_momentum: grad dtype must equal param dtype");
+  PD_CHECK(lr.numel() == 1, "pm_momentum: lr must hold one value");
+}
+
+template <typename T>
+void RunWithoutMaster(paddle::Tensor& param, const paddle::Tensor& grad,
+                      paddle::Tensor& velocity, const paddle::Tensor& lr, const Hyper& h) {
+  using MT = typename std::conditional<kIsNarrow<T>, float, T>::type;
+  PD_CHECK(velocity.dtype() == param.dtype(), "pm_momentum: velocity dtype must equal param's");
+  MomentumLoop<T, T, T, MT, T>(param.data<T>(), grad.data<T>(), velocity.data<T>(),
+                            static_cast<MT*>(nullptr), param.numel(),
+                            ReadLearningRate<MT>(lr), h);
+}
+
+template <typename T>
+void RunWithMaster(paddle::Tensor& param, const paddle::Tensor& grad, paddle::Tensor& velocity,
+                   const paddle::Tensor& lr, paddle::Tensor& master, const Hyper& h) {
+  PD_CHECK(velocity.dtype() == paddle::DataType::FLOAT32 &&
+               master.dtype() == paddle::DataType::FLOAT32,
+           "pm_momentum_master: velocity and master must be float32");
+  PD_CHECK(master.numel() == param.numel(), "pm_momentum_master: master size differs");
+  MomentumLoop<T, T, float, float, float>(param.data<T>(), grad.data<T>(), velocity.data<float>(),
+                                   master.data<float>(), param.numel(),
+                                   ReadLearningRate<float>(lr), h);
+}
+
+}  // namespace
+
+void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
+                     paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
+                     float mu, float l2, float rescale, bool nesterov) {
+  CheckCommon(param, grad, velocity, lr);
+  const Hyper h{mu, l2, rescale, nesterov};
+  switch (param.dtype()) {
+    case paddle::DataType::FLOAT32:
+      return RunWithoutMaster<float>(param, grad, velocity, lr, h);
+    case paddle::DataType::FLOAT64:
+      return RunWithoutMaster<double>(param, grad, velocity, lr, h);
+    case paddle::DataType::FLOAT16:
+      return RunWithoutMaster<float16>(param, grad, velocity, lr, h);
+    case paddle::DataType::BFLOAT16:
+      return RunWithoutMaster<bfloat16>(param, grad, velocity, lr, h);
+    default:
+      PD_THROW("pm_momentum: unsupported parameter dtype");
+  }
+}
+
+void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
+                           paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
+                           paddle::Tensor& master,  // NOLINT
+                           float mu, float l2, float rescale, bool nesterov) {
+  CheckCommon(param, grad, velocity, lr);
+  const Hyper h{mu, l2, rescale, nesterov};
+  switch (param.dtype()) {
+    case paddle::DataType::FLOAT16:
+      return RunWithMaster<float16>(param, grad, velocity, lr, master, h);
+    case paddle::DataType::BFLOAT16:
+      return RunWithMaster<bfloat16>(param, grad, velocity, lr, master, h);
+    default:
+      PD_THROW("pm_momentum_master: parameters must be float16 or bfloat16");
+  }
+}
+
+PD_BUILD_OP(pm_momentum)
+    .Inputs({"Param", "Grad", "Velocity", "LearningRate"})
+    .Outputs({"ParamOut", "VelocityOut"})
+    .Attrs({"mu: float", "l2: float", "rescale: float", "nesterov: bool"})
+    .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}})
+    .SetKernelFn(PD_KERNEL(MomentumInplace));
+
+PD_BUILD_OP(pm_momentum_master)
+    .Inputs({"Param", "Grad", "Velocity", "LearningRate", "Master"})
+    .Outputs({"ParamOut", "VelocityOut", "MasterOut"})
+    .Attrs({"mu: float", "l2: float", "rescale: float", "nesterov: bool"})
+    .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}, {"Master", "MasterOut"}})
+    .SetKernelFn(PD_KERNEL(MomentumMasterInplace));

@@ -1,0 +1,68 @@
+"""Interchangeable implementations of one momentum step on one parameter (or flat buffer).
+
+Each has the same signature: ``(param, grad, velocity, master, lr, *, momentum, use_nesterov,
+l2_coeff, rescale_grad)`` and updates param, velocity and master (if not None) in place.
+
+* ``composed``: Paddle tensor ops around :func:`paddle_momentum.rule.momentum_update`; the
+  readable reference, runs anywhere (every device, dygraph and static).
+* ``fused``: our C++ kernel (``csrc/momentum_kernel.cc``), one pass over memory, CPU.
+
+The optimizer picks one per parameter; tests check fused == composed == built-in, bitwise.
+"""
+
+from __future__ import annotations
+
+import paddle
+
+from . import _compat, _kernel
+from .rule import as_float32_attribute, momentum_update
+
+
+def composed(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff,
+             rescale_grad):
+    rounding = None
+    if master is not None:
+        current = master
+    elif _compat.is_low_precision(param.dtype):
+        # No float16/bfloat16 arithmetic on CPU: compute in float32, round every result.
+        current = _compat.cast(param, paddle.float32)
+        rounding = _compat.round_through(param.dtype)
+    else:
+        current = param
+    compute_dtype = current.dtype
+    new_param, new_velocity = momentum_update(
+        current,
+        _compat.cast(grad, compute_dtype),
+        _compat.cast(velocity, compute_dtype),
+        _compat.cast(lr, compute_dtype),
+        momentum=momentum,
+        use_nesterov=use_nesterov,
+        l2_coeff=l2_coeff,
+        rescale_grad=rescale_grad,
+        round_result=rounding,
+    )
+    _compat.write_into(velocity, _compat.cast(new_velocity, velocity.dtype))
+    if master is not None:
+        _compat.write_into(master, new_param)
+    _compat.write_into(param, _compat.cast(new_param, param.dtype))
+
+
+def fused(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff,
+          rescale_grad):
+    ops = _kernel.load()
+    scalars = (as_float32_attribute(momentum), as_float32_attribute(l2_coeff),
+               as_float32_attribute(rescale_grad), bool(use_nesterov))
+    target = _compat.inplace_target(param)
+    if master is None:
+        ops.pm_momentum(target, grad, velocity, lr, *scalars)
+    else:
+        ops.pm_momentum_master(target, grad, velocity, lr, master, *scalars)
+
+
+def fused_supports(param, grad) -> bool:
+    """Whether the fused kernel takes this parameter: dense, same-dtype gradient, on CPU."""
+    return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)
+            and _compat.on_cpu(param))
+
+
+IMPLEMENTATIONS = {"composed": composed, "fused": fused}
