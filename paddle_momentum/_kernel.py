@@ -26,12 +26,22 @@ SOURCE = pathlib.Path(__file__).resolve().parent / "csrc" / "momentum_kernel.cc"
 CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 
 
+def _link_flags():
+    """Link the OpenMP runtime Paddle itself uses (Intel's libiomp5, which also serves GCC's
+    GOMP_* calls) when Paddle ships it: with GCC's libgomp beside it, the two runtimes' worker
+    threads compete for the cores and a 1M-element step took 8 ms instead of 0.15 ms."""
+    libs = pathlib.Path(paddle.__file__).resolve().parent / "libs"
+    if (libs / "libiomp5.so").exists():
+        return [f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
+
+
 def cache_directory() -> pathlib.Path:
     root = os.environ.get("PADDLE_MOMENTUM_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "paddle_momentum")
     key = hashlib.sha256()
     key.update(SOURCE.read_bytes())
-    key.update(" ".join(CXX_FLAGS).encode())
+    key.update(" ".join(CXX_FLAGS + _link_flags()).encode())
     key.update(paddle.__version__.encode())
     key.update((sysconfig.get_config_var("SOABI") or sys.version).encode())
     return pathlib.Path(root) / key.hexdigest()[:16]
@@ -57,7 +67,7 @@ def load():
                 name=name,
                 sources=[str(SOURCE)],
                 extra_cxx_cflags=CXX_FLAGS,
-                extra_ldflags=["-fopenmp"],
+                extra_ldflags=_link_flags(),
                 build_directory=str(directory),
                 verbose=False,
             )

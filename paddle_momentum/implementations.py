@@ -52,11 +52,12 @@ def fused(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff
     ops = _kernel.load()
     scalars = (as_float32_attribute(momentum), as_float32_attribute(l2_coeff),
                as_float32_attribute(rescale_grad), bool(use_nesterov))
-    target = _compat.inplace_target(param)
+    target = _compat.inplace_target
     if master is None:
-        ops.pm_momentum(target, grad, velocity, lr, *scalars)
+        ops.pm_momentum(target(param), grad, target(velocity), lr, *scalars)
     else:
-        ops.pm_momentum_master(target, grad, velocity, lr, master, *scalars)
+        ops.pm_momentum_master(target(param), grad, target(velocity), lr, target(master),
+                               *scalars)
 
 
 def fused_supports(param, grad) -> bool:

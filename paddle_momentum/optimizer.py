@@ -12,7 +12,7 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _clip, _compat, _kernel, implementations
+from . import _clip, _compat, _flat, _kernel, implementations
 from . import _validation as check
 
 _VELOCITY = "velocity"
@@ -116,6 +116,7 @@ class Momentum(Optimizer):
         self.type = "momentum"
         self._default_dict = self._group_defaults
         self._weight_decay = weight_decay
+        self._optimizer_decay_route = (fused_l2, other_decay)
         self._momentum = momentum
         self._use_nesterov = bool(use_nesterov)
         self._rescale_grad = rescale_grad
@@ -125,6 +126,7 @@ class Momentum(Optimizer):
         self._multi_tensor_requested = bool(use_multi_tensor)
         self._master_weights = {}
         self._kernel = kernel
+        self._flat = _flat.FlatState()
         if kernel == "fused" and _kernel.load() is None:
             raise RuntimeError("kernel='fused' was requested but the fused kernel could not be "
                                "built (see the warning above); use kernel='auto' to fall back")
@@ -212,14 +214,13 @@ class Momentum(Optimizer):
         optimizer's. A group's ``weight_decay`` replaces the parameter's own regularizer; an
         optimizer-level non-L2 regularizer still applies beside a group's L2 coefficient.
         """
-        optimizer_fused, optimizer_other = split_weight_decay(self._weight_decay)
         if group is not None:
             fused, other = split_weight_decay(group["weight_decay"])
-            return fused, other if other is not None else optimizer_other
+            return fused, other if other is not None else self._optimizer_decay_route[1]
         own = getattr(param, "regularizer", None)
         if own is not None:
             return split_weight_decay(own)
-        return optimizer_fused, optimizer_other
+        return self._optimizer_decay_route
 
     def _uses_master_weight(self, param) -> bool:
         return self._multi_precision and _compat.is_low_precision(param.dtype)
@@ -269,6 +270,56 @@ class Momentum(Optimizer):
             rescale_grad=settings["rescale_grad"],
         )
 
+    def _fused_active(self) -> bool:
+        return self._kernel != "composed" and _compat.in_dygraph() and _kernel.load() is not None
+
+    def _bucket_key(self, param, grad, group):
+        """Update settings shared by a bucket, or None when ``param`` cannot join one."""
+        clip = group["grad_clip"] if group is not None else self._grad_clip
+        fused_l2, other_decay = self._decay_route(param, group)
+        if (clip is not None or other_decay is not None or param.size == 0
+                or getattr(param, "main_grad", None) is not None
+                or not param._is_initialized() or _compat.is_sparse(grad)
+                or not implementations.fused_supports(param, grad)):
+            return None
+        if group is not None:
+            scale = group["learning_rate"]
+        else:
+            scale = (getattr(param, "optimize_attr", None) or {}).get("learning_rate", 1.0)
+        return (_compat.dtype_name(param.dtype), self._uses_master_weight(param), fused_l2,
+                scale)
+
+    def _build_buckets(self, group, pairs):
+        """Move ``group``'s eligible parameters into flat buckets (once per group); returns
+        ``(new buckets, pairs left to update one by one)``."""
+        members, rest = {}, []
+        for param, grad in pairs:
+            key = self._bucket_key(param, grad, group)
+            if key is None:
+                rest.append((param, grad))
+            else:
+                members.setdefault(key, []).append((param, grad))
+        buckets = []
+        for key, entries in members.items():
+            params = [p for p, _ in entries]
+            buckets.append(_flat.FlatBucket(
+                key, params, [g for _, g in entries],
+                [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
+                [self._master_weights[p.name] for p in params] if key[1] else []))
+        self._flat.add_group(group, buckets, self._master_weights)
+        return buckets, rest
+
+    def _update_bucket(self, bucket, group):
+        settings = group if group is not None else self._group_defaults
+        implementations.fused(
+            bucket.param_flat, bucket.grad_flat, bucket.velocity_flat, bucket.master_flat,
+            self._param_lr(bucket.params[0], group),
+            momentum=settings["momentum"],
+            use_nesterov=settings["use_nesterov"],
+            l2_coeff=bucket.key[2] or 0.0,
+            rescale_grad=settings["rescale_grad"],
+        )
+
     def _implementation_for(self, param, grad):
         """The fused kernel where it is chosen, built and applicable; else composed ops."""
         if self._kernel != "composed" and implementations.fused_supports(param, grad) \
@@ -284,22 +335,6 @@ class Momentum(Optimizer):
         term = other(param, grad, _compat.default_block(grad))
         return paddle.add_n([grad, term])
 
-    def _gradients_by_group(self, only=None):
-        """``[(group or None, [(param, grad), ...]), ...]`` for trainable params with a gradient."""
-        groups = self._param_groups if self._grouped() else [None]
-        result = []
-        for group in groups:
-            params = group["params"] if group is not None else self._param_groups
-            pairs = []
-            for param in params:
-                if param.stop_gradient or (only is not None and id(param) not in only):
-                    continue
-                grad = _compat.gradient_of(param)
-                if grad is not None:
-                    pairs.append((param, grad))
-            result.append((group, pairs))
-        return result
-
     def _check_gradients(self, grouped_pairs):
         for _, pairs in grouped_pairs:
             for param, grad in pairs:
@@ -312,7 +347,7 @@ class Momentum(Optimizer):
                     raise TypeError(
                         f"the gradient of {param.name} must be a float tensor, got {grad.dtype}"
                     )
-                if list(grad.shape) != list(param.shape):
+                if grad.shape != param.shape:
                     raise ValueError(
                         f"the gradient of {param.name} has shape {list(grad.shape)}, "
                         f"expected {list(param.shape)}"
@@ -326,34 +361,73 @@ class Momentum(Optimizer):
             self._set_auxiliary_var("found_inf", found_inf)
         return bool(found_inf)
 
-    def _optimize(self, grouped_pairs):
+    def _plan(self, only=None):
+        """Per group ``[group, intact buckets, broken buckets, [(param, grad), ...]]``.
+
+        Members of an intact flat bucket (see ``_flat``) skip all per-parameter work: their
+        gradients are views of the bucket's buffer, and their group has no clip and no
+        non-fused regularizer. Everything else is a (param, grad) pair for the usual path.
+        """
+        plan = []
+        for group, params in self._group_params():
+            intact, broken = [], []
+            if self._fused_active() and only is None and self._flat.built(group):
+                state = self._flat.ready(group, self._master_weights)
+                if state is None:  # storage replaced: rebuild every bucket at this step
+                    self._flat.clear()
+                    return self._plan(only)
+                intact, broken = state
+                if intact:
+                    members = {id(p) for bucket in intact for p in bucket.params}
+                    params = [p for p in params if id(p) not in members]
+            pairs = self._gradient_pairs(params, only)
+            plan.append([group, intact, broken, pairs])
+        return plan
+
+    def _group_params(self):
+        if self._grouped():
+            return [(group, group["params"]) for group in self._param_groups]
+        return [(None, self._param_groups)]
+
+    @staticmethod
+    def _gradient_pairs(params, only=None):
+        """``[(param, grad)]`` for the trainable ``params`` (in ``only``) with a gradient."""
+        grads = [None if p.stop_gradient or (only is not None and id(p) not in only)
+                 else _compat.gradient_of(p) for p in params]
+        return [(p, g) for p, g in zip(params, grads) if g is not None]
+
+    def _optimize(self, plan):
         """The step, in the built-in's order: clip -> regularize -> state -> found_inf -> update.
 
         Everything that can fail on bad input runs before the first parameter is written.
         """
-        self._check_gradients(grouped_pairs)
-        prepared = []
-        for group, pairs in grouped_pairs:
+        self._check_gradients([(entry[0], entry[3]) for entry in plan])
+        for entry in plan:
+            group, pairs = entry[0], entry[3]
             clip = group["grad_clip"] if group is not None else self._grad_clip
             if pairs:
                 pairs = _clip.clip_gradients(clip, pairs)
-            prepared.append(
-                (group, [(p, self._regularized(p, g, group)) for p, g in pairs])
-            )
+            entry[3] = [(p, self._regularized(p, g, group)) for p, g in pairs]
         with paddle.static.program_guard(
             paddle.static.default_main_program(), paddle.static.default_startup_program()
         ):
             self.helper = LayerHelper(self.__class__.__name__)
             self._prepare_learning_rate()
             block = framework.default_main_program().global_block()
-            for _, pairs in prepared:
+            for _, _, _, pairs in plan:
                 self._create_accumulators(block, [p for p, _ in pairs])
             if self._found_inf():
                 return
-            for group, pairs in prepared:
+            for group, intact, broken, pairs in plan:
+                if self._fused_active() and not self._flat.built(group):
+                    intact, pairs = self._build_buckets(group, pairs)
+                for bucket in intact:
+                    self._update_bucket(bucket, group)
                 for param, grad in pairs:
                     if param._is_initialized():  # the built-in skips these too (e.g. empty)
                         self._update_param(param, grad, group)
+                for bucket in broken:  # its members were updated one by one: link them back
+                    bucket.relink_gradients()
 
     # ------------------------------------------------------------------ public API
     @imperative_base.no_grad()
@@ -363,7 +437,7 @@ class Momentum(Optimizer):
         if _compat.in_to_static():
             self._declarative_step()
             return
-        self._optimize(self._gradients_by_group())
+        self._optimize(self._plan())
 
     @imperative_base.no_grad()
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
@@ -381,17 +455,14 @@ class Momentum(Optimizer):
                 )
             return super().minimize(loss, startup_program, parameters, no_grad_set)
         only = None
-        if parameters:
-            only = {id(p) for p in parameters}
-        if no_grad_set:
-            excluded = {id(p) for p in no_grad_set}
-            all_params = [p for _, pairs in self._gradients_by_group() for p, _ in pairs]
-            only = {id(p) for p in all_params if id(p) not in excluded} & (
-                only if only is not None else {id(p) for p in all_params}
-            )
-        grouped_pairs = self._gradients_by_group(only)
-        self._optimize(grouped_pairs)
-        return [], [pair for _, pairs in grouped_pairs for pair in pairs]
+        if parameters or no_grad_set:
+            only = {id(p) for p in (parameters or [p for _, ps in self._group_params()
+                                                   for p in ps])}
+            only -= {id(p) for p in (no_grad_set or ())}
+        params_grads = [pair for _, params in self._group_params()
+                        for pair in self._gradient_pairs(params, only)]
+        self._optimize(self._plan(only))
+        return [], params_grads
 
     def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):
         if _compat.in_dygraph():
