@@ -21,6 +21,10 @@ import paddle
 
 from . import _compat
 
+# Parameters of at least this many elements get a bucket of their own (no copy, no extra
+# memory): their update dwarfs the per-parameter overhead that gathering saves.
+OWN_BUCKET_SIZE = 1 << 16
+
 
 def _concat_flat(tensors):
     return paddle.concat([t.detach().reshape([-1]) for t in tensors])
@@ -36,11 +40,28 @@ def _views(flat, tensors):
 
 
 class FlatBucket:
-    """Parameters with identical update settings, their state in contiguous buffers."""
+    """Parameters with identical update settings, their state in contiguous buffers.
+
+    A bucket of one parameter needs no copy: its own tensors are the buffers. The optimizer
+    gives large parameters a bucket each (no extra memory at all) and gathers the small ones,
+    where the per-parameter overhead dominates, into shared buffers.
+    """
 
     def __init__(self, key, params, grads, velocities, masters):
         self.key = key
         self.params = params
+        if len(params) == 1:
+            self.param_flat, self.grad_flat, self.velocity_flat = params[0], grads[0], \
+                velocities[0]
+            self.master_flat = masters[0] if masters else None
+            self.grad_views = [grads[0]]
+        else:
+            self._gather(params, grads, velocities, masters)
+        self.param_ptrs = [p.data_ptr() for p in params]
+        self.grad_ptrs = [g.data_ptr() for g in self.grad_views]
+
+    def _gather(self, params, grads, velocities, masters):
+        """Copy the state into new buffers and make every tensor a view of its buffer."""
         with paddle.no_grad():
             self.param_flat = _concat_flat(params)
             self.grad_flat = _concat_flat(grads)
@@ -56,8 +77,6 @@ class FlatBucket:
             self.grad_views = _views(self.grad_flat, grads)
             for view, param in zip(self.grad_views, params):
                 param._copy_gradient_from(view)
-        self.param_ptrs = [p.data_ptr() for p in params]
-        self.grad_ptrs = [g.data_ptr() for g in self.grad_views]
 
     def intact(self) -> bool:
         """Every member is trainable, still lives in the parameter buffer, and its gradient is
@@ -75,7 +94,14 @@ class FlatBucket:
         return all(p.data_ptr() == ptr for p, ptr in zip(self.params, self.param_ptrs))
 
     def relink_gradients(self):
-        """Make gradients views of the buffer again, keeping their current values."""
+        """Make gradients views of the buffer again, keeping their current values (a bucket of
+        one adopts the new gradient instead)."""
+        if len(self.params) == 1:
+            grad = self.params[0]._grad_ivar()
+            if grad is not None:
+                self.grad_flat = grad
+                self.grad_views, self.grad_ptrs = [grad], [grad.data_ptr()]
+            return
         with paddle.no_grad():
             for param, view, ptr in zip(self.params, self.grad_views, self.grad_ptrs):
                 grad = param._grad_ivar()
@@ -92,13 +118,15 @@ class FlatState:
 
     def clear(self):
         self.buckets_of_group = {}  # id(group) (id(None) without groups) -> [bucket, ...]
+        self.outside_buckets = {}  # id(group) -> the group's parameters in no bucket
         self.master_weights = None  # the optimizer's master-weight dict the buckets hold
 
     def built(self, group) -> bool:
         return id(group) in self.buckets_of_group
 
-    def add_group(self, group, buckets, master_weights):
+    def add_group(self, group, buckets, outside, master_weights):
         self.buckets_of_group[id(group)] = buckets
+        self.outside_buckets[id(group)] = outside
         self.master_weights = master_weights
 
     def ready(self, group, master_weights):

@@ -301,12 +301,18 @@ class Momentum(Optimizer):
                 members.setdefault(key, []).append((param, grad))
         buckets = []
         for key, entries in members.items():
-            params = [p for p, _ in entries]
-            buckets.append(_flat.FlatBucket(
-                key, params, [g for _, g in entries],
-                [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
-                [self._master_weights[p.name] for p in params] if key[1] else []))
-        self._flat.add_group(group, buckets, self._master_weights)
+            small = [e for e in entries if e[0].size < _flat.OWN_BUCKET_SIZE]
+            chunks = [small] if small else []
+            chunks += [[e] for e in entries if e[0].size >= _flat.OWN_BUCKET_SIZE]
+            for chunk in chunks:
+                params = [p for p, _ in chunk]
+                buckets.append(_flat.FlatBucket(
+                    key, params, [g for _, g in chunk],
+                    [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
+                    [self._master_weights[p.name] for p in params] if key[1] else []))
+        members = {id(p) for bucket in buckets for p in bucket.params}
+        outside = [p for p in self._params_of(group) if id(p) not in members]
+        self._flat.add_group(group, buckets, outside, self._master_weights)
         return buckets, rest
 
     def _update_bucket(self, bucket, group):
@@ -377,7 +383,9 @@ class Momentum(Optimizer):
                     self._flat.clear()
                     return self._plan(only)
                 intact, broken = state
-                if intact:
+                if not broken:
+                    params = self._flat.outside_buckets[id(group)]
+                elif intact:
                     members = {id(p) for bucket in intact for p in bucket.params}
                     params = [p for p in params if id(p) not in members]
             pairs = self._gradient_pairs(params, only)
@@ -385,9 +393,12 @@ class Momentum(Optimizer):
         return plan
 
     def _group_params(self):
-        if self._grouped():
-            return [(group, group["params"]) for group in self._param_groups]
-        return [(None, self._param_groups)]
+        """``[(group or None, its parameters)]``."""
+        groups = self._param_groups if self._grouped() else [None]
+        return [(group, self._params_of(group)) for group in groups]
+
+    def _params_of(self, group):
+        return group["params"] if group is not None else self._param_groups
 
     @staticmethod
     def _gradient_pairs(params, only=None):
