@@ -81,6 +81,10 @@ class FlatBucket:
     def intact(self) -> bool:
         """Every member is trainable, still lives in the parameter buffer, and its gradient is
         its view of the gradient buffer: then one kernel call is the whole update."""
+        if not self.grad_flat._is_initialized():
+            # clear_grad(set_to_zero=False) released a bucket-of-one's own gradient: its
+            # address may come back for the next gradient, so pointers alone cannot tell.
+            return False
         for param, param_ptr, grad_ptr in zip(self.params, self.param_ptrs, self.grad_ptrs):
             if param.stop_gradient or param.data_ptr() != param_ptr:
                 return False

@@ -1,0 +1,149 @@
+"""The fused kernel's flat buckets under everything that can break their views.
+
+Each scenario trains the built-in and ours (``kernel='fused'``) side by side, applies the same
+disruption to both between steps, and compares every parameter after every step, bitwise.
+"""
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_momentum
+from harness import assert_same
+from paddle_momentum import _flat
+
+
+class Model(paddle.nn.Layer):
+    """A large layer (its own zero-copy bucket), small ones (one gathered bucket) and a branch
+    that is used only on some steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.big = paddle.nn.Linear(320, 256)  # 81,920 weights >= OWN_BUCKET_SIZE
+        self.small = paddle.nn.Linear(256, 4)
+        self.branch = paddle.nn.Linear(256, 4)
+
+    def forward(self, x, use_branch=True):
+        hidden = paddle.nn.functional.relu(self.big(x))
+        out = self.small(hidden)
+        return out + self.branch(hidden) if use_branch else out
+
+
+def _model():
+    paddle.seed(11)
+    return Model()
+
+
+def _replace_storage(model, _):
+    for param in model.parameters():  # same values, new allocation
+        paddle.to_tensor(param.numpy())._share_buffer_to(param)
+
+
+def _freeze_small(model, _):
+    model.small.weight.stop_gradient = True
+
+
+def _reload_state(model, optimizer):
+    state = {k: (v.clone() if isinstance(v, paddle.Tensor) else v)
+             for k, v in optimizer.state_dict().items()}
+    optimizer.set_state_dict(state)
+
+
+SCENARIOS = {
+    "plain": {},
+    "replace_storage": {2: _replace_storage},
+    "freeze_a_parameter": {2: _freeze_small},
+    "reload_state_dict": {1: _reload_state, 3: _reload_state},
+}
+
+
+def _train(kind, disruptions, clear, steps=6):
+    model = _model()
+    if kind == "builtin":
+        optimizer = paddle.optimizer.Momentum(0.05, 0.9, parameters=model.parameters(),
+                                              weight_decay=1e-3, use_nesterov=True)
+    else:
+        optimizer = paddle_momentum.Momentum(0.05, 0.9, parameters=model.parameters(),
+                                             weight_decay=1e-3, use_nesterov=True,
+                                             kernel="fused")
+    rng = np.random.default_rng(0)
+    snapshots = []
+    for step in range(steps):
+        if step in disruptions:
+            disruptions[step](model, optimizer)
+        x = paddle.to_tensor(rng.standard_normal((8, 320)).astype("float32"))
+        model(x, use_branch=step % 3 != 1).square().mean().backward()
+        optimizer.step()
+        optimizer.clear_grad(set_to_zero=clear == "zero")
+        snapshots.append([p.numpy().copy() for p in model.parameters()])
+    return snapshots, optimizer
+
+
+@pytest.mark.parametrize("clear", ["zero", "none"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_fused_buckets_match_builtin(scenario, clear):
+    reference, _ = _train("builtin", SCENARIOS[scenario], clear)
+    ours, optimizer = _train("ours", SCENARIOS[scenario], clear)
+    for step, (expected, actual) in enumerate(zip(reference, ours)):
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            assert_same(a, b, f"step {step} param {i}")
+    buckets = [b for group in optimizer._flat.buckets_of_group.values() for b in group]
+    assert any(len(b.params) > 1 for b in buckets), "small parameters share a bucket"
+    assert any(len(b.params) == 1 and b.params[0].size >= _flat.OWN_BUCKET_SIZE
+               for b in buckets), "the large weight has its own bucket"
+
+
+def test_parameters_are_views_of_the_bucket_buffer():
+    _, optimizer = _train("ours", {}, "zero", steps=2)
+    bucket = next(b for group in optimizer._flat.buckets_of_group.values() for b in group
+                  if len(b.params) > 1)
+    itemsize = 4
+    offset = 0
+    for param in bucket.params:
+        assert param.data_ptr() == bucket.param_flat.data_ptr() + offset * itemsize
+        assert param.grad.data_ptr() == bucket.grad_flat.data_ptr() + offset * itemsize
+        offset += int(param.size)
+
+
+def test_minimize_subset_with_buckets():
+    """minimize(parameters=...) updates only those, also once buckets exist."""
+    runs = []
+    for factory in (paddle.optimizer.Momentum,
+                    lambda *a, **k: paddle_momentum.Momentum(*a, kernel="fused", **k)):
+        model = _model()
+        optimizer = factory(0.05, 0.9, parameters=model.parameters())
+        x = paddle.ones([2, 320])
+        for step in range(4):
+            loss = model(x).mean()
+            loss.backward()
+            subset = None if step < 2 else [model.small.weight, model.big.bias]
+            optimizer.minimize(loss, parameters=subset)
+            optimizer.clear_grad()
+        runs.append([p.numpy() for p in model.parameters()])
+    for i, (a, b) in enumerate(zip(*runs)):
+        assert_same(a, b, f"param {i}")
+
+
+def test_master_weights_reloaded_into_buckets():
+    """float16 + multi_precision: replacing the master-weight dict through set_state_dict makes
+    the optimizer rebuild its buckets; fused stays equal to the composed reference."""
+    runs = []
+    for kernel in ("composed", "fused"):
+        paddle.seed(2)
+        weights = [paddle.create_parameter(shape, "float16") for shape in ([300, 300], [7], [5])]
+        optimizer = paddle_momentum.Momentum(0.1, parameters=weights, multi_precision=True,
+                                             kernel=kernel)
+        for step in range(5):
+            sum(w.astype("float32").sum() * (i + 1) for i, w in enumerate(weights)).backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            if step == 2:
+                state = optimizer.state_dict()
+                state["master_weights"] = {k: v.clone() for k, v in
+                                           state["master_weights"].items()}
+                for k, v in state["master_weights"].items():
+                    v.name = optimizer._master_weights[k].name
+                optimizer.set_state_dict(state)
+        runs.append([w.astype("float32").numpy() for w in weights])
+    for i, (a, b) in enumerate(zip(*runs)):
+        assert_same(a, b, f"weight {i}")
