@@ -6,6 +6,8 @@ dygraph / PIR / legacy IR inline.
 
 from __future__ import annotations
 
+import contextlib
+
 import paddle
 from paddle.base import framework
 
@@ -79,6 +81,14 @@ def inplace_target(tensor):
     ops on a leaf that requires grad, and on a tensor with autograd history the custom-op call
     costs milliseconds more (measured: 8 ms against 0.15 ms for 1M elements)."""
     return tensor.detach() if in_dygraph() else tensor
+
+
+def optimizer_ops_guard(params_grads):
+    """Marks ops appended inside as optimizer ops (the legacy IR's op role); a no-op elsewhere."""
+    if in_legacy_static():
+        return params_grads[0][0].block.program._optimized_guard(
+            [t for pair in params_grads for t in pair])
+    return contextlib.nullcontext()
 
 
 def on_cpu(tensor) -> bool:

@@ -60,6 +60,16 @@ def fused(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff
                                *scalars)
 
 
+def fused_multi(params, grads, velocities, lr, *, momentum, use_nesterov, l2_coeff,
+                rescale_grad):
+    """``fused`` for a list of parameters sharing their settings, as one op."""
+    scalars = (as_float32_attribute(momentum), as_float32_attribute(l2_coeff),
+               as_float32_attribute(rescale_grad), bool(use_nesterov))
+    target = _compat.inplace_target
+    _kernel.load().pm_momentum_multi([target(p) for p in params], grads,
+                                     [target(v) for v in velocities], lr, *scalars)
+
+
 def fused_supports(param, grad) -> bool:
     """Whether the fused kernel takes this parameter: dense, same-dtype gradient, on CPU."""
     return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)

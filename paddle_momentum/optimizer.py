@@ -127,6 +127,7 @@ class Momentum(Optimizer):
         self._master_weights = {}
         self._kernel = kernel
         self._flat = _flat.FlatState()
+        self._static_batches = {}
         if kernel == "fused" and _kernel.load() is None:
             raise RuntimeError("kernel='fused' was requested but the fused kernel could not be "
                                "built (see the warning above); use kernel='auto' to fall back")
@@ -507,14 +508,40 @@ class Momentum(Optimizer):
         if sort_by_name:
             params_grads = sorted(params_grads, key=lambda pair: pair[0].name)
         params_grads = self.append_regularization_ops(params_grads, self.regularization)
+        self._static_batches = {}
         if _compat.in_pir():
             return self._pir_create_optimization_pass(params_grads)
         return self._create_optimization_pass(params_grads)
 
     def _append_optimize_op(self, block, param_and_grad):
-        """Static-graph hook of the base class: emit the rule's ops for one parameter."""
+        """Static-graph hook of the base class, called per parameter: the fused kernel's
+        parameters are batched (``_finish_update`` emits one op per batch: the per-op cost of
+        an Executor step dominates small models); others get the rule's ops now."""
         param, grad = param_and_grad
+        if self._implementation_for(param, grad) is implementations.fused \
+                and not self._uses_master_weight(param):
+            key = (self._decay_route(param, None)[0],
+                   (getattr(param, "optimize_attr", None) or {}).get("learning_rate", 1.0))
+            self._static_batches.setdefault(key, []).append((param, grad))
+            return
         self._update_param(param, grad, group=None)
+
+    def _finish_update(self, block, parameters_and_grads):
+        """Static graph: one fused multi-tensor op per batch collected above."""
+        batches, self._static_batches = self._static_batches, {}
+        settings = self._group_defaults
+        for (l2_coeff, _), pairs in batches.items():
+            params = [p for p, _ in pairs]
+            with _compat.optimizer_ops_guard(pairs):
+                implementations.fused_multi(
+                    params, [g for _, g in pairs],
+                    [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
+                    self._param_lr(params[0], None),
+                    momentum=settings["momentum"],
+                    use_nesterov=settings["use_nesterov"],
+                    l2_coeff=l2_coeff or 0.0,
+                    rescale_grad=settings["rescale_grad"],
+                )
 
     def _create_regularization_of_grad(self, param, grad, regularization=None):
         # An L2Decay set through ParamAttr is fused into the update, not added here.

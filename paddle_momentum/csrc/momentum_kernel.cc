@@ -174,3 +174,26 @@ PD_BUILD_OP(pm_momentum_master)
     .Attrs({"mu: float", "l2: float", "rescale: float", "nesterov: bool"})
     .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}, {"Master", "MasterOut"}})
     .SetKernelFn(PD_KERNEL(MomentumMasterInplace));
+
+// The same update for a list of parameters sharing their settings: one op in a static program
+// instead of one per parameter (the per-op cost of an Executor step dominates small models).
+void MomentumMultiInplace(std::vector<paddle::Tensor>& params,  // NOLINT
+                          const std::vector<paddle::Tensor>& grads,
+                          std::vector<paddle::Tensor>& velocities,  // NOLINT
+                          const paddle::Tensor& lr, float mu, float l2, float rescale,
+                          bool nesterov) {
+  PD_CHECK(params.size() == grads.size() && params.size() == velocities.size(),
+           "pm_momentum_multi: params, grads and velocities differ in number");
+  for (size_t i = 0; i < params.size(); ++i) {
+    MomentumInplace(params[i], grads[i], velocities[i], lr, mu, l2, rescale, nesterov);
+  }
+}
+
+PD_BUILD_OP(pm_momentum_multi)
+    .Inputs({paddle::Vec("Param"), paddle::Vec("Grad"), paddle::Vec("Velocity"),
+             "LearningRate"})
+    .Outputs({paddle::Vec("ParamOut"), paddle::Vec("VelocityOut")})
+    .Attrs({"mu: float", "l2: float", "rescale: float", "nesterov: bool"})
+    .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
+                    {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")}})
+    .SetKernelFn(PD_KERNEL(MomentumMultiInplace));
