@@ -1,4 +1,4 @@
-"""Command line: ``python -m paddle_momentum demo``."""
+"""Command line: ``python -m paddle_momentum {demo,bench} [--help]``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def main(argv=None) -> int:
                     "for momentum 0.99, 0.9 and 0.5, built-in and ours side by side.")
     demo.add_argument("--momentum", type=float, nargs="+", default=[0.99, 0.9, 0.5],
                       help="momentum values to train with (default: 0.99 0.9 0.5)")
+    commands.add_parser(
+        "bench", add_help=False,
+        help="time step() of ours (fused and composed) against the built-in; see bench --help")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after "bench" is the benchmark's own command line
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "demo":

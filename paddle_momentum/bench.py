@@ -466,7 +466,7 @@ def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line: see the module docstring and ``--help``."""
     parser = argparse.ArgumentParser(
-        prog="python -m paddle_momentum.bench",
+        prog="python -m paddle_momentum bench",
         description="Optimizer step time of paddle_momentum.Momentum vs paddle.optimizer."
                     "Momentum, interleaved in one process (lr 0.1, momentum 0.9, "
                     "weight_decay 1e-4, float32).")
