@@ -17,6 +17,8 @@ makes the optimizer rebuild its buckets.
 
 from __future__ import annotations
 
+import operator
+
 import paddle
 
 from . import _compat
@@ -24,6 +26,10 @@ from . import _compat
 # Parameters of at least this many elements get a bucket of their own (no copy, no extra
 # memory): their update dwarfs the per-parameter overhead that gathering saves.
 OWN_BUCKET_SIZE = 1 << 16
+
+_STOP_GRADIENT = operator.attrgetter("stop_gradient")
+_DATA_PTR = paddle.Tensor.data_ptr
+_GRADIENT = paddle.Tensor._grad_ivar
 
 
 def _concat_flat(tensors):
@@ -85,13 +91,14 @@ class FlatBucket:
             # clear_grad(set_to_zero=False) released a bucket-of-one's own gradient: its
             # address may come back for the next gradient, so pointers alone cannot tell.
             return False
-        for param, param_ptr, grad_ptr in zip(self.params, self.param_ptrs, self.grad_ptrs):
-            if param.stop_gradient or param.data_ptr() != param_ptr:
-                return False
-            grad = param._grad_ivar()
-            if grad is None or grad.data_ptr() != grad_ptr:
-                return False
-        return True
+        # map() over unbound methods: the per-parameter checks run without Python bytecode
+        params = self.params
+        if any(map(_STOP_GRADIENT, params)) or list(map(_DATA_PTR, params)) != self.param_ptrs:
+            return False
+        try:
+            return list(map(_DATA_PTR, map(_GRADIENT, params))) == self.grad_ptrs
+        except (TypeError, AttributeError):  # a member has no gradient (None)
+            return False
 
     def storage_intact(self) -> bool:
         """Parameters still live in the parameter buffer (False: the buckets must be rebuilt)."""

@@ -70,21 +70,23 @@ def check_learning_rate(value, name="learning_rate"):
     )
 
 
+def _real_number(value, name) -> float:
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r} of {type(value)}")
+    return float(value)
+
+
 def check_momentum(value, name="momentum"):
     if value is None:
         raise ValueError(f"{name} is not set")
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a real number, got {value!r} of {type(value)}")
-    value = float(value)
+    value = _real_number(value, name)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     return value
 
 
 def check_rescale_grad(value, name="rescale_grad"):
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a real number, got {value!r} of {type(value)}")
-    value = float(value)
+    value = _real_number(value, name)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
@@ -120,12 +122,8 @@ def check_grad_clip(value, name="grad_clip"):
 
 
 def check_lr_scale(value, name):
-    if not _is_real(value):
-        raise TypeError(
-            f"{name} (a learning-rate scale in a parameter group) must be a real number, "
-            f"got {value!r} of {type(value)}"
-        )
-    value = float(value)
+    """A parameter group's ``learning_rate``: a scale of the optimizer's learning rate."""
+    value = _real_number(value, name)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
