@@ -317,6 +317,7 @@ class Momentum(Optimizer):
         return buckets, rest
 
     def _update_bucket(self, bucket, group):
+        """One fused call updates every member of ``bucket``."""
         settings = group if group is not None else self._group_defaults
         implementations.fused(
             bucket.param_flat, bucket.grad_flat, bucket.velocity_flat, bucket.master_flat,
