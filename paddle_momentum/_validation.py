@@ -41,6 +41,18 @@ class GroupAssertionError(ValueError, AssertionError):
     """A parameter group lacks ``params`` (the built-in fails an assert)."""
 
 
+class StateDictError(ValueError, AssertionError):
+    """A state dict lacks an entry or has a wrong shape (the built-in fails an assert)."""
+
+
+class StateDictTypeError(TypeError, AttributeError):
+    """The state dict is not a dict (the built-in raises AttributeError)."""
+
+
+class StateDictDtypeError(TypeError, AssertionError):
+    """A state-dict tensor has the wrong dtype (the built-in fails an assert)."""
+
+
 def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
@@ -169,3 +181,19 @@ def check_unique(params, name="parameters"):
                 f"parameter group): {param.name}"
             )
         seen.add(id(param))
+
+
+def check_state_entry(name, value, expected):
+    """A state-dict ``value`` for the existing tensor ``expected``: same shape and dtype."""
+    if not (isinstance(value, (paddle.Tensor, np.ndarray))):
+        raise TypeError(f"state dict entry {name!r} must be a Tensor or numpy array, "
+                        f"got {type(value)}")
+    shape = list(value.shape)
+    if shape != list(expected.shape):
+        raise StateDictError(f"state dict entry {name!r} has shape {shape}, expected "
+                         f"{list(expected.shape)}")
+    dtype = _compat.dtype_name(value.dtype) if isinstance(value, paddle.Tensor) \
+        else str(value.dtype)
+    if dtype != _compat.dtype_name(expected.dtype):
+        raise StateDictDtypeError(f"state dict entry {name!r} has dtype {dtype}, expected "
+                        f"{_compat.dtype_name(expected.dtype)}")

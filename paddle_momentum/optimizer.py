@@ -550,6 +550,41 @@ class Momentum(Optimizer):
             return grad
         return super()._create_regularization_of_grad(param, grad, regularization)
 
+    @framework.dygraph_only
+    def set_state_dict(self, state_dict) -> None:
+        """Load a state dict (ours or the built-in's): every entry is checked before anything
+        changes, so a bad dict leaves velocities, master weights and the schedule as they were."""
+        self._check_state_dict(state_dict)
+        super().set_state_dict(state_dict)
+
+    load_state_dict = set_state_dict
+
+    def _check_state_dict(self, state_dict):
+        if not isinstance(state_dict, dict):
+            raise check.StateDictTypeError(f"state_dict must be a dict, got {type(state_dict)}")
+        if isinstance(self._learning_rate, LRScheduler):
+            scheduler_state = state_dict.get("LR_Scheduler")
+            if scheduler_state is None and not isinstance(self._learning_rate,
+                                                          paddle.optimizer.lr.LambdaDecay):
+                raise check.StateDictError(
+                    "LR_Scheduler state must be included in the state dict except LambdaDecay")
+            if scheduler_state is not None and not isinstance(scheduler_state, dict):
+                raise TypeError(f"state_dict['LR_Scheduler'] must be a dict, got "
+                                f"{type(scheduler_state)}")
+        masters = state_dict.get("master_weights")
+        if masters is not None:
+            if not isinstance(masters, dict):
+                raise TypeError(f"state_dict['master_weights'] must be a dict, got "
+                                f"{type(masters)}")
+            for name, master in self._master_weights.items():
+                if name in masters:
+                    check.check_state_entry(f"master_weights/{name}", masters[name], master)
+        for accumulators in self._accumulators.values():
+            for tensor in accumulators.values():
+                if tensor.name not in state_dict:
+                    raise check.StateDictError(f"optimizer Tensor {tensor.name} not found")
+                check.check_state_entry(tensor.name, state_dict[tensor.name], tensor)
+
     def get_lr(self) -> float:
         if self._learning_rate_tensor is not None:
             return float(self._learning_rate_tensor)

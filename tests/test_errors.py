@@ -145,3 +145,57 @@ def test_low_precision_warning_matches_builtin():
                 pass
         messages.append([str(w.message) for w in record if "FP16/BF16" in str(w.message)])
     assert messages[0] and messages[0] == messages[1]
+
+
+def _trained(cls, scheduler=True):
+    model = _linear()
+    lr = paddle.optimizer.lr.StepDecay(0.1, step_size=2) if scheduler else 0.1
+    opt = cls(lr, parameters=model.parameters())
+    model(paddle.ones([1, 3])).sum().backward()
+    opt.step()
+    return model, opt
+
+
+def _without(state, key):
+    return {k: v for k, v in state.items() if k != key}
+
+
+# id -> (function of a valid state dict returning a bad one, expected type, message text)
+BAD_STATE_DICTS = {
+    "not_a_dict": (lambda s: list(s.items()), TypeError, "dict"),
+    "missing_velocity": (lambda s: _without(s, next(k for k in s if "velocity" in k)),
+                         AssertionError, "not found"),
+    "missing_lr_scheduler": (lambda s: _without(s, "LR_Scheduler"), AssertionError,
+                             "LR_Scheduler"),
+    "wrong_shape": (lambda s: {k: (paddle.zeros([7]) if "w_0_velocity" in k else v)
+                               for k, v in s.items()}, ValueError, "shape"),
+    "wrong_dtype": (lambda s: {k: (v.astype("float64") if "w_0_velocity" in k else v)
+                               for k, v in s.items()}, TypeError, "dtype"),
+    "numpy_wrong_shape": (lambda s: {k: (np.zeros((1, 1), "float32") if "velocity" in k
+                                         else v) for k, v in s.items()}, ValueError, "shape"),
+    "lr_state_not_dict": (lambda s: dict(s, LR_Scheduler=3), TypeError, "LR_Scheduler"),
+}
+
+
+@pytest.mark.parametrize("row", list(BAD_STATE_DICTS))
+def test_bad_state_dict_changes_nothing(row):
+    make_bad, expected_type, fragment = BAD_STATE_DICTS[row]
+    model, opt = _trained(Momentum)
+    good = {k: (v.clone() if isinstance(v, paddle.Tensor) else dict(v))
+            for k, v in opt.state_dict().items()}
+    before = {k: v.numpy().copy() for k, v in opt.state_dict().items()
+              if isinstance(v, paddle.Tensor)}
+    opt._learning_rate.step()  # so a (wrongly) applied LR_Scheduler state would show
+    before_lr = (opt.get_lr(), opt._learning_rate.last_epoch)
+    with pytest.raises(expected_type) as caught:
+        opt.set_state_dict(make_bad(good))
+    assert fragment in str(caught.value)
+    for name, value in before.items():
+        assert_same(value, opt.state_dict()[name].numpy(), name)
+    assert (opt.get_lr(), opt._learning_rate.last_epoch) == before_lr
+
+    _, builtin = _trained(paddle.optimizer.Momentum)
+    try:
+        builtin.set_state_dict(make_bad(builtin.state_dict()))
+    except Exception as error:  # the built-in's type is what we compare with
+        assert isinstance(caught.value, type(error)), f"built-in: {type(error).__name__}"
