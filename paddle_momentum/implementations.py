@@ -1,7 +1,7 @@
 """Interchangeable implementations of one momentum step on one parameter (or flat buffer).
 
 Each has the same signature: ``(param, grad, velocity, master, lr, *, momentum, use_nesterov,
-l2_coeff, rescale_grad)`` and updates param, velocity and master (if not None) in place.
+l2_coeff, rescale_grad)`` (``l2_coeff=None``: no fused decay) and updates param, velocity and master (if not None) in place.
 
 * ``composed``: Paddle tensor ops around :func:`paddle_momentum.rule.momentum_update`; the
   readable reference, runs anywhere (every device, dygraph and static).
@@ -20,6 +20,10 @@ from .rule import as_float32_attribute, momentum_update
 
 def composed(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff,
              rescale_grad):
+    if grad.shape != param.shape:
+        # ClipGradByGlobalNorm multiplies by a [1]-shaped factor: a 0-d gradient comes back
+        # with shape [1]. The update must keep the parameter's shape.
+        grad = grad.reshape(param.shape)
     rounding = None
     if master is not None:
         current = master
@@ -47,11 +51,16 @@ def composed(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_co
     _compat.write_into(param, _compat.cast(new_param, param.dtype))
 
 
+def _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad):
+    """The kernel's attributes, in its order: mu, l2, has_l2, rescale, nesterov."""
+    return (as_float32_attribute(momentum), as_float32_attribute(l2_coeff or 0.0),
+            l2_coeff is not None, as_float32_attribute(rescale_grad), bool(use_nesterov))
+
+
 def fused(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff,
           rescale_grad):
     ops = _kernel.load()
-    scalars = (as_float32_attribute(momentum), as_float32_attribute(l2_coeff),
-               as_float32_attribute(rescale_grad), bool(use_nesterov))
+    scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
     target = _compat.inplace_target
     if master is None:
         ops.pm_momentum(target(param), grad, target(velocity), lr, *scalars)
@@ -63,8 +72,7 @@ def fused(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff
 def fused_multi(params, grads, velocities, lr, *, momentum, use_nesterov, l2_coeff,
                 rescale_grad):
     """``fused`` for a list of parameters sharing their settings, as one op."""
-    scalars = (as_float32_attribute(momentum), as_float32_attribute(l2_coeff),
-               as_float32_attribute(rescale_grad), bool(use_nesterov))
+    scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
     target = _compat.inplace_target
     _kernel.load().pm_momentum_multi([target(p) for p in params], grads,
                                      [target(v) for v in velocities], lr, *scalars)

@@ -267,7 +267,7 @@ class Momentum(Optimizer):
             param, grad, velocity, master, lr,
             momentum=settings["momentum"],
             use_nesterov=settings["use_nesterov"],
-            l2_coeff=fused_l2 or 0.0,
+            l2_coeff=fused_l2,
             rescale_grad=settings["rescale_grad"],
         )
 
@@ -324,7 +324,7 @@ class Momentum(Optimizer):
             self._param_lr(bucket.params[0], group),
             momentum=settings["momentum"],
             use_nesterov=settings["use_nesterov"],
-            l2_coeff=bucket.key[2] or 0.0,
+            l2_coeff=bucket.key[2],
             rescale_grad=settings["rescale_grad"],
         )
 
@@ -540,7 +540,7 @@ class Momentum(Optimizer):
                     self._param_lr(params[0], None),
                     momentum=settings["momentum"],
                     use_nesterov=settings["use_nesterov"],
-                    l2_coeff=l2_coeff or 0.0,
+                    l2_coeff=l2_coeff,
                     rescale_grad=settings["rescale_grad"],
                 )
 

@@ -32,7 +32,7 @@ def momentum_update(
     *,
     momentum: float,
     use_nesterov: bool = False,
-    l2_coeff: float = 0.0,
+    l2_coeff: float | None = None,
     rescale_grad: float = 1.0,
     round_result=None,
 ):
@@ -51,7 +51,9 @@ def momentum_update(
     Every operation is rounded in the tensors' dtype, in exactly this order and without fused
     multiply-add: that is what makes the result equal to Paddle's CPU kernel bit for bit.
     The Nesterov form must stay ``(g' + v'mu) * lr``: ``g'lr + v'mu lr`` rounds differently.
-    ``s`` is skipped when it is 1 (multiplying by 1 is exact anyway).
+    ``s`` is skipped when it is 1 (multiplying by 1 is exact anyway). ``l2_coeff=None`` means
+    no fused decay; a coefficient of 0.0 is still applied, as in the built-in (``p*0`` is NaN
+    for an infinite ``p``).
 
     ``round_result`` (optional) is applied to every intermediate result. It emulates the
     arithmetic of a narrower dtype (float16/bfloat16) while computing in float32: on CPU Paddle
@@ -61,7 +63,7 @@ def momentum_update(
     mu = as_float32_attribute(momentum)
     if rescale_grad != 1.0:
         grad = rnd(grad * as_float32_attribute(rescale_grad))
-    if l2_coeff:
+    if l2_coeff is not None:
         grad = rnd(rnd(param * as_float32_attribute(l2_coeff)) + grad)
     velocity = rnd(rnd(velocity * mu) + grad)
     if use_nesterov:

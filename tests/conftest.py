@@ -38,3 +38,14 @@ def place(request):
     paddle.set_device(request.param)
     yield request.param
     paddle.set_device(previous)
+
+
+# Hypothesis profiles for tests/test_fuzz.py: "ci" (the default) and "long"
+# (python -m pytest tests/test_fuzz.py --hypothesis-profile=long).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")

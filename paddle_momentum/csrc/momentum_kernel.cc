@@ -4,7 +4,7 @@
 //
 //   g' = p*c + s*g ;  v = v*mu + g' ;  p = p - lr*v   (Nesterov: p = p - (g' + v*mu)*lr)
 //
-// Every operation is rounded in the compute type MT, in exactly this order, and the file is
+// (g' = g when there is no fused decay.) Every operation is rounded in the compute type MT, in exactly this order, and the file is
 // compiled with -ffp-contract=off so no multiply-add is fused: that is what keeps the result
 // equal, bit for bit, to Paddle's own CPU kernel and to the composed-ops reference.
 //
@@ -50,7 +50,8 @@ inline MT RoundTo(MT x) {
 
 struct Hyper {
   float mu;          // momentum, a float32 attribute as in Paddle's kernel
-  float l2;          // fused L2 coefficient (0: none)
+  float l2;          // fused L2 coefficient
+  bool has_l2;       // apply it (a coefficient of 0 still turns an infinite p into NaN)
   float rescale;     // rescale_grad (1: none)
   bool nesterov;
 };
@@ -65,7 +66,7 @@ void MomentumLoop(T* param, const G* grad, V* velocity, MT* master, int64_t n, M
   const MT mu = static_cast<MT>(h.mu);
   const MT l2 = static_cast<MT>(h.l2);
   const MT rescale = static_cast<MT>(h.rescale);
-  const bool has_l2 = h.l2 != 0.0f;
+  const bool has_l2 = h.has_l2;
   const bool has_rescale = h.rescale != 1.0f;
   const bool nesterov = h.nesterov;
 #pragma omp parallel for schedule(static) if (n > kParallelThreshold)
@@ -134,9 +135,9 @@ void RunWithMaster(paddle::Tensor& param, const paddle::Tensor& grad, paddle::Te
 
 void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
                      paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
-                     float mu, float l2, float rescale, bool nesterov) {
+                     float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   CheckCommon(param, grad, velocity, lr);
-  const Hyper h{mu, l2, rescale, nesterov};
+  const Hyper h{mu, l2, has_l2, rescale, nesterov};
   switch (param.dtype()) {
     case paddle::DataType::FLOAT32:
       return RunWithoutMaster<float>(param, grad, velocity, lr, h);
@@ -154,9 +155,9 @@ void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLI
 void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
                            paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
                            paddle::Tensor& master,  // NOLINT
-                           float mu, float l2, float rescale, bool nesterov) {
+                           float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   CheckCommon(param, grad, velocity, lr);
-  const Hyper h{mu, l2, rescale, nesterov};
+  const Hyper h{mu, l2, has_l2, rescale, nesterov};
   switch (param.dtype()) {
     case paddle::DataType::FLOAT16:
       return RunWithMaster<float16>(param, grad, velocity, lr, master, h);
@@ -170,14 +171,14 @@ void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  /
 PD_BUILD_OP(pm_momentum)
     .Inputs({"Param", "Grad", "Velocity", "LearningRate"})
     .Outputs({"ParamOut", "VelocityOut"})
-    .Attrs({"mu: float", "l2: float", "rescale: float", "nesterov: bool"})
+    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
     .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}})
     .SetKernelFn(PD_KERNEL(MomentumInplace));
 
 PD_BUILD_OP(pm_momentum_master)
     .Inputs({"Param", "Grad", "Velocity", "LearningRate", "Master"})
     .Outputs({"ParamOut", "VelocityOut", "MasterOut"})
-    .Attrs({"mu: float", "l2: float", "rescale: float", "nesterov: bool"})
+    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
     .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}, {"Master", "MasterOut"}})
     .SetKernelFn(PD_KERNEL(MomentumMasterInplace));
 
@@ -225,12 +226,12 @@ void RunMulti(std::vector<paddle::Tensor>& params, const std::vector<paddle::Ten
 void MomentumMultiInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                           const std::vector<paddle::Tensor>& grads,
                           std::vector<paddle::Tensor>& velocities,  // NOLINT
-                          const paddle::Tensor& lr, float mu, float l2, float rescale,
-                          bool nesterov) {
+                          const paddle::Tensor& lr, float mu, float l2, bool has_l2,
+                          float rescale, bool nesterov) {
   PD_CHECK(params.size() == grads.size() && params.size() == velocities.size(),
            "pm_momentum_multi: params, grads and velocities differ in number");
   if (params.empty()) return;
-  const Hyper h{mu, l2, rescale, nesterov};
+  const Hyper h{mu, l2, has_l2, rescale, nesterov};
   switch (params[0].dtype()) {
     case paddle::DataType::FLOAT32:
       return RunMulti<float>(params, grads, velocities, lr, h);
@@ -249,7 +250,7 @@ PD_BUILD_OP(pm_momentum_multi)
     .Inputs({paddle::Vec("Param"), paddle::Vec("Grad"), paddle::Vec("Velocity"),
              "LearningRate"})
     .Outputs({paddle::Vec("ParamOut"), paddle::Vec("VelocityOut")})
-    .Attrs({"mu: float", "l2: float", "rescale: float", "nesterov: bool"})
+    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
     .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
                     {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")}})
     .SetKernelFn(PD_KERNEL(MomentumMultiInplace));
