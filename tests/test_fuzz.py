@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 import paddle
-from hypothesis import given, note
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 from paddle.base.unique_name import UniqueNameGenerator
 
@@ -191,9 +191,11 @@ def test_ours_equals_builtin_on_random_scenarios(s):
             if errors[0] is not None or errors[1] is not None:
                 assert errors[0] is not None and isinstance(errors[1], type(errors[0])), \
                     f"operation {index} ({operation}): built-in {errors[0]!r}, ours {errors[1]!r}"
+                event(f"both raised {type(errors[0]).__name__}")
                 return  # the built-in may have changed part of its state: stop here
             for i, (a, b) in enumerate(zip(*(side.snapshot() for side in sides))):
                 assert (a is None) == (b is None), f"op {index}: tensor {i} exists on one side"
                 if a is not None:
                     assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), \
                         f"operation {index} ({operation}): tensor {i} differs"
+    event("all operations compared")

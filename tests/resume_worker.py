@@ -1,0 +1,54 @@
+"""A training process for the crash-and-resume test: trains STEPS steps, checkpointing with
+paddle_momentum.checkpoint after every step and printing "step N" once step N is saved;
+with --resume it continues from the checkpoint. Writes the final parameters to --out."""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import paddle
+
+from paddle_momentum import Momentum, checkpoint
+
+
+def batch(step):
+    rng = np.random.default_rng(1000 + step)  # the data depend on the step number only
+    return (paddle.to_tensor(rng.standard_normal((16, 8)).astype("float32")),
+            paddle.to_tensor(rng.standard_normal((16, 2)).astype("float32")))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+
+    paddle.seed(7)
+    model = paddle.nn.Sequential(paddle.nn.Linear(8, 32), paddle.nn.ReLU(),
+                                 paddle.nn.Linear(32, 2))
+    scheduler = paddle.optimizer.lr.StepDecay(0.05, step_size=7, gamma=0.5)
+    optimizer = Momentum(scheduler, momentum=0.9, parameters=model.parameters(),
+                         use_nesterov=True, weight_decay=1e-3,
+                         grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    path = os.path.join(args.dir, "last.ckpt")
+    start = 0
+    if args.resume and os.path.exists(path):
+        start = checkpoint.load(path, model, optimizer)["step"] + 1
+    for step in range(start, args.steps):
+        x, y = batch(step)
+        paddle.mean(paddle.square(model(x) - y)).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        scheduler.step()
+        checkpoint.save(path, model, optimizer, step=step)
+        print(f"step {step}", flush=True)
+    if args.out:
+        np.savez(args.out, *[p.numpy() for p in model.parameters()])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
