@@ -41,6 +41,10 @@ class GroupAssertionError(ValueError, AssertionError):
     """A parameter group lacks ``params`` (the built-in fails an assert)."""
 
 
+class GroupTypeError(TypeError, ValueError):
+    """A parameter-group entry is not a dict (the built-in fails indexing it with a str)."""
+
+
 class StateDictError(ValueError, AssertionError):
     """A state dict lacks an entry or has a wrong shape (the built-in fails an assert)."""
 

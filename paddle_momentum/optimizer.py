@@ -167,7 +167,7 @@ class Momentum(Optimizer):
     def _normalized_group(self, group, index):
         where = f"parameters[{index}]"
         if not isinstance(group, dict):
-            raise TypeError(
+            raise check.GroupTypeError(
                 f"{where} must be a dict when parameter groups are used, got {type(group)}"
             )
         if "params" not in group:

@@ -150,3 +150,21 @@ def test_import_without_paddle_3_names_both_wheels(tmp_path):
     assert done.returncode != 0
     assert "ImportError" in done.stderr
     assert "paddlepaddle-gpu" in done.stderr and "pip install paddlepaddle" in done.stderr
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_gradients_are_processed_like_the_builtin(bad):
+    """No silent skipping: NaN/inf flow through clip, decay and the update exactly as in the
+    built-in (bitwise, NaN positions included)."""
+    pairs = _both(Case(decay="float", clip="global"))
+    for step in range(3):
+        for model, opt in pairs.values():
+            _backward(model)
+            if step == 1:
+                grad = model.first.weight.grad
+                values = grad.numpy()
+                values[0, 0] = bad
+                grad.set_value(values)
+            opt.step()
+            opt.clear_grad()
+        _assert_models_equal(pairs, f"step {step}")

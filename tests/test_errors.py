@@ -70,6 +70,13 @@ BAD_INPUTS = {
     "weight_decay_list": (lambda m: dict(weight_decay=[0.1]), TypeError, "weight_decay"),
     "weight_decay_nan": (lambda m: dict(weight_decay=float("nan")), ValueError, "weight_decay"),
     "grad_clip_float": (lambda m: dict(grad_clip=1.0), TypeError, "grad_clip"),
+    "grad_clip_str": (lambda m: dict(grad_clip="x"), TypeError, "grad_clip"),
+    "group_grad_clip_str": (lambda m: dict(parameters=_groups(m, grad_clip="x")), TypeError,
+                            "grad_clip"),
+    "group_weight_decay_str": (lambda m: dict(parameters=_groups(m, weight_decay="x")),
+                               TypeError, "weight_decay"),
+    "group_not_a_dict": (lambda m: dict(parameters=[{"params": [m.weight]}, m.bias]), TypeError,
+                         "parameters[1]"),
     "rescale_grad_none": (lambda m: dict(rescale_grad=None), TypeError, "rescale_grad"),
     "rescale_grad_inf": (lambda m: dict(rescale_grad=float("inf")), ValueError, "rescale_grad"),
     "name_int": (lambda m: dict(name=3), TypeError, "name"),
@@ -199,3 +206,18 @@ def test_bad_state_dict_changes_nothing(row):
         builtin.set_state_dict(make_bad(builtin.state_dict()))
     except Exception as error:  # the built-in's type is what we compare with
         assert isinstance(caught.value, type(error)), f"built-in: {type(error).__name__}"
+
+
+def test_bad_master_weights_in_state_dict_change_nothing():
+    param = paddle.create_parameter([3, 2], dtype="float16")
+    (param.astype("float32") * 2).sum().backward()
+    opt = Momentum(0.1, parameters=[param], multi_precision=True)
+    opt.step()
+    state = opt.state_dict()
+    master = opt._master_weights[param.name]
+    before = master.numpy().copy()
+    bad = dict(state, master_weights={param.name: paddle.zeros([5], dtype="float32")})
+    with pytest.raises(ValueError, match="master_weights"):
+        opt.set_state_dict(bad)
+    assert opt._master_weights[param.name] is master
+    assert_same(before, master.numpy(), "master weight")
