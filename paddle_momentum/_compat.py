@@ -108,6 +108,17 @@ def is_sparse(grad) -> bool:
     return hasattr(grad, "is_selected_rows") and grad.is_selected_rows()
 
 
+def dense_gradient(grad, param):
+    """A SelectedRows gradient (``Embedding(sparse=True)``) as a dense tensor of ``param``'s
+    shape: duplicate rows summed by Paddle's own merge (as the built-in's sparse kernel
+    does), rows without a gradient zero."""
+    merged = paddle._C_ops.merge_selected_rows(grad)
+    rows = paddle.to_tensor(merged.rows(), dtype="int64", place=param.place)
+    values = merged._get_tensor_from_selected_rows()
+    zeros = paddle.zeros(param.shape, dtype=values.dtype)
+    return paddle.scatter(zeros, rows, values, overwrite=True)
+
+
 def default_block(tensor):
     """The block a regularizer builds its ops in (dygraph tensors report the default one)."""
     return tensor.block

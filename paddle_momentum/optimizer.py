@@ -263,6 +263,10 @@ class Momentum(Optimizer):
         lr = self._param_lr(param, group)
         velocity = self._get_accumulator_master(self._velocity_acc_str, param)
         master = self._master_weights[param.name] if self._uses_master_weight(param) else None
+        if _compat.is_sparse(grad):
+            # The built-in's sparse kernel = the dense update on the merged rows, zeros
+            # elsewhere (so absent rows still decay), rescale_grad applied.
+            grad = _compat.dense_gradient(grad, param)
         self._implementation_for(param, grad)(
             param, grad, velocity, master, lr,
             momentum=settings["momentum"],
@@ -346,16 +350,11 @@ class Momentum(Optimizer):
     def _check_gradients(self, grouped_pairs):
         for _, pairs in grouped_pairs:
             for param, grad in pairs:
-                if _compat.is_sparse(grad):
-                    raise TypeError(
-                        f"the gradient of {param.name} is sparse (SelectedRows); "
-                        "paddle_momentum does not support sparse gradients yet"
-                    )
                 if not _compat.is_float_dtype(grad.dtype):
                     raise TypeError(
                         f"the gradient of {param.name} must be a float tensor, got {grad.dtype}"
                     )
-                if grad.shape != param.shape:
+                if not _compat.is_sparse(grad) and grad.shape != param.shape:
                     raise ValueError(
                         f"the gradient of {param.name} has shape {list(grad.shape)}, "
                         f"expected {list(param.shape)}"
