@@ -201,3 +201,18 @@ def check_state_entry(name, value, expected):
     if dtype != _compat.dtype_name(expected.dtype):
         raise StateDictDtypeError(f"state dict entry {name!r} has dtype {dtype}, expected "
                         f"{_compat.dtype_name(expected.dtype)}")
+
+
+def check_torch_options(dampening, maximize, decoupled_weight_decay):
+    """The torch.optim.SGD options, as keyword arguments for the rule; {} when all are off."""
+    dampening = _real_number(dampening, "dampening")
+    if not (0.0 <= dampening <= 1.0):
+        raise ValueError(f"dampening must be in [0, 1], got {dampening!r}")
+    maximize = check_bool(maximize, "maximize")
+    decoupled_weight_decay = _real_number(decoupled_weight_decay, "decoupled_weight_decay")
+    if not (math.isfinite(decoupled_weight_decay) and decoupled_weight_decay >= 0):
+        raise ValueError(f"decoupled_weight_decay must be finite and >= 0, got "
+                         f"{decoupled_weight_decay!r}")
+    options = dict(dampening=dampening, maximize=maximize,
+                   decoupled_weight_decay=decoupled_weight_decay)
+    return {key: value for key, value in options.items() if value}

@@ -7,6 +7,9 @@ l2_coeff, rescale_grad)`` (``l2_coeff=None``: no fused decay) and updates param,
   readable reference, runs anywhere (every device, dygraph and static).
 * ``fused``: our C++ kernel (``csrc/momentum_kernel.cc``), one pass over memory, CPU.
 
+``composed`` also takes the ``torch.optim.SGD`` options (``dampening``, ``maximize``,
+``decoupled_weight_decay``); the optimizer uses it whenever one of them is set.
+
 The optimizer picks one per parameter; tests check fused == composed == built-in, bitwise.
 """
 
@@ -19,7 +22,7 @@ from .rule import as_float32_attribute, momentum_update
 
 
 def composed(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff,
-             rescale_grad):
+             rescale_grad, **torch_options):
     if grad.shape != param.shape:
         # ClipGradByGlobalNorm multiplies by a [1]-shaped factor: a 0-d gradient comes back
         # with shape [1]. The update must keep the parameter's shape.
@@ -44,6 +47,7 @@ def composed(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_co
         l2_coeff=l2_coeff,
         rescale_grad=rescale_grad,
         round_result=rounding,
+        **torch_options,
     )
     _compat.write_into(velocity, _compat.cast(new_velocity, velocity.dtype))
     if master is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import paddle
@@ -59,7 +60,9 @@ class Momentum(Optimizer):
     the state dict, with the built-in's names so checkpoints load both ways.
 
     Arguments are those of ``paddle.optimizer.Momentum`` (PaddlePaddle 3.3.1), validated here
-    at construction. Deliberate differences from the built-in are listed in ``docs/``:
+    at construction, plus keyword-only ``kernel`` ('auto', 'fused', 'composed') and the
+    ``torch.optim.SGD`` options ``dampening``, ``maximize`` and ``decoupled_weight_decay``
+    (SGDW), which default to Paddle's behaviour (see :func:`paddle_momentum.momentum_update`). Deliberate differences from the built-in are listed in ``docs/``:
     ``learning_rate`` may be a 0-d float Tensor, ``rescale_grad`` is applied, float16/bfloat16
     parameters train on CPU, ``minimize`` works with parameter groups, and the user's group
     dicts are never modified.
@@ -81,9 +84,14 @@ class Momentum(Optimizer):
         name=None,
         *,
         kernel="auto",
+        dampening=0.0,
+        maximize=False,
+        decoupled_weight_decay=0.0,
     ):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self._torch_options = check.check_torch_options(dampening, maximize,
+                                                        decoupled_weight_decay)
         learning_rate = check.check_learning_rate(learning_rate)
         momentum = check.check_momentum(momentum)
         weight_decay = check.check_weight_decay(weight_decay)
@@ -276,7 +284,8 @@ class Momentum(Optimizer):
         )
 
     def _fused_active(self) -> bool:
-        return self._kernel != "composed" and _compat.in_dygraph() and _kernel.load() is not None
+        return (self._kernel != "composed" and not self._torch_options
+                and _compat.in_dygraph() and _kernel.load() is not None)
 
     def _bucket_key(self, param, grad, group):
         """Update settings shared by a bucket, or None when ``param`` cannot join one."""
@@ -333,10 +342,13 @@ class Momentum(Optimizer):
         )
 
     def _implementation_for(self, param, grad):
-        """The fused kernel where it is chosen, built and applicable; else composed ops."""
-        if self._kernel != "composed" and implementations.fused_supports(param, grad) \
-                and _kernel.load() is not None:
+        """The fused kernel where it is chosen, built and applicable; else composed ops (which
+        alone implement the torch.optim.SGD options)."""
+        if self._kernel != "composed" and not self._torch_options \
+                and implementations.fused_supports(param, grad) and _kernel.load() is not None:
             return implementations.fused
+        if self._torch_options:
+            return functools.partial(implementations.composed, **self._torch_options)
         return implementations.composed
 
     def _regularized(self, param, grad, group):

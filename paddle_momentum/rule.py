@@ -35,6 +35,9 @@ def momentum_update(
     l2_coeff: float | None = None,
     rescale_grad: float = 1.0,
     round_result=None,
+    dampening: float = 0.0,
+    maximize: bool = False,
+    decoupled_weight_decay: float = 0.0,
 ):
     r"""One momentum step; returns ``(new_param, new_velocity)``.
 
@@ -58,14 +61,27 @@ def momentum_update(
     ``round_result`` (optional) is applied to every intermediate result. It emulates the
     arithmetic of a narrower dtype (float16/bfloat16) while computing in float32: on CPU Paddle
     has no float16 arithmetic kernels.
+
+    Options from ``torch.optim.SGD`` (off by default, Paddle's behaviour): ``maximize`` negates
+    the gradient first; ``dampening`` :math:`d` makes the velocity
+    :math:`v' = v \cdot \mu + (1 - d) \cdot g'`; ``decoupled_weight_decay`` :math:`\lambda`
+    (SGDW) shrinks the parameter before the step, :math:`p \leftarrow p \cdot (1 - \eta
+    \lambda)`, outside the velocity.
     """
     rnd = round_result or _exact
     mu = as_float32_attribute(momentum)
+    if maximize:
+        grad = -grad
     if rescale_grad != 1.0:
         grad = rnd(grad * as_float32_attribute(rescale_grad))
     if l2_coeff is not None:
         grad = rnd(rnd(param * as_float32_attribute(l2_coeff)) + grad)
-    velocity = rnd(rnd(velocity * mu) + grad)
+    if dampening:
+        velocity = rnd(rnd(velocity * mu) + rnd(grad * as_float32_attribute(1.0 - dampening)))
+    else:
+        velocity = rnd(rnd(velocity * mu) + grad)
+    if decoupled_weight_decay:
+        param = rnd(param * rnd(1.0 - rnd(lr * as_float32_attribute(decoupled_weight_decay))))
     if use_nesterov:
         step = rnd(rnd(grad + rnd(velocity * mu)) * lr)
     else:

@@ -39,17 +39,25 @@ class OracleParam:
         self.round = ROUNDING[dtype] if narrow and not multi_precision else (lambda x: x)
         self.store = ROUNDING.get(dtype, lambda x: x)
 
-    def step(self, grad, lr, *, momentum, nesterov=False, l2=0.0, rescale=1.0):
+    def step(self, grad, lr, *, momentum, nesterov=False, l2=0.0, rescale=1.0, dampening=0.0,
+             maximize=False, decoupled=0.0):
         t, r = self.compute, self.round
         scalar = lambda value: t(np.float32(value))  # noqa: E731  (float32 attribute -> T)
         g = np.asarray(grad, dtype=t)
         lr = t(lr)
         mu = scalar(momentum)
+        if maximize:  # torch.optim.SGD(maximize=True): ascend the gradient
+            g = -g
         if rescale != 1.0:
             g = r(g * scalar(rescale))
         if l2:
             g = r(r(self.param * scalar(l2)) + g)
-        v = r(r(self.velocity * mu) + g)
+        if dampening:  # torch.optim.SGD's dampening, from the first step on
+            v = r(r(self.velocity * mu) + r(g * scalar(1.0 - dampening)))
+        else:
+            v = r(r(self.velocity * mu) + g)
+        if decoupled:  # SGDW: shrink the parameter outside the velocity
+            self.param = r(self.param * r(t(1.0) - r(lr * scalar(decoupled))))
         if nesterov:
             update = r(r(g + r(v * mu)) * lr)
         else:

@@ -147,3 +147,56 @@ def test_builtin_multi_tensor_does_fail_there():
     a(x).sum().backward()
     with pytest.raises(ValueError):
         opt.step()
+
+
+TORCH_OPTIONS = [
+    dict(dampening=0.1), dict(maximize=True), dict(decoupled_weight_decay=0.05),
+    dict(dampening=0.5, maximize=True, decoupled_weight_decay=0.01),
+]
+
+
+@pytest.mark.parametrize("options", TORCH_OPTIONS, ids=lambda o: "-".join(o))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_torch_sgd_options_against_oracle(options, dtype, nesterov):
+    """dampening, maximize and decoupled weight decay (SGDW) against the numpy oracle."""
+    params = [_leaf(p) for p in _make_params(dtype)]
+    oracles = [OracleParam(_as_float32(p), dtype, False) for p in params]
+    opt = Momentum(learning_rate=0.1, momentum=0.9, parameters=params, use_nesterov=nesterov,
+                   weight_decay=0.01, **options)
+    oracle_options = dict(dampening=options.get("dampening", 0.0),
+                          maximize=options.get("maximize", False),
+                          decoupled=options.get("decoupled_weight_decay", 0.0))
+    rng = np.random.default_rng(2)
+    for step in range(6):
+        for p in params:
+            (p * paddle.to_tensor(rng.standard_normal(p.shape).astype(dtype))).sum().backward()
+        grads = [p.grad.numpy() for p in params]
+        opt.step()
+        opt.clear_grad()
+        for i, (p, oracle, g) in enumerate(zip(params, oracles, grads)):
+            expected = oracle.step(g, 0.1, momentum=0.9, nesterov=nesterov, l2=0.01,
+                                   **oracle_options)
+            assert_same(expected, p.numpy(), f"step {step} param {i}")
+
+
+def test_torch_options_validated():
+    param = _leaf(_make_params("float32")[0])
+    for bad, error in ((dict(dampening=1.5), ValueError), (dict(maximize=1), TypeError),
+                       (dict(decoupled_weight_decay=-1.0), ValueError)):
+        with pytest.raises(error, match=next(iter(bad))):
+            Momentum(0.1, parameters=[param], **bad)
+
+
+def test_maximize_ascends():
+    """maximize=True climbs the objective the default descends."""
+    values = []
+    for maximize in (False, True):
+        param = _leaf(paddle.to_tensor([1.0, -2.0]))
+        opt = Momentum(0.1, parameters=[param], maximize=maximize)
+        for _ in range(3):
+            (param * param).sum().backward()
+            opt.step()
+            opt.clear_grad()
+        values.append(float((param * param).sum()))
+    assert values[0] < 5.0 < values[1]
