@@ -5,7 +5,7 @@ The Executor writes the scheduler's value before every run; we call ``scheduler.
 between runs, exactly as with ``paddle.optimizer.Momentum``. Run it directly to see the
 built-in and ours side by side:
 
-    python examples/static_graph.py [--legacy-ir] [--steps N]
+    python examples/static_graph.py [--legacy-ir] [--steps N] [--plot static_graph.png]
 """
 
 from __future__ import annotations
@@ -62,12 +62,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--legacy-ir", action="store_true", help="build under the legacy IR")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--plot", default="static_graph.png", help="PNG to write")
     args = parser.parse_args()
     ours = train(Momentum, args.steps, args.legacy_ir)
     builtin = train(paddle.optimizer.Momentum, args.steps, args.legacy_ir)
     for step in range(0, args.steps, max(1, args.steps // 10)):
         print(f"step {step:4d}  loss ours {ours[step]:.6f}  built-in {builtin[step]:.6f}")
     print(f"final loss {ours[-1]:.6f}; identical to the built-in: {ours == builtin}")
+    from paddle_momentum.plotting import save_loss_plot
+
+    save_loss_plot({"paddle_momentum": ours, "paddle.optimizer.Momentum (built-in)": builtin},
+                   args.plot, "Static graph (Executor): MLP regression, StepDecay, Nesterov")
+    print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

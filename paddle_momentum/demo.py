@@ -55,15 +55,19 @@ def train(optimizer_class, momentum, features, labels, *, lr=0.2, batch_size=10,
     return model, losses
 
 
-def run(momenta=(0.99, 0.9, 0.5), out=print):
-    """Train both optimizers for each momentum; returns one result dict per momentum."""
+def run(momenta=(0.99, 0.9, 0.5), out=print, plot=None):
+    """Train both optimizers for each momentum; returns one result dict per momentum. With
+    ``plot`` (a PNG path), draws ours' per-batch losses for every momentum (semilog)."""
     features, labels = make_dataset()
-    results = []
+    results, curves = [], {}
     out("momentum  optimizer  w                     b        final loss   max |ours - built-in|")
     for momentum in momenta:
         builtin_model, builtin_losses = train(paddle.optimizer.Momentum, momentum, features,
                                               labels)
-        our_model, our_losses = train(Momentum, momentum, features, labels)
+        batch_losses = []
+        our_model, our_losses = train(Momentum, momentum, features, labels,
+                                      on_batch=batch_losses.append)
+        curves[f"momentum {momentum}"] = batch_losses
         max_diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
                        for a, b in zip(builtin_model.parameters(), our_model.parameters()))
         for name, model, losses in (("built-in", builtin_model, builtin_losses),
@@ -76,4 +80,10 @@ def run(momenta=(0.99, 0.9, 0.5), out=print):
                             our_losses=our_losses, max_abs_diff=max_diff,
                             weight=our_model.weight.numpy().ravel().tolist(),
                             bias=float(our_model.bias.numpy()[0])))
+    if plot:
+        from .plotting import save_loss_plot
+
+        save_loss_plot(curves, plot, "Linear regression (Gluon momentum chapter): "
+                       "lr 0.2, x0.1 from epoch 3", xlabel="batch")
+        out(f"plot: {plot}")
     return results
