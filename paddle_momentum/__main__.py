@@ -1,4 +1,4 @@
-"""Command line: ``python -m paddle_momentum {demo,bench} [--help]``."""
+"""Command line: ``python -m paddle_momentum {demo,parity,bench} [--help]``."""
 
 from __future__ import annotations
 
@@ -24,11 +24,19 @@ def main(argv=None) -> int:
     commands.add_parser(
         "bench", add_help=False,
         help="time step() of ours (fused and composed) against the built-in; see bench --help")
+    commands.add_parser(
+        "parity", add_help=False,
+        help="run the differential matrix against the built-in on this machine's CPU and any "
+             "working GPU; see parity --help")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" is the benchmark's own command line
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["parity"]:
+        from .parity import main as parity_main
+
+        return parity_main(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "demo":

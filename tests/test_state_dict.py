@@ -8,7 +8,7 @@ import pytest
 from paddle.utils import unique_name
 
 import paddle_momentum
-from harness import OPTIMIZERS, Case, assert_same, batches, build_model, snapshot, _train_step
+from harness import OPTIMIZERS, Case, assert_same, batches, build_model, snapshot, train_step
 
 CASES = [Case(lr="step", decay="float", nesterov=True, steps=8),
          Case(dtype="float64", lr="cosine", groups="two", steps=8),
@@ -33,7 +33,7 @@ def _run(case, kind, start=None, tmp_path=None):
                 paths = (str(tmp_path / "model.pdparams"), str(tmp_path / f"{kind}.pdopt"))
                 paddle.save(model.state_dict(), paths[0])
                 paddle.save(opt.state_dict(), paths[1])
-            _train_step(case, step, model, opt, x, y, use_minimize=case.api == "minimize")
+            train_step(case, step, model, opt, x, y, use_minimize=case.api == "minimize")
             snapshots.append((step, snapshot(model, opt), sorted(opt.state_dict())))
     return snapshots
 
@@ -63,7 +63,7 @@ def test_state_dict_keys_and_values_match_builtin(case):
             assert opt.state_dict() == ({"LR_Scheduler": opt._learning_rate.state_dict()}
                                         if case.lr in ("step", "cosine") else {})
             for step, (x, y) in enumerate(itertools.islice(batches(case), 2)):
-                _train_step(case, step, model, opt, x, y)
+                train_step(case, step, model, opt, x, y)
             dicts.append(opt.state_dict())
     builtin, ours = dicts
     assert sorted(builtin) == sorted(ours)
