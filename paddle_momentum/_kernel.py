@@ -52,6 +52,11 @@ def load():
     """The compiled extension module (ops ``pm_momentum``, ``pm_momentum_master``) or None."""
     from paddle.utils import cpp_extension
 
+    if not SOURCE.exists():
+        warnings.warn(f"paddle_momentum: the fused kernel's source {SOURCE} is missing (an "
+                      "incomplete installation); using the composed-ops implementation",
+                      RuntimeWarning, stacklevel=3)
+        return None
     directory = cache_directory()
     name = "paddle_momentum_kernel_" + directory.name
     first_build = not any(directory.glob("**/*.so")) if directory.exists() else True

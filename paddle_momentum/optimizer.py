@@ -62,7 +62,8 @@ class Momentum(Optimizer):
     Arguments are those of ``paddle.optimizer.Momentum`` (PaddlePaddle 3.3.1), validated here
     at construction, plus keyword-only ``kernel`` ('auto', 'fused', 'composed') and the
     ``torch.optim.SGD`` options ``dampening``, ``maximize`` and ``decoupled_weight_decay``
-    (SGDW), which default to Paddle's behaviour (see :func:`paddle_momentum.momentum_update`). Deliberate differences from the built-in are listed in ``docs/``:
+    (SGDW), which default to Paddle's behaviour (see :func:`paddle_momentum.momentum_update`).
+    Deliberate differences from the built-in are listed in ``docs/differences.md``:
     ``learning_rate`` may be a 0-d float Tensor, ``rescale_grad`` is applied, float16/bfloat16
     parameters train on CPU, ``minimize`` works with parameter groups, and the user's group
     dicts are never modified.
@@ -129,8 +130,9 @@ class Momentum(Optimizer):
         self._use_nesterov = bool(use_nesterov)
         self._rescale_grad = rescale_grad
         self._multi_precision = bool(multi_precision)
-        # Ours is one code path whatever this flag says (the base class's multi-tensor hooks
-        # stay off); the fused multi-tensor kernel will read it.
+        # Accepted for compatibility: results are the same either way, the fused kernel's flat
+        # buckets already update many parameters per call, and the base class's multi-tensor
+        # hooks (which call Paddle's merged_momentum) stay off.
         self._multi_tensor_requested = bool(use_multi_tensor)
         self._master_weights = {}
         self._kernel = kernel
