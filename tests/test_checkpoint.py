@@ -52,6 +52,23 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, attempt
         assert_same(a, b, f"parameter {i} (killed after step {kill_after})")
 
 
+@pytest.mark.parametrize("first,second", [("builtin", "ours"), ("ours", "builtin")])
+def test_checkpoint_crosses_optimizers_across_processes(tmp_path, first, second):
+    """Process 1 trains 12 steps with one optimizer and checkpoints; process 2 resumes with
+    the other; the result equals an uninterrupted run (of either: they are bit-identical)."""
+    crossed, straight = tmp_path / "crossed", tmp_path / "straight"
+    crossed.mkdir()
+    straight.mkdir()
+    for args in ([crossed, "--optimizer", first, "--stop-after", "11"],
+                 [crossed, "--optimizer", second, "--resume", "--out",
+                  str(tmp_path / "crossed.npz")],
+                 [straight, "--optimizer", first, "--out", str(tmp_path / "straight.npz")]):
+        subprocess.run(_worker(*args), check=True, capture_output=True, timeout=600)
+    for i, (a, b) in enumerate(zip(_final(tmp_path / "straight.npz"),
+                                   _final(tmp_path / "crossed.npz"))):
+        assert_same(a, b, f"parameter {i}")
+
+
 def test_a_failing_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     model = paddle.nn.Linear(3, 2)
     optimizer = Momentum(0.1, parameters=model.parameters())
