@@ -131,6 +131,23 @@ void RunWithMaster(paddle::Tensor& param, const paddle::Tensor& grad, paddle::Te
                                    ReadLearningRate<float>(lr), h);
 }
 
+// Calls f(T{}) for the parameter type T of ``dtype``.
+template <typename F>
+void DispatchParameterType(paddle::DataType dtype, const char* op, F&& f) {
+  switch (dtype) {
+    case paddle::DataType::FLOAT32:
+      return f(float{});
+    case paddle::DataType::FLOAT64:
+      return f(double{});
+    case paddle::DataType::FLOAT16:
+      return f(float16{});
+    case paddle::DataType::BFLOAT16:
+      return f(bfloat16{});
+    default:
+      PD_THROW(op, ": unsupported parameter dtype");
+  }
+}
+
 }  // namespace
 
 void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
@@ -138,18 +155,9 @@ void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLI
                      float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   CheckCommon(param, grad, velocity, lr);
   const Hyper h{mu, l2, has_l2, rescale, nesterov};
-  switch (param.dtype()) {
-    case paddle::DataType::FLOAT32:
-      return RunWithoutMaster<float>(param, grad, velocity, lr, h);
-    case paddle::DataType::FLOAT64:
-      return RunWithoutMaster<double>(param, grad, velocity, lr, h);
-    case paddle::DataType::FLOAT16:
-      return RunWithoutMaster<float16>(param, grad, velocity, lr, h);
-    case paddle::DataType::BFLOAT16:
-      return RunWithoutMaster<bfloat16>(param, grad, velocity, lr, h);
-    default:
-      PD_THROW("pm_momentum: unsupported parameter dtype");
-  }
+  DispatchParameterType(param.dtype(), "pm_momentum", [&](auto type_tag) {
+    RunWithoutMaster<decltype(type_tag)>(param, grad, velocity, lr, h);
+  });
 }
 
 void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
@@ -232,18 +240,9 @@ void MomentumMultiInplace(std::vector<paddle::Tensor>& params,  // NOLINT
            "pm_momentum_multi: params, grads and velocities differ in number");
   if (params.empty()) return;
   const Hyper h{mu, l2, has_l2, rescale, nesterov};
-  switch (params[0].dtype()) {
-    case paddle::DataType::FLOAT32:
-      return RunMulti<float>(params, grads, velocities, lr, h);
-    case paddle::DataType::FLOAT64:
-      return RunMulti<double>(params, grads, velocities, lr, h);
-    case paddle::DataType::FLOAT16:
-      return RunMulti<float16>(params, grads, velocities, lr, h);
-    case paddle::DataType::BFLOAT16:
-      return RunMulti<bfloat16>(params, grads, velocities, lr, h);
-    default:
-      PD_THROW("pm_momentum_multi: unsupported parameter dtype");
-  }
+  DispatchParameterType(params[0].dtype(), "pm_momentum_multi", [&](auto type_tag) {
+    RunMulti<decltype(type_tag)>(params, grads, velocities, lr, h);
+  });
 }
 
 PD_BUILD_OP(pm_momentum_multi)
