@@ -6,6 +6,7 @@ the final parameters to --out."""
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 import paddle
@@ -27,6 +28,8 @@ def main(argv=None):
     parser.add_argument("--out")
     parser.add_argument("--optimizer", choices=["ours", "builtin"], default="ours")
     parser.add_argument("--stop-after", type=int, help="exit normally after this step")
+    parser.add_argument("--step-delay", type=float, default=0.0,
+                        help="seconds to wait between each update and its checkpoint")
     args = parser.parse_args(argv)
 
     paddle.seed(7)
@@ -47,6 +50,7 @@ def main(argv=None):
         optimizer.step()
         optimizer.clear_grad()
         scheduler.step()
+        time.sleep(args.step_delay)  # updated but not yet saved: where a kill hurts most
         checkpoint.save(path, model, optimizer, step=step)
         print(f"step {step}", flush=True)
         if step == args.stop_after:

@@ -36,11 +36,14 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, attempt
                    check=True, capture_output=True, timeout=600)
 
     kill_after = random.randint(0, STEPS - 3)
-    process = subprocess.Popen(_worker(crash_dir), stdout=subprocess.PIPE,
+    # the delay keeps the worker running after it reports step `kill_after`: the kill lands
+    # after the next step's update and before its checkpoint
+    process = subprocess.Popen(_worker(crash_dir, "--step-delay", "0.2"),
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     for line in process.stdout:
         if line.strip() == f"step {kill_after}":
-            os.kill(process.pid, signal.SIGKILL)  # mid-way through the next step or save
+            os.kill(process.pid, signal.SIGKILL)
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, f"the worker ended before step {kill_after}"
