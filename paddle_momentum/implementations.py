@@ -1,7 +1,8 @@
 """Interchangeable implementations of one momentum step on one parameter (or flat buffer).
 
 Each has the same signature: ``(param, grad, velocity, master, lr, *, momentum, use_nesterov,
-l2_coeff, rescale_grad)`` (``l2_coeff=None``: no fused decay) and updates param, velocity and master (if not None) in place.
+l2_coeff, rescale_grad)`` (``l2_coeff=None``: no fused decay) and updates param, velocity and
+master (if not None) in place.
 
 * ``composed``: Paddle tensor ops around :func:`paddle_momentum.rule.momentum_update`; the
   readable reference, runs anywhere (every device, dygraph and static).
