@@ -47,6 +47,22 @@ def cache_directory() -> pathlib.Path:
     return pathlib.Path(root) / key.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """Hold an exclusive file lock (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @functools.lru_cache(maxsize=None)
 def load():
     """The compiled extension module (ops ``pm_momentum``, ``pm_momentum_master``) or None."""
@@ -66,7 +82,9 @@ def load():
     directory.mkdir(parents=True, exist_ok=True)
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log), warnings.catch_warnings():
+        # One builder at a time: data-parallel ranks starting together share the cache.
+        with _exclusive(directory / "build.lock"), contextlib.redirect_stdout(log), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return cpp_extension.load(
                 name=name,
