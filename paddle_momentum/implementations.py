@@ -88,5 +88,3 @@ def fused_supports(param, grad) -> bool:
     return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)
             and _compat.on_cpu(param))
 
-
-IMPLEMENTATIONS = {"composed": composed, "fused": fused}

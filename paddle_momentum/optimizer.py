@@ -236,13 +236,26 @@ class Momentum(Optimizer):
     def _uses_master_weight(self, param) -> bool:
         return self._multi_precision and _compat.is_low_precision(param.dtype)
 
+    @staticmethod
+    def _lr_scale(param, group):
+        """``param``'s learning-rate scale: its group's, else its ``ParamAttr``'s."""
+        if group is not None:
+            return group["learning_rate"]
+        return (getattr(param, "optimize_attr", None) or {}).get("learning_rate", 1.0)
+
     def _param_lr(self, param, group):
         """The learning rate tensor for ``param``: global lr times its scale (a tensor op)."""
-        if group is None:  # the scale comes from ParamAttr(learning_rate=...)
+        if group is None:  # the base class applies the ParamAttr scale (with static guards)
             return self._create_param_lr((param, None))
-        scale = group["learning_rate"]
+        scale = self._lr_scale(param, group)
         lr = self._global_learning_rate()
         return lr if scale == 1.0 else lr * scale
+
+    @staticmethod
+    def _rule_options(settings, l2_coeff):
+        """The keyword arguments every implementation takes, from a group's settings."""
+        return dict(momentum=settings["momentum"], use_nesterov=settings["use_nesterov"],
+                    l2_coeff=l2_coeff, rescale_grad=settings["rescale_grad"])
 
     # ------------------------------------------------------------------ state
     def _create_accumulators(self, block, parameters):
@@ -277,13 +290,8 @@ class Momentum(Optimizer):
             # The built-in's sparse kernel = the dense update on the merged rows, zeros
             # elsewhere (so absent rows still decay), rescale_grad applied.
             grad = _compat.dense_gradient(grad, param)
-        self._implementation_for(param, grad)(
-            param, grad, velocity, master, lr,
-            momentum=settings["momentum"],
-            use_nesterov=settings["use_nesterov"],
-            l2_coeff=fused_l2,
-            rescale_grad=settings["rescale_grad"],
-        )
+        self._implementation_for(param, grad)(param, grad, velocity, master, lr,
+                                              **self._rule_options(settings, fused_l2))
 
     def _fused_active(self) -> bool:
         return (self._kernel != "composed" and not self._torch_options
@@ -298,12 +306,8 @@ class Momentum(Optimizer):
                 or not param._is_initialized() or _compat.is_sparse(grad)
                 or not implementations.fused_supports(param, grad)):
             return None
-        if group is not None:
-            scale = group["learning_rate"]
-        else:
-            scale = (getattr(param, "optimize_attr", None) or {}).get("learning_rate", 1.0)
         return (_compat.dtype_name(param.dtype), self._uses_master_weight(param), fused_l2,
-                scale)
+                self._lr_scale(param, group))
 
     def _build_buckets(self, group, pairs):
         """Move ``group``'s eligible parameters into flat buckets (once per group); returns
@@ -337,11 +341,7 @@ class Momentum(Optimizer):
         implementations.fused(
             bucket.param_flat, bucket.grad_flat, bucket.velocity_flat, bucket.master_flat,
             self._param_lr(bucket.params[0], group),
-            momentum=settings["momentum"],
-            use_nesterov=settings["use_nesterov"],
-            l2_coeff=bucket.key[2],
-            rescale_grad=settings["rescale_grad"],
-        )
+            **self._rule_options(settings, bucket.key[2]))
 
     def _implementation_for(self, param, grad):
         """The fused kernel where it is chosen, built and applicable; else composed ops (which
@@ -534,8 +534,7 @@ class Momentum(Optimizer):
         param, grad = param_and_grad
         if self._implementation_for(param, grad) is implementations.fused \
                 and not self._uses_master_weight(param):
-            key = (self._decay_route(param, None)[0],
-                   (getattr(param, "optimize_attr", None) or {}).get("learning_rate", 1.0))
+            key = (self._decay_route(param, None)[0], self._lr_scale(param, None))
             self._static_batches.setdefault(key, []).append((param, grad))
             return
         self._update_param(param, grad, group=None)
@@ -543,7 +542,6 @@ class Momentum(Optimizer):
     def _finish_update(self, block, parameters_and_grads):
         """Static graph: one fused multi-tensor op per batch collected above."""
         batches, self._static_batches = self._static_batches, {}
-        settings = self._group_defaults
         for (l2_coeff, _), pairs in batches.items():
             params = [p for p, _ in pairs]
             with _compat.optimizer_ops_guard(pairs):
@@ -551,11 +549,7 @@ class Momentum(Optimizer):
                     params, [g for _, g in pairs],
                     [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
                     self._param_lr(params[0], None),
-                    momentum=settings["momentum"],
-                    use_nesterov=settings["use_nesterov"],
-                    l2_coeff=l2_coeff,
-                    rescale_grad=settings["rescale_grad"],
-                )
+                    **self._rule_options(self._group_defaults, l2_coeff))
 
     def _create_regularization_of_grad(self, param, grad, regularization=None):
         # An L2Decay set through ParamAttr is fused into the update, not added here.
