@@ -4,6 +4,10 @@ Each scenario trains the built-in and ours (``kernel='fused'``) side by side, ap
 disruption to both between steps, and compares every parameter after every step, bitwise.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import paddle
 import pytest
@@ -147,3 +151,38 @@ def test_master_weights_reloaded_into_buckets():
         runs.append([w.astype("float32").numpy() for w in weights])
     for i, (a, b) in enumerate(zip(*runs)):
         assert_same(a, b, f"weight {i}")
+
+
+_THREADS_SCRIPT = """
+import numpy as np, paddle, paddle_momentum
+rng = np.random.default_rng(0)
+shapes = [[100_003], [517, 301], [9]]  # odd sizes: the threads' shares end mid-vector
+inits = [rng.standard_normal(s).astype("float32") for s in shapes]
+grads = [[rng.standard_normal(s).astype("float32") for s in shapes] for _ in range(3)]
+runs = []
+for make in (paddle.optimizer.Momentum,
+             lambda **k: paddle_momentum.Momentum(kernel="fused", **k)):
+    weights = [paddle.create_parameter(
+        s, "float32", default_initializer=paddle.nn.initializer.Assign(v))
+        for s, v in zip(shapes, inits)]
+    optimizer = make(learning_rate=0.1, momentum=0.9, parameters=weights,
+                     weight_decay=1e-3, use_nesterov=True)
+    for step_grads in grads:
+        sum((w * paddle.to_tensor(g)).sum() for w, g in zip(weights, step_grads)).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    runs.append([w.numpy() for w in weights])
+for i, (a, b) in enumerate(zip(*runs)):
+    assert np.array_equal(a, b), f"weight {i} differs"
+print("equal")
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_thread_count_changes_no_bit(threads):
+    """The kernel splits the elements among PADDLE_MOMENTUM_NUM_THREADS threads (default: the
+    CPUs available); any split, even uneven or over-subscribed, gives the built-in's bits."""
+    env = {**os.environ, "PADDLE_MOMENTUM_NUM_THREADS": threads}
+    result = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "equal" in result.stdout, result.stderr[-3000:]

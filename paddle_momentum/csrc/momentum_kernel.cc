@@ -17,11 +17,15 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#ifdef __linux__
+#include <sched.h>
 #endif
 
 #include "paddle/extension.h"
@@ -33,6 +37,33 @@ using bfloat16 = phi::dtype::bfloat16;
 
 // Parallelise only when the work pays for the threads' start-up.
 constexpr int64_t kParallelThreshold = 1 << 15;
+
+// The number of threads an update uses: $PADDLE_MOMENTUM_NUM_THREADS when set, else the CPUs
+// this process may run on, shared among the ranks of a data-parallel job on this machine
+// ($PADDLE_LOCAL_SIZE, else $PADDLE_TRAINERS_NUM). Not OpenMP's default: Paddle sets
+// OMP_NUM_THREADS=1 when it is imported, which left the update on one core (64M elements:
+// 33.8 ms instead of 25.9 ms on 2 cores).
+int EnvInt(const char* name) {
+  const char* value = std::getenv(name);
+  return value == nullptr ? 0 : std::atoi(value);
+}
+
+int UpdateThreads() {
+  static const int threads = [] {
+    if (EnvInt("PADDLE_MOMENTUM_NUM_THREADS") > 0) return EnvInt("PADDLE_MOMENTUM_NUM_THREADS");
+    int cpus = 1;
+#if defined(__linux__)
+    cpu_set_t allowed;
+    cpus = sched_getaffinity(0, sizeof(allowed), &allowed) == 0 ? CPU_COUNT(&allowed) : 1;
+#elif defined(_OPENMP)
+    cpus = omp_get_num_procs();
+#endif
+    int ranks = EnvInt("PADDLE_LOCAL_SIZE") > 0 ? EnvInt("PADDLE_LOCAL_SIZE")
+                                                : EnvInt("PADDLE_TRAINERS_NUM");
+    return std::max(1, cpus / std::max(1, ranks));
+  }();
+  return threads;
+}
 
 template <typename T>
 constexpr bool kIsNarrow =
@@ -69,7 +100,7 @@ void MomentumLoop(T* param, const G* grad, V* velocity, MT* master, int64_t n, M
   const bool has_l2 = h.has_l2;
   const bool has_rescale = h.rescale != 1.0f;
   const bool nesterov = h.nesterov;
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+#pragma omp parallel for schedule(static) num_threads(UpdateThreads()) if (n > kParallelThreshold)
   for (int64_t i = 0; i < n; ++i) {
     MT g = static_cast<MT>(grad[i]);
     if (has_rescale) g = RoundTo<R, MT>(g * rescale);
@@ -210,7 +241,7 @@ void RunMulti(std::vector<paddle::Tensor>& params, const std::vector<paddle::Ten
     starts[i + 1] = starts[i] + params[i].numel();
   }
   const int64_t total = starts.back();
-#pragma omp parallel if (total > kParallelThreshold)
+#pragma omp parallel num_threads(UpdateThreads()) if (total > kParallelThreshold)
   {
 #ifdef _OPENMP
     const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
