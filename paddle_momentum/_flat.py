@@ -1,124 +1,90 @@
 """Flat buffers: many parameters updated by one fused-kernel call (dygraph, CPU).
 
 Parameters that share every update setting (dtype, master weight or not, momentum, Nesterov,
-rescale_grad, fused L2 coefficient, learning-rate scale) are moved into one contiguous buffer
-per kind of state: parameters, gradients, velocities and master weights. Each parameter,
-gradient, velocity and master weight becomes a view of its buffer (the same Python objects,
-their storage shared), so ``forward``, ``backward`` (which accumulates into the gradient
-views), ``set_value``, ``state_dict`` and checkpoints keep working unchanged, and one kernel
-call updates the whole bucket: the per-parameter cost of a step disappears.
+rescale_grad, fused L2 coefficient, learning-rate scale) form a bucket. Its small members are
+moved into one contiguous buffer per kind of state (parameters, velocities, master weights):
+each parameter, velocity and master weight becomes a view of its buffer (the same Python
+objects, their storage shared), so ``forward``, ``backward``, ``set_value``, ``state_dict`` and
+checkpoints keep working unchanged. Large members keep their own storage (no copy).
 
-Anything that replaces a view's storage is detected with a pointer comparison per parameter
-before every step: a replaced gradient (``clear_grad(set_to_zero=False)``, a fresh backward)
-sends that bucket through the per-parameter path for the step and is linked back afterwards;
-a replaced parameter or master weight (``Layer.to``, ``set_state_dict`` of master weights)
-makes the optimizer rebuild its buckets.
+Gradients stay wherever Paddle puts them: the kernel takes the members' gradients as a list
+beside the buffers (two partitions of the same elements), so ``backward``, every form of
+``clear_grad`` and gradient hooks need no care, and one kernel call updates the whole bucket:
+the per-parameter cost of a step disappears.
+
+Before each step a bucket checks, with one pointer comparison per member, that every member
+still lives where it was put, and that every member has a gradient. A member without one
+(frozen, unused in this backward, released) sends the bucket through the per-parameter path
+for that step; a replaced parameter storage (``Layer.to``, say) or master-weight dict
+(``set_state_dict``) makes the optimizer rebuild its buckets.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 
 import paddle
 
-from . import _compat
+# Parameters of at least this many elements keep their own storage: their update dwarfs the
+# per-parameter overhead that gathering saves, and they cost no copy and no memory.
+OWN_BUFFER_SIZE = 1 << 16
 
-# Parameters of at least this many elements get a bucket of their own (no copy, no extra
-# memory): their update dwarfs the per-parameter overhead that gathering saves.
-OWN_BUCKET_SIZE = 1 << 16
-
-_STOP_GRADIENT = operator.attrgetter("stop_gradient")
 _DATA_PTR = paddle.Tensor.data_ptr
-_GRADIENT = paddle.Tensor._grad_ivar
+# The gradients of a list of parameters in one C++ call: None for a parameter that has no
+# gradient or does not require one (the built-in's minimize() collects them with it too).
+_GRADIENTS = paddle.base.core.eager.get_all_grads
 
 
-def _concat_flat(tensors):
-    return paddle.concat([t.detach().reshape([-1]) for t in tensors])
-
-
-def _views(flat, tensors):
-    views, offset = [], 0
-    for tensor in tensors:
-        size = int(tensor.size)
-        views.append(flat._slice(offset, offset + size).reshape(tensor.shape))
-        offset += size
-    return views
+def _gather(tensors):
+    """A new contiguous buffer holding ``tensors``, each of them made a view of it."""
+    with paddle.no_grad():
+        flat = paddle.concat([t.detach().reshape([-1]) for t in tensors])
+        offset = 0
+        for tensor in tensors:
+            size = int(tensor.size)
+            flat._slice(offset, offset + size).reshape(tensor.shape)._share_buffer_to(tensor)
+            offset += size
+    return flat
 
 
 class FlatBucket:
-    """Parameters with identical update settings, their state in contiguous buffers.
+    """Parameters with identical update settings and the buffers one kernel call updates.
 
-    A bucket of one parameter needs no copy: its own tensors are the buffers. The optimizer
-    gives large parameters a bucket each (no extra memory at all) and gathers the small ones,
-    where the per-parameter overhead dominates, into shared buffers.
+    ``params`` is the members' order, the one the gradient list follows; ``param_buffers``,
+    ``velocity_buffers`` and ``master_buffers`` (None without master weights) hold the same
+    elements in the same order: first one gathered buffer of the small members (when there
+    are several), then each large member's own tensor.
     """
 
-    def __init__(self, key, params, grads, velocities, masters):
+    def __init__(self, key, params, velocities, masters):
         self.key = key
-        self.params = params
-        if len(params) == 1:
-            self.param_flat, self.grad_flat, self.velocity_flat = params[0], grads[0], \
-                velocities[0]
-            self.master_flat = masters[0] if masters else None
-            self.grad_views = [grads[0]]
-        else:
-            self._gather(params, grads, velocities, masters)
-        self.param_ptrs = [p.data_ptr() for p in params]
-        self.grad_ptrs = [g.data_ptr() for g in self.grad_views]
+        small = [i for i, p in enumerate(params) if p.size < OWN_BUFFER_SIZE]
+        gathered = small if len(small) > 1 else []
+        own = [i for i in range(len(params)) if i not in frozenset(gathered)]
+        self.params = [params[i] for i in gathered + own]
 
-    def _gather(self, params, grads, velocities, masters):
-        """Copy the state into new buffers and make every tensor a view of its buffer."""
-        with paddle.no_grad():
-            self.param_flat = _concat_flat(params)
-            self.grad_flat = _concat_flat(grads)
-            self.velocity_flat = _concat_flat(velocities)
-            self.master_flat = _concat_flat(masters) if masters else None
-            for view, param in zip(_views(self.param_flat, params), params):
-                view._share_buffer_to(param)
-            for view, velocity in zip(_views(self.velocity_flat, velocities), velocities):
-                view._share_buffer_to(velocity)
-            if masters:
-                for view, master in zip(_views(self.master_flat, masters), masters):
-                    view._share_buffer_to(master)
-            self.grad_views = _views(self.grad_flat, grads)
-            for view, param in zip(self.grad_views, params):
-                param._copy_gradient_from(view)
+        def buffers(tensors):
+            head = [_gather([tensors[i] for i in gathered])] if gathered else []
+            return head + [tensors[i] for i in own]
 
-    def intact(self) -> bool:
-        """Every member is trainable, still lives in the parameter buffer, and its gradient is
-        its view of the gradient buffer: then one kernel call is the whole update."""
-        if not self.grad_flat._is_initialized():
-            # clear_grad(set_to_zero=False) released a bucket-of-one's own gradient: its
-            # address may come back for the next gradient, so pointers alone cannot tell.
-            return False
-        # map() over unbound methods: the per-parameter checks run without Python bytecode
-        params = self.params
-        if any(map(_STOP_GRADIENT, params)) or list(map(_DATA_PTR, params)) != self.param_ptrs:
-            return False
-        try:
-            return list(map(_DATA_PTR, map(_GRADIENT, params))) == self.grad_ptrs
-        except (TypeError, AttributeError):  # a member has no gradient (None)
-            return False
+        self.param_buffers = buffers(params)
+        self.velocity_buffers = buffers(velocities)
+        self.master_buffers = buffers(masters) if masters else None
+        self.param_ptrs = list(map(_DATA_PTR, self.params))
+
+    def gradients(self):
+        """The members' gradients in member order, or None when a member has none (or no
+        longer requires one) or no longer lives in its buffer: then the bucket cannot be
+        updated as a whole this step."""
+        grads = _GRADIENTS(self.params)
+        if any(map(operator.is_, grads, itertools.repeat(None))) or not self.storage_intact():
+            return None
+        return grads
 
     def storage_intact(self) -> bool:
-        """Parameters still live in the parameter buffer (False: the buckets must be rebuilt)."""
-        return all(p.data_ptr() == ptr for p, ptr in zip(self.params, self.param_ptrs))
-
-    def relink_gradients(self):
-        """Make gradients views of the buffer again, keeping their current values (a bucket of
-        one adopts the new gradient instead)."""
-        if len(self.params) == 1:
-            grad = self.params[0]._grad_ivar()
-            if grad is not None:
-                self.grad_flat = grad
-                self.grad_views, self.grad_ptrs = [grad], [grad.data_ptr()]
-            return
-        with paddle.no_grad():
-            for param, view, ptr in zip(self.params, self.grad_views, self.grad_ptrs):
-                grad = param._grad_ivar()
-                if grad is not None and grad.data_ptr() != ptr:
-                    _compat.write_into(view, grad)
-                    param._copy_gradient_from(view)
+        """Members still live where the bucket put them (False: rebuild the buckets)."""
+        return list(map(_DATA_PTR, self.params)) == self.param_ptrs
 
 
 class FlatState:
@@ -141,16 +107,18 @@ class FlatState:
         self.master_weights = master_weights
 
     def ready(self, group, master_weights):
-        """``(intact buckets, buckets to update one by one and relink)`` of ``group``; None
-        when a parameter's storage or the master-weight dict was replaced (rebuild)."""
-        intact, broken = [], []
+        """``([(bucket, its gradients)] to update whole, [buckets to update member by
+        member])`` for ``group``; None when a member's storage or the master-weight dict was
+        replaced (rebuild)."""
+        whole, by_member = [], []
         for bucket in self.buckets_of_group.get(id(group), ()):
-            if bucket.intact():
-                intact.append(bucket)
+            grads = bucket.gradients()
+            if grads is not None:
+                whole.append((bucket, grads))
             elif bucket.storage_intact():
-                broken.append(bucket)
+                by_member.append(bucket)
             else:
                 return None
-        if (intact or broken) and master_weights is not self.master_weights:
+        if (whole or by_member) and master_weights is not self.master_weights:
             return None  # set_state_dict replaced the master weights
-        return intact, broken
+        return whole, by_member

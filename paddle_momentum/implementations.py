@@ -74,13 +74,21 @@ def fused(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff
                                *scalars)
 
 
-def fused_multi(params, grads, velocities, lr, *, momentum, use_nesterov, l2_coeff,
+def fused_multi(params, grads, velocities, masters, lr, *, momentum, use_nesterov, l2_coeff,
                 rescale_grad):
-    """``fused`` for a list of parameters sharing their settings, as one op."""
+    """``fused`` for many parameters sharing their settings, as one op. ``params``,
+    ``velocities`` and ``masters`` (None: no master weights) may hold flat buffers of several
+    parameters each: ``grads`` lists the gradients of the same elements in the same order."""
     scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
     target = _compat.inplace_target
-    _kernel.load().pm_momentum_multi([target(p) for p in params], grads,
-                                     [target(v) for v in velocities], lr, *scalars)
+    ops = _kernel.load()
+    if masters is None:
+        ops.pm_momentum_multi([target(p) for p in params], grads,
+                              [target(v) for v in velocities], lr, *scalars)
+    else:
+        ops.pm_momentum_multi_master([target(p) for p in params], grads,
+                                     [target(v) for v in velocities], lr,
+                                     [target(m) for m in masters], *scalars)
 
 
 def fused_supports(param, grad) -> bool:

@@ -310,8 +310,9 @@ class Momentum(Optimizer):
                 self._lr_scale(param, group))
 
     def _build_buckets(self, group, pairs):
-        """Move ``group``'s eligible parameters into flat buckets (once per group); returns
-        ``(new buckets, pairs left to update one by one)``."""
+        """Move ``group``'s eligible parameters into flat buckets, one per update setting (once
+        per group); returns ``([(new bucket, its gradients)], pairs left to update one by
+        one)``."""
         members, rest = {}, []
         for param, grad in pairs:
             key = self._bucket_key(param, grad, group)
@@ -321,25 +322,23 @@ class Momentum(Optimizer):
                 members.setdefault(key, []).append((param, grad))
         buckets = []
         for key, entries in members.items():
-            small = [e for e in entries if e[0].size < _flat.OWN_BUCKET_SIZE]
-            chunks = [small] if small else []
-            chunks += [[e] for e in entries if e[0].size >= _flat.OWN_BUCKET_SIZE]
-            for chunk in chunks:
-                params = [p for p, _ in chunk]
-                buckets.append(_flat.FlatBucket(
-                    key, params, [g for _, g in chunk],
-                    [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
-                    [self._master_weights[p.name] for p in params] if key[1] else []))
-        members = {id(p) for bucket in buckets for p in bucket.params}
-        outside = [p for p in self._params_of(group) if id(p) not in members]
-        self._flat.add_group(group, buckets, outside, self._master_weights)
+            params = [p for p, _ in entries]
+            bucket = _flat.FlatBucket(
+                key, params,
+                [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
+                [self._master_weights[p.name] for p in params] if key[1] else [])
+            grad_of = {id(p): g for p, g in entries}
+            buckets.append((bucket, [grad_of[id(p)] for p in bucket.params]))
+        in_bucket = {id(p) for bucket, _ in buckets for p in bucket.params}
+        outside = [p for p in self._params_of(group) if id(p) not in in_bucket]
+        self._flat.add_group(group, [b for b, _ in buckets], outside, self._master_weights)
         return buckets, rest
 
-    def _update_bucket(self, bucket, group):
+    def _update_bucket(self, bucket, grads, group):
         """One fused call updates every member of ``bucket``."""
         settings = group if group is not None else self._group_defaults
-        implementations.fused(
-            bucket.param_flat, bucket.grad_flat, bucket.velocity_flat, bucket.master_flat,
+        implementations.fused_multi(
+            bucket.param_buffers, grads, bucket.velocity_buffers, bucket.master_buffers,
             self._param_lr(bucket.params[0], group),
             **self._rule_options(settings, bucket.key[2]))
 
@@ -383,28 +382,27 @@ class Momentum(Optimizer):
         return bool(found_inf)
 
     def _plan(self, only=None):
-        """Per group ``[group, intact buckets, broken buckets, [(param, grad), ...]]``.
+        """Per group ``[group, [(bucket, its gradients)], [(param, grad), ...]]``.
 
-        Members of an intact flat bucket (see ``_flat``) skip all per-parameter work: their
-        gradients are views of the bucket's buffer, and their group has no clip and no
-        non-fused regularizer. Everything else is a (param, grad) pair for the usual path.
+        Members of a bucket that can be updated whole (see ``_flat``) skip all per-parameter
+        work: their group has no clip and no non-fused regularizer. Everything else is a
+        (param, grad) pair for the usual path.
         """
         plan = []
         for group, params in self._group_params():
-            intact, broken = [], []
+            whole = []
             if self._fused_active() and only is None and self._flat.built(group):
                 state = self._flat.ready(group, self._master_weights)
                 if state is None:  # storage replaced: rebuild every bucket at this step
                     self._flat.clear()
                     return self._plan(only)
-                intact, broken = state
-                if not broken:
+                whole, by_member = state
+                if not by_member:
                     params = self._flat.outside_buckets[id(group)]
-                elif intact:
-                    members = {id(p) for bucket in intact for p in bucket.params}
+                elif whole:
+                    members = {id(p) for bucket, _ in whole for p in bucket.params}
                     params = [p for p in params if id(p) not in members]
-            pairs = self._gradient_pairs(params, only)
-            plan.append([group, intact, broken, pairs])
+            plan.append([group, whole, self._gradient_pairs(params, only)])
         return plan
 
     def _group_params(self):
@@ -427,33 +425,31 @@ class Momentum(Optimizer):
 
         Everything that can fail on bad input runs before the first parameter is written.
         """
-        self._check_gradients([(entry[0], entry[3]) for entry in plan])
+        self._check_gradients([(entry[0], entry[2]) for entry in plan])
         for entry in plan:
-            group, pairs = entry[0], entry[3]
+            group, pairs = entry[0], entry[2]
             clip = group["grad_clip"] if group is not None else self._grad_clip
             if pairs:
                 pairs = _clip.clip_gradients(clip, pairs)
-            entry[3] = [(p, self._regularized(p, g, group)) for p, g in pairs]
+            entry[2] = [(p, self._regularized(p, g, group)) for p, g in pairs]
         with paddle.static.program_guard(
             paddle.static.default_main_program(), paddle.static.default_startup_program()
         ):
             self.helper = LayerHelper(self.__class__.__name__)
             self._prepare_learning_rate()
             block = framework.default_main_program().global_block()
-            for _, _, _, pairs in plan:
+            for _, _, pairs in plan:
                 self._create_accumulators(block, [p for p, _ in pairs])
             if self._found_inf():
                 return
-            for group, intact, broken, pairs in plan:
+            for group, whole, pairs in plan:
                 if self._fused_active() and not self._flat.built(group):
-                    intact, pairs = self._build_buckets(group, pairs)
-                for bucket in intact:
-                    self._update_bucket(bucket, group)
+                    whole, pairs = self._build_buckets(group, pairs)
+                for bucket, grads in whole:
+                    self._update_bucket(bucket, grads, group)
                 for param, grad in pairs:
                     if param._is_initialized():  # the built-in skips these too (e.g. empty)
                         self._update_param(param, grad, group)
-                for bucket in broken:  # its members were updated one by one: link them back
-                    bucket.relink_gradients()
 
     # ------------------------------------------------------------------ public API
     @imperative_base.no_grad()
@@ -548,7 +544,7 @@ class Momentum(Optimizer):
                 implementations.fused_multi(
                     params, [g for _, g in pairs],
                     [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
-                    self._param_lr(params[0], None),
+                    None, self._param_lr(params[0], None),
                     **self._rule_options(self._group_defaults, l2_coeff))
 
     def _create_regularization_of_grad(self, param, grad, regularization=None):

@@ -2,6 +2,7 @@
 
 Each scenario trains the built-in and ours (``kernel='fused'``) side by side, applies the same
 disruption to both between steps, and compares every parameter after every step, bitwise.
+Every gradient-clearing mode (zero, release, ``Layer.clear_gradients``) runs in each.
 """
 
 import os
@@ -23,7 +24,7 @@ class Model(paddle.nn.Layer):
 
     def __init__(self):
         super().__init__()
-        self.big = paddle.nn.Linear(320, 256)  # 81,920 weights >= OWN_BUCKET_SIZE
+        self.big = paddle.nn.Linear(320, 256)  # 81,920 weights >= OWN_BUFFER_SIZE
         self.small = paddle.nn.Linear(256, 4)
         self.branch = paddle.nn.Linear(256, 4)
 
@@ -61,6 +62,13 @@ SCENARIOS = {
 }
 
 
+CLEARS = {
+    "zero": lambda model, optimizer: optimizer.clear_grad(),
+    "release": lambda model, optimizer: optimizer.clear_grad(set_to_zero=False),
+    "layer": lambda model, optimizer: model.clear_gradients(),
+}
+
+
 def _train(kind, disruptions, clear, steps=6):
     model = _model()
     if kind == "builtin":
@@ -78,12 +86,16 @@ def _train(kind, disruptions, clear, steps=6):
         x = paddle.to_tensor(rng.standard_normal((8, 320)).astype("float32"))
         model(x, use_branch=step % 3 != 1).square().mean().backward()
         optimizer.step()
-        optimizer.clear_grad(set_to_zero=clear == "zero")
+        CLEARS[clear](model, optimizer)
         snapshots.append([p.numpy().copy() for p in model.parameters()])
     return snapshots, optimizer
 
 
-@pytest.mark.parametrize("clear", ["zero", "none"])
+def _buckets(optimizer):
+    return [b for group in optimizer._flat.buckets_of_group.values() for b in group]
+
+
+@pytest.mark.parametrize("clear", list(CLEARS))
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_fused_buckets_match_builtin(scenario, clear):
     reference, _ = _train("builtin", SCENARIOS[scenario], clear)
@@ -91,22 +103,45 @@ def test_fused_buckets_match_builtin(scenario, clear):
     for step, (expected, actual) in enumerate(zip(reference, ours)):
         for i, (a, b) in enumerate(zip(expected, actual)):
             assert_same(a, b, f"step {step} param {i}")
-    buckets = [b for group in optimizer._flat.buckets_of_group.values() for b in group]
-    assert any(len(b.params) > 1 for b in buckets), "small parameters share a bucket"
-    assert any(len(b.params) == 1 and b.params[0].size >= _flat.OWN_BUCKET_SIZE
-               for b in buckets), "the large weight has its own bucket"
+    (bucket,) = _buckets(optimizer)  # one update setting: one bucket
+    sizes = [int(buffer.size) for buffer in bucket.param_buffers]
+    assert sizes[0] == sum(int(p.size) for p in bucket.params if p.size < _flat.OWN_BUFFER_SIZE)
+    assert any(buffer is bucket.params[-1] and buffer.size >= _flat.OWN_BUFFER_SIZE
+               for buffer in bucket.param_buffers), "the large weight keeps its own storage"
 
 
-def test_parameters_are_views_of_the_bucket_buffer():
+@pytest.mark.parametrize("clear", list(CLEARS))
+def test_training_loop_updates_buckets_whole(clear, monkeypatch):
+    """backward -> step -> clear, any clearing mode: after the first step (which builds the
+    bucket) every step is one kernel call for the bucket, no per-parameter update."""
+    per_parameter = []
+    monkeypatch.setattr(paddle_momentum.Momentum, "_update_param",
+                        lambda self, param, grad, group: per_parameter.append(param.name))
+    model = _model()
+    optimizer = paddle_momentum.Momentum(0.05, 0.9, parameters=model.parameters(),
+                                         kernel="fused")
+    for step in range(4):
+        model(paddle.ones([2, 320])).mean().backward()
+        optimizer.step()
+        CLEARS[clear](model, optimizer)
+    assert per_parameter == []
+    assert len(_buckets(optimizer)) == 1
+
+
+def test_parameters_and_state_are_views_of_the_buffers():
     _, optimizer = _train("ours", {}, "zero", steps=2)
-    bucket = next(b for group in optimizer._flat.buckets_of_group.values() for b in group
-                  if len(b.params) > 1)
+    (bucket,) = _buckets(optimizer)
+    velocities = [optimizer._get_accumulator_master(optimizer._velocity_acc_str, p)
+                  for p in bucket.params]
     itemsize = 4
     offset = 0
-    for param in bucket.params:
-        assert param.data_ptr() == bucket.param_flat.data_ptr() + offset * itemsize
-        assert param.grad.data_ptr() == bucket.grad_flat.data_ptr() + offset * itemsize
+    for param, velocity in zip(bucket.params, velocities):
+        if param.size >= _flat.OWN_BUFFER_SIZE:
+            continue
+        assert param.data_ptr() == bucket.param_buffers[0].data_ptr() + offset * itemsize
+        assert velocity.data_ptr() == bucket.velocity_buffers[0].data_ptr() + offset * itemsize
         offset += int(param.size)
+    assert offset == int(bucket.param_buffers[0].size)
 
 
 def test_minimize_subset_with_buckets():

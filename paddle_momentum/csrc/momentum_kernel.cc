@@ -12,8 +12,10 @@
 // compute in float: on a float32 master weight (pm_momentum_master_) or, without one, with
 // every intermediate result rounded to the parameter type (pm_momentum_).
 //
-// Both ops update their tensors in place; they take any contiguous tensors, so one call can
-// update a whole flat buffer holding many parameters.
+// Every op updates its tensors in place. The multi-tensor ops take the parameters (with their
+// velocities and master weights) and the gradients as two lists that partition the same
+// elements differently: a flat buffer holding many small parameters takes the gradients of all
+// of them, each still a tensor of its own, so one call updates any number of parameters.
 
 #include <algorithm>
 #include <cstdint>
@@ -87,12 +89,12 @@ struct Hyper {
   bool nesterov;
 };
 
-// T: parameter type; G: gradient type; V: velocity type; MT: compute type; R: the type every
-// intermediate result is rounded to (T without a master weight, MT with one).
-// master == nullptr: the parameter itself is the value updated. Otherwise the float32 master
-// is updated and param = T(master).
-template <typename T, typename G, typename V, typename MT, typename R>
-void MomentumLoop(T* param, const G* grad, V* velocity, MT* master, int64_t n, MT lr,
+// T: parameter type; V: velocity type; MT: compute type; R: the type every intermediate result
+// is rounded to (T without a master weight, MT with one). master == nullptr: the parameter
+// itself is the value updated; otherwise the float32 master is, and param = T(master).
+// A plain serial loop over n elements (vectorised by the compiler); Update() splits the work.
+template <typename T, typename V, typename MT, typename R>
+void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, MT lr,
                   const Hyper& h) {
   const MT mu = static_cast<MT>(h.mu);
   const MT l2 = static_cast<MT>(h.l2);
@@ -100,7 +102,6 @@ void MomentumLoop(T* param, const G* grad, V* velocity, MT* master, int64_t n, M
   const bool has_l2 = h.has_l2;
   const bool has_rescale = h.rescale != 1.0f;
   const bool nesterov = h.nesterov;
-#pragma omp parallel for schedule(static) num_threads(UpdateThreads()) if (n > kParallelThreshold)
   for (int64_t i = 0; i < n; ++i) {
     MT g = static_cast<MT>(grad[i]);
     if (has_rescale) g = RoundTo<R, MT>(g * rescale);
@@ -123,43 +124,96 @@ void MomentumLoop(T* param, const G* grad, V* velocity, MT* master, int64_t n, M
 // The learning rate as the compute type (the lr tensor may be float32 or float64).
 template <typename MT>
 MT ReadLearningRate(const paddle::Tensor& lr) {
+  PD_CHECK(lr.is_cpu() && lr.numel() == 1, "pm_momentum: lr must be one value on the CPU");
   if (lr.dtype() == paddle::DataType::FLOAT64) {
     return static_cast<MT>(lr.data<double>()[0]);
   }
-  PD_CHECK(lr.dtype() == paddle::DataType::FLOAT32, "lr must be float32 or float64");
+  PD_CHECK(lr.dtype() == paddle::DataType::FLOAT32, "pm_momentum: lr must be float32 or float64");
   return static_cast<MT>(lr.data<float>()[0]);
 }
 
-void CheckCommon(const paddle::Tensor& param, const paddle::Tensor& grad,
-                 const paddle::Tensor& velocity, const paddle::Tensor& lr) {
-  PD_CHECK(param.is_cpu() && grad.is_cpu() && velocity.is_cpu() && lr.is_cpu(),
-           "pm_momentum: CPU tensors only");
-  PD_CHECK(param.numel() == grad.numel() && param.numel() == velocity.numel(),
-           "pm_momentum: param, grad and velocity sizes differ");
-  PD_CHECK(grad.dtype() == param.dtype(), "pm_momentum: grad dtype must equal param dtype");
-  PD_CHECK(lr.numel() == 1, "pm_momentum: lr must hold one value");
+// Offsets of each tensor in the concatenation of ``tensors``; back() is the total.
+std::vector<int64_t> Starts(const std::vector<paddle::Tensor>& tensors) {
+  std::vector<int64_t> starts(tensors.size() + 1, 0);
+  for (size_t i = 0; i < tensors.size(); ++i) starts[i + 1] = starts[i] + tensors[i].numel();
+  return starts;
 }
 
-template <typename T>
-void RunWithoutMaster(paddle::Tensor& param, const paddle::Tensor& grad,
-                      paddle::Tensor& velocity, const paddle::Tensor& lr, const Hyper& h) {
-  using MT = typename std::conditional<kIsNarrow<T>, float, T>::type;
-  PD_CHECK(velocity.dtype() == param.dtype(), "pm_momentum: velocity dtype must equal param's");
-  MomentumLoop<T, T, T, MT, T>(param.data<T>(), grad.data<T>(), velocity.data<T>(),
-                            static_cast<MT*>(nullptr), param.numel(),
-                            ReadLearningRate<MT>(lr), h);
+// Checks every tensor before anything is written: a failed check leaves all state untouched.
+void CheckTensors(const std::vector<paddle::Tensor>& params,
+                  const std::vector<paddle::Tensor>& grads,
+                  const std::vector<paddle::Tensor>& velocities,
+                  const std::vector<paddle::Tensor>& masters, paddle::DataType velocity_dtype) {
+  PD_CHECK(!params.empty() && params.size() == velocities.size() &&
+               (masters.empty() || masters.size() == params.size()),
+           "pm_momentum: params, velocities and master weights differ in number");
+  const paddle::DataType dtype = params[0].dtype();
+  for (size_t j = 0; j < params.size(); ++j) {
+    PD_CHECK(params[j].is_cpu() && velocities[j].is_cpu(), "pm_momentum: CPU tensors only");
+    PD_CHECK(params[j].dtype() == dtype && velocities[j].dtype() == velocity_dtype,
+             "pm_momentum: parameter or velocity dtype differs");
+    PD_CHECK(velocities[j].numel() == params[j].numel(), "pm_momentum: velocity size differs");
+    if (!masters.empty()) {
+      PD_CHECK(masters[j].is_cpu() && masters[j].dtype() == paddle::DataType::FLOAT32 &&
+                   masters[j].numel() == params[j].numel(),
+               "pm_momentum: master weights must be float32 of the parameter's size");
+    }
+  }
+  for (const paddle::Tensor& grad : grads) {
+    PD_CHECK(grad.is_cpu() && grad.is_dense_tensor() && grad.dtype() == dtype,
+             "pm_momentum: gradients must be dense CPU tensors of the parameters' dtype");
+  }
+  PD_CHECK(Starts(params).back() == Starts(grads).back(),
+           "pm_momentum: the gradients do not cover the parameters' elements");
 }
 
-template <typename T>
-void RunWithMaster(paddle::Tensor& param, const paddle::Tensor& grad, paddle::Tensor& velocity,
-                   const paddle::Tensor& lr, paddle::Tensor& master, const Hyper& h) {
-  PD_CHECK(velocity.dtype() == paddle::DataType::FLOAT32 &&
-               master.dtype() == paddle::DataType::FLOAT32,
-           "pm_momentum_master: velocity and master must be float32");
-  PD_CHECK(master.numel() == param.numel(), "pm_momentum_master: master size differs");
-  MomentumLoop<T, T, float, float, float>(param.data<T>(), grad.data<T>(), velocity.data<float>(),
-                                   master.data<float>(), param.numel(),
-                                   ReadLearningRate<float>(lr), h);
+// The update of every element of the parameters (their concatenation), each thread taking
+// an equal share of the elements wherever the tensor boundaries fall: many small tensors cost
+// what one buffer of the same size does. The threads walk the two partitions (parameter
+// tensors; gradient tensors) together and call MomentumLoop on each piece both agree on.
+template <typename T, typename V, typename MT, typename R>
+void Update(std::vector<paddle::Tensor>& params, const std::vector<paddle::Tensor>& grads,
+            std::vector<paddle::Tensor>& velocities, std::vector<paddle::Tensor>& masters,
+            const paddle::Tensor& lr, const Hyper& h) {
+  const MT learning_rate = ReadLearningRate<MT>(lr);
+  const std::vector<int64_t> param_starts = Starts(params), grad_starts = Starts(grads);
+  const int64_t total = param_starts.back();
+  std::vector<T*> param_data(params.size());
+  std::vector<V*> velocity_data(params.size());
+  std::vector<MT*> master_data(params.size(), nullptr);
+  std::vector<const T*> grad_data(grads.size());
+  for (size_t j = 0; j < params.size(); ++j) {
+    param_data[j] = params[j].data<T>();
+    velocity_data[j] = velocities[j].data<V>();
+    if constexpr (std::is_same<MT, float>::value) {  // master weights are float32
+      if (!masters.empty()) master_data[j] = masters[j].data<float>();
+    }
+  }
+  for (size_t i = 0; i < grads.size(); ++i) grad_data[i] = grads[i].data<T>();
+#pragma omp parallel num_threads(UpdateThreads()) if (total > kParallelThreshold)
+  {
+#ifdef _OPENMP
+    const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+    const int64_t threads = 1, me = 0;
+#endif
+    const int64_t begin = total * me / threads, end = total * (me + 1) / threads;
+    size_t j = std::upper_bound(param_starts.begin(), param_starts.end(), begin) -
+               param_starts.begin() - 1;
+    size_t i = std::upper_bound(grad_starts.begin(), grad_starts.end(), begin) -
+               grad_starts.begin() - 1;
+    for (int64_t at = begin; at < end;) {
+      while (param_starts[j + 1] <= at) ++j;  // steps over empty tensors
+      while (grad_starts[i + 1] <= at) ++i;
+      const int64_t stop = std::min({end, param_starts[j + 1], grad_starts[i + 1]});
+      const int64_t offset = at - param_starts[j];
+      MomentumLoop<T, V, MT, R>(param_data[j] + offset, grad_data[i] + (at - grad_starts[i]),
+                                velocity_data[j] + offset,
+                                master_data[j] == nullptr ? nullptr : master_data[j] + offset,
+                                stop - at, learning_rate, h);
+      at = stop;
+    }
+  }
 }
 
 // Calls f(T{}) for the parameter type T of ``dtype``.
@@ -179,32 +233,56 @@ void DispatchParameterType(paddle::DataType dtype, const char* op, F&& f) {
   }
 }
 
+// Without master weights: float/double compute in their own type, float16/bfloat16 in float
+// with every result rounded back to the parameter type.
+void UpdateWithoutMaster(std::vector<paddle::Tensor>& params,  // NOLINT
+                         const std::vector<paddle::Tensor>& grads,
+                         std::vector<paddle::Tensor>& velocities,  // NOLINT
+                         const paddle::Tensor& lr, const Hyper& h) {
+  std::vector<paddle::Tensor> no_masters;
+  CheckTensors(params, grads, velocities, no_masters, params.empty() ? paddle::DataType::FLOAT32
+                                                                     : params[0].dtype());
+  DispatchParameterType(params[0].dtype(), "pm_momentum", [&](auto type_tag) {
+    using T = decltype(type_tag);
+    using MT = typename std::conditional<kIsNarrow<T>, float, T>::type;
+    Update<T, T, MT, T>(params, grads, velocities, no_masters, lr, h);
+  });
+}
+
+// With float32 master weights (float16/bfloat16 parameters): the update runs on the master.
+void UpdateWithMaster(std::vector<paddle::Tensor>& params,  // NOLINT
+                      const std::vector<paddle::Tensor>& grads,
+                      std::vector<paddle::Tensor>& velocities,  // NOLINT
+                      std::vector<paddle::Tensor>& masters,  // NOLINT
+                      const paddle::Tensor& lr, const Hyper& h) {
+  CheckTensors(params, grads, velocities, masters, paddle::DataType::FLOAT32);
+  PD_CHECK(masters.size() == params.size(), "pm_momentum_master: one master per parameter");
+  switch (params[0].dtype()) {
+    case paddle::DataType::FLOAT16:
+      return Update<float16, float, float, float>(params, grads, velocities, masters, lr, h);
+    case paddle::DataType::BFLOAT16:
+      return Update<bfloat16, float, float, float>(params, grads, velocities, masters, lr, h);
+    default:
+      PD_THROW("pm_momentum_master: parameters must be float16 or bfloat16");
+  }
+}
+
 }  // namespace
 
+// ---- One tensor (or one flat buffer and its one gradient). ----
 void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
                      paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
                      float mu, float l2, bool has_l2, float rescale, bool nesterov) {
-  CheckCommon(param, grad, velocity, lr);
-  const Hyper h{mu, l2, has_l2, rescale, nesterov};
-  DispatchParameterType(param.dtype(), "pm_momentum", [&](auto type_tag) {
-    RunWithoutMaster<decltype(type_tag)>(param, grad, velocity, lr, h);
-  });
+  std::vector<paddle::Tensor> params{param}, velocities{velocity};
+  UpdateWithoutMaster(params, {grad}, velocities, lr, {mu, l2, has_l2, rescale, nesterov});
 }
 
 void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
                            paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
                            paddle::Tensor& master,  // NOLINT
                            float mu, float l2, bool has_l2, float rescale, bool nesterov) {
-  CheckCommon(param, grad, velocity, lr);
-  const Hyper h{mu, l2, has_l2, rescale, nesterov};
-  switch (param.dtype()) {
-    case paddle::DataType::FLOAT16:
-      return RunWithMaster<float16>(param, grad, velocity, lr, master, h);
-    case paddle::DataType::BFLOAT16:
-      return RunWithMaster<bfloat16>(param, grad, velocity, lr, master, h);
-    default:
-      PD_THROW("pm_momentum_master: parameters must be float16 or bfloat16");
-  }
+  std::vector<paddle::Tensor> params{param}, velocities{velocity}, masters{master};
+  UpdateWithMaster(params, {grad}, velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
 }
 
 PD_BUILD_OP(pm_momentum)
@@ -221,59 +299,24 @@ PD_BUILD_OP(pm_momentum_master)
     .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}, {"Master", "MasterOut"}})
     .SetKernelFn(PD_KERNEL(MomentumMasterInplace));
 
-// The same update for a list of parameters sharing their settings, in one call and one
-// parallel region: the threads split the list's elements as if the tensors were concatenated,
-// so many tensors cost about what one flat buffer of the same size does, without a copy.
-namespace {
-
-template <typename T>
-void RunMulti(std::vector<paddle::Tensor>& params, const std::vector<paddle::Tensor>& grads,
-              std::vector<paddle::Tensor>& velocities, const paddle::Tensor& lr,
-              const Hyper& h) {
-  using MT = typename std::conditional<kIsNarrow<T>, float, T>::type;
-  const MT learning_rate = ReadLearningRate<MT>(lr);
-  std::vector<int64_t> starts(params.size() + 1, 0);
-  for (size_t i = 0; i < params.size(); ++i) {
-    CheckCommon(params[i], grads[i], velocities[i], lr);
-    PD_CHECK(params[i].dtype() == params[0].dtype() &&
-                 velocities[i].dtype() == params[0].dtype(),
-             "pm_momentum_multi: every tensor must have the first parameter's dtype");
-    starts[i + 1] = starts[i] + params[i].numel();
-  }
-  const int64_t total = starts.back();
-#pragma omp parallel num_threads(UpdateThreads()) if (total > kParallelThreshold)
-  {
-#ifdef _OPENMP
-    const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
-#else
-    const int64_t threads = 1, me = 0;
-#endif
-    const int64_t begin = total * me / threads, end = total * (me + 1) / threads;
-    for (size_t i = 0; i < params.size(); ++i) {
-      const int64_t from = std::max(begin, starts[i]), to = std::min(end, starts[i + 1]);
-      if (from >= to) continue;
-      const int64_t offset = from - starts[i];
-      MomentumLoop<T, T, T, MT, T>(params[i].data<T>() + offset, grads[i].data<T>() + offset,
-                                   velocities[i].data<T>() + offset, static_cast<MT*>(nullptr),
-                                   to - from, learning_rate, h);
-    }
-  }
-}
-
-}  // namespace
-
+// ---- Lists: Param/Velocity(/Master) tensors and Grad tensors partition the same elements. ----
 void MomentumMultiInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                           const std::vector<paddle::Tensor>& grads,
                           std::vector<paddle::Tensor>& velocities,  // NOLINT
                           const paddle::Tensor& lr, float mu, float l2, bool has_l2,
                           float rescale, bool nesterov) {
-  PD_CHECK(params.size() == grads.size() && params.size() == velocities.size(),
-           "pm_momentum_multi: params, grads and velocities differ in number");
-  if (params.empty()) return;
-  const Hyper h{mu, l2, has_l2, rescale, nesterov};
-  DispatchParameterType(params[0].dtype(), "pm_momentum_multi", [&](auto type_tag) {
-    RunMulti<decltype(type_tag)>(params, grads, velocities, lr, h);
-  });
+  if (params.empty() && grads.empty()) return;
+  UpdateWithoutMaster(params, grads, velocities, lr, {mu, l2, has_l2, rescale, nesterov});
+}
+
+void MomentumMultiMasterInplace(std::vector<paddle::Tensor>& params,  // NOLINT
+                                const std::vector<paddle::Tensor>& grads,
+                                std::vector<paddle::Tensor>& velocities,  // NOLINT
+                                const paddle::Tensor& lr,
+                                std::vector<paddle::Tensor>& masters,  // NOLINT
+                                float mu, float l2, bool has_l2, float rescale, bool nesterov) {
+  if (params.empty() && grads.empty()) return;
+  UpdateWithMaster(params, grads, velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
 }
 
 PD_BUILD_OP(pm_momentum_multi)
@@ -284,3 +327,13 @@ PD_BUILD_OP(pm_momentum_multi)
     .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
                     {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")}})
     .SetKernelFn(PD_KERNEL(MomentumMultiInplace));
+
+PD_BUILD_OP(pm_momentum_multi_master)
+    .Inputs({paddle::Vec("Param"), paddle::Vec("Grad"), paddle::Vec("Velocity"),
+             "LearningRate", paddle::Vec("Master")})
+    .Outputs({paddle::Vec("ParamOut"), paddle::Vec("VelocityOut"), paddle::Vec("MasterOut")})
+    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
+                    {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")},
+                    {paddle::Vec("Master"), paddle::Vec("MasterOut")}})
+    .SetKernelFn(PD_KERNEL(MomentumMultiMasterInplace));
