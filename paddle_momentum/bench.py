@@ -6,6 +6,11 @@ candidate rotating from round to round) so that drifts in machine speed hit all 
 alike; each candidate's time is the median of its timed steps after a few warm-up steps, and
 only ``opt.step()`` (or, for the static workload, ``Executor.run``) is inside the timer.
 
+The dygraph workloads time ``step()`` on gradients computed once, as the issue's anchors did;
+their ``-loop`` twins time the same ``step()`` inside a training loop: before each step an
+untimed ``clear_grad()`` and ``backward()``, so every step sees freshly produced gradients, as
+in real training.
+
 Reported per workload and candidate: the median step time, its ratio to the built-in
 (``builtin``, i.e. ``paddle.optimizer.Momentum`` with default options; above 1 is slower), the
 achieved bandwidth (the bytes a fused float32 momentum step must move, 20 per element: read
@@ -119,6 +124,7 @@ class Workload:
     description: str
     steppers: Callable[[Sequence[Candidate], bool], "contextlib.AbstractContextManager"]
     shapes: Optional[Callable[[bool], List[List[int]]]] = None
+    probe_memory: bool = True
 
     @property
     def is_dygraph(self) -> bool:
@@ -166,13 +172,34 @@ def parameters_with_gradients(values, gradients) -> List[paddle.Tensor]:
     return parameters
 
 
+class TrainingLoopStep:
+    """``step()`` as in a training loop: ``prepare()`` (untimed) clears the gradients and runs
+    the backward pass of ``sum(p * G)``, which produces fresh gradient tensors equal to G."""
+
+    def __init__(self, optimizer, parameters, gradients):
+        self.optimizer, self.parameters, self.gradients = optimizer, parameters, gradients
+
+    def prepare(self):
+        self.optimizer.clear_grad()
+        paddle.add_n([(p * g).sum() for p, g in zip(self.parameters, self.gradients)]).backward()
+
+    def __call__(self):
+        self.optimizer.step()
+
+
 @contextlib.contextmanager
 def dygraph_steppers(shapes: Callable[[bool], List[List[int]]],
-                     candidates: Sequence[Candidate], quick: bool) -> Iterator[Dict[str, Stepper]]:
-    """``opt.step`` of every candidate, each over its own parameters and gradients."""
+                     candidates: Sequence[Candidate], quick: bool,
+                     loop: bool = False) -> Iterator[Dict[str, Stepper]]:
+    """``opt.step`` of every candidate, each over its own parameters and gradients (``loop``:
+    as a :class:`TrainingLoopStep`)."""
     values, gradients = gradient_values(shapes(quick))
-    steppers = {c.label: c.make(parameters_with_gradients(values, gradients)).step
-                for c in candidates}
+    steppers = {}
+    for candidate in candidates:
+        parameters = parameters_with_gradients(values, gradients)
+        optimizer = candidate.make(parameters)
+        steppers[candidate.label] = (TrainingLoopStep(optimizer, parameters, gradients)
+                                     if loop else optimizer.step)
     del values, gradients
     gc.collect()
     try:
@@ -223,16 +250,22 @@ def static_mlp_steppers(candidates: Sequence[Candidate],
         paddle.disable_static()
 
 
-def _dygraph(name, description, shapes) -> Workload:
-    return Workload(name, description,
-                    lambda candidates, quick: dygraph_steppers(shapes, candidates, quick), shapes)
+def _dygraph(name, description, shapes, loop=False) -> Workload:
+    return Workload(
+        name, description,
+        lambda candidates, quick: dygraph_steppers(shapes, candidates, quick, loop), shapes,
+        probe_memory=not loop)  # the loop twins allocate what their base workloads do
 
 
+_LOOP = "; step() in a training loop (clear_grad + backward before each, untimed)"
 WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
     _dygraph("many-small", "2000 x [512]", many_small_shapes),
     _dygraph("resnet50", "resnet50 trainable parameters", resnet50_shapes),
     _dygraph("one-big", "one vector of 64M elements (1M with --quick)", one_big_shapes),
     Workload("static-mlp", "Executor.run of a 784-200-10 MLP, batch 64", static_mlp_steppers),
+    _dygraph("many-small-loop", "2000 x [512]" + _LOOP, many_small_shapes, loop=True),
+    _dygraph("resnet50-loop", "resnet50 trainable parameters" + _LOOP, resnet50_shapes,
+             loop=True),
 )}
 
 
@@ -243,17 +276,24 @@ def time_interleaved(steppers: Dict[str, Stepper], steps: Dict[str, int],
 
     Every stepper first takes ``warmup`` untimed steps (interleaved too). Then each round
     times one step of every label that still has steps to take (``steps[label]``), starting
-    one label further along than the round before.
+    one label further along than the round before. A stepper's ``prepare()``, where it has
+    one, runs untimed before each of its steps.
     """
     labels = list(steppers)
+
+    def prepare(label):
+        getattr(steppers[label], "prepare", lambda: None)()
+
     for _ in range(warmup):
         for label in labels:
+            prepare(label)
             steppers[label]()
     times: Dict[str, List[float]] = {label: [] for label in labels}
     for round_index in range(max(steps.values())):
         start = round_index % len(labels)
         for label in labels[start:] + labels[:start]:
             if len(times[label]) < steps[label]:
+                prepare(label)
                 step = steppers[label]
                 began = time.perf_counter()
                 step()
@@ -456,7 +496,8 @@ def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
                 "ratio": seconds / medians[BASELINE] if BASELINE in medians else None,
                 "gbps": BYTES_PER_ELEMENT * elements / seconds / 1e9 if elements else None,
                 "extra_mb": (probe_extra_memory(name, candidate.label, quick)
-                             if memory and workload.is_dygraph else None),
+                             if memory and workload.is_dygraph and workload.probe_memory
+                             else None),
             }
             rows.append(row)
             out(_table_row(row, roof_gbps))
