@@ -65,7 +65,8 @@ def _exclusive(lock_path):
 
 @functools.lru_cache(maxsize=None)
 def load():
-    """The compiled extension module (ops ``pm_momentum``, ``pm_momentum_master``) or None."""
+    """The compiled extension module (ops ``pm_momentum``, ``pm_momentum_master``,
+    ``pm_momentum_multi``, ``pm_momentum_multi_master``) or None."""
     from paddle.utils import cpp_extension
 
     if not SOURCE.exists():
