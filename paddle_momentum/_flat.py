@@ -61,7 +61,7 @@ class FlatBucket:
         self.key = key
         small = [i for i, p in enumerate(params) if p.size < OWN_BUFFER_SIZE]
         gathered = small if len(small) > 1 else []
-        own = [i for i in range(len(params)) if i not in frozenset(gathered)]
+        own = sorted(set(range(len(params))) - set(gathered))
         self.params = [params[i] for i in gathered + own]
 
         def buffers(tensors):

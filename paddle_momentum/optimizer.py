@@ -293,9 +293,14 @@ class Momentum(Optimizer):
         self._implementation_for(param, grad)(param, grad, velocity, master, lr,
                                               **self._rule_options(settings, fused_l2))
 
-    def _fused_active(self) -> bool:
+    def _fused_chosen(self) -> bool:
+        """The fused kernel is wanted (kernel option, no torch option) and built."""
         return (self._kernel != "composed" and not self._torch_options
-                and _compat.in_dygraph() and _kernel.load() is not None)
+                and _kernel.load() is not None)
+
+    def _fused_active(self) -> bool:
+        """Flat buckets are in use: the fused kernel is chosen and we are in dygraph."""
+        return _compat.in_dygraph() and self._fused_chosen()
 
     def _bucket_key(self, param, grad, group):
         """Update settings shared by a bucket, or None when ``param`` cannot join one."""
@@ -345,8 +350,7 @@ class Momentum(Optimizer):
     def _implementation_for(self, param, grad):
         """The fused kernel where it is chosen, built and applicable; else composed ops (which
         alone implement the torch.optim.SGD options)."""
-        if self._kernel != "composed" and not self._torch_options \
-                and implementations.fused_supports(param, grad) and _kernel.load() is not None:
+        if implementations.fused_supports(param, grad) and self._fused_chosen():
             return implementations.fused
         if self._torch_options:
             return functools.partial(implementations.composed, **self._torch_options)
