@@ -167,9 +167,13 @@ def parameters_with_gradients(values, gradients) -> List[paddle.Tensor]:
     """A fresh copy of the parameters whose ``.grad`` is ``gradients``, set by one backward
     pass of ``sum(p * G)``. The gradients then stay as they are for every step."""
     parameters = [paddle.to_tensor(value, stop_gradient=False) for value in values]
-    loss = paddle.add_n([(p * g).sum() for p, g in zip(parameters, gradients)])
-    loss.backward()
+    backward_of_dot(parameters, gradients)
     return parameters
+
+
+def backward_of_dot(parameters, gradients) -> None:
+    """Backward pass of ``sum(p * G)``: the gradient of each parameter p becomes its G."""
+    paddle.add_n([(p * g).sum() for p, g in zip(parameters, gradients)]).backward()
 
 
 class TrainingLoopStep:
@@ -181,7 +185,7 @@ class TrainingLoopStep:
 
     def prepare(self):
         self.optimizer.clear_grad()
-        paddle.add_n([(p * g).sum() for p, g in zip(self.parameters, self.gradients)]).backward()
+        backward_of_dot(self.parameters, self.gradients)
 
     def __call__(self):
         self.optimizer.step()
