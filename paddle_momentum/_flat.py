@@ -36,14 +36,18 @@ _DATA_PTR = paddle.Tensor.data_ptr
 _GRADIENTS = paddle.base.core.eager.get_all_grads
 
 
-def _gather(tensors):
-    """A new contiguous buffer holding ``tensors``, each of them made a view of it."""
+def _gather(tensors, sizes):
+    """A new contiguous buffer holding ``tensors`` (of ``sizes`` elements), each made a view of
+    it. ``tensors`` may be a lazy iterable: each tensor is then created just before it moves
+    in, and its own storage freed right after, so the next one can reuse it."""
+    flat, offset = None, 0
     with paddle.no_grad():
-        flat = paddle.concat([t.detach().reshape([-1]) for t in tensors])
-        offset = 0
-        for tensor in tensors:
-            size = int(tensor.size)
-            flat._slice(offset, offset + size).reshape(tensor.shape)._share_buffer_to(tensor)
+        for tensor, size in zip(tensors, sizes):
+            if flat is None:
+                flat = paddle.empty([sum(sizes)], tensor.dtype)
+            view = flat._slice(offset, offset + size).reshape(tensor.shape)
+            paddle.assign(tensor.detach(), output=view)
+            view._share_buffer_to(tensor)
             offset += size
     return flat
 
@@ -54,23 +58,27 @@ class FlatBucket:
     ``params`` is the members' order, the one the gradient list follows; ``param_buffers``,
     ``velocity_buffers`` and ``master_buffers`` (None without master weights) hold the same
     elements in the same order: first one gathered buffer of the small members (when there
-    are several), then each large member's own tensor.
+    are several), then each large member's own tensor. ``velocity_of(param)`` and
+    ``master_of(param)`` (None: no master weights) return a member's state, creating it if it
+    does not exist yet: a small member's is then born in its buffer (no second copy).
     """
 
-    def __init__(self, key, params, velocities, masters):
+    def __init__(self, key, params, velocity_of, master_of=None):
         self.key = key
         small = [i for i, p in enumerate(params) if p.size < OWN_BUFFER_SIZE]
         gathered = small if len(small) > 1 else []
         own = sorted(set(range(len(params))) - set(gathered))
         self.params = [params[i] for i in gathered + own]
+        head = self.params[:len(gathered)]
+        sizes = [int(p.size) for p in head]
 
-        def buffers(tensors):
-            head = [_gather([tensors[i] for i in gathered])] if gathered else []
-            return head + [tensors[i] for i in own]
+        def buffers(state_of):
+            flat = [_gather(map(state_of, head), sizes)] if head else []
+            return flat + [state_of(p) for p in self.params[len(head):]]
 
-        self.param_buffers = buffers(params)
-        self.velocity_buffers = buffers(velocities)
-        self.master_buffers = buffers(masters) if masters else None
+        self.param_buffers = buffers(lambda param: param)
+        self.master_buffers = buffers(master_of) if master_of else None
+        self.velocity_buffers = buffers(velocity_of)
         self.param_ptrs = list(map(_DATA_PTR, self.params))
 
     def gradients(self):

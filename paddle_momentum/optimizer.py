@@ -260,8 +260,12 @@ class Momentum(Optimizer):
     # ------------------------------------------------------------------ state
     def _create_accumulators(self, block, parameters):
         for param in parameters:
-            if param.name in self._already_create_accumulator:
-                continue
+            self._velocity_of(param)
+
+    def _velocity_of(self, param):
+        """``param``'s velocity, created on first use (zeros, or what a state dict loaded
+        before the first step holds); it follows the master weight where there is one."""
+        if param.name not in self._already_create_accumulator:
             if self._uses_master_weight(param):
                 target = self._create_master_weight(param)
             else:
@@ -270,6 +274,7 @@ class Momentum(Optimizer):
                 target = param
             self._add_accumulator(self._velocity_acc_str, target)
             self._already_create_accumulator.add(param.name)
+        return self._get_accumulator_master(self._velocity_acc_str, param)
 
     def _prepare_learning_rate(self):
         self._create_global_learning_rate()
@@ -327,11 +332,9 @@ class Momentum(Optimizer):
                 members.setdefault(key, []).append((param, grad))
         buckets = []
         for key, entries in members.items():
-            params = [p for p, _ in entries]
             bucket = _flat.FlatBucket(
-                key, params,
-                [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
-                [self._master_weights[p.name] for p in params] if key[1] else [])
+                key, [p for p, _ in entries], self._velocity_of,
+                self._create_master_weight if key[1] else None)
             grad_of = {id(p): g for p, g in entries}
             buckets.append((bucket, [grad_of[id(p)] for p in bucket.params]))
         in_bucket = {id(p) for bucket, _ in buckets for p in bucket.params}
@@ -442,13 +445,15 @@ class Momentum(Optimizer):
             self.helper = LayerHelper(self.__class__.__name__)
             self._prepare_learning_rate()
             block = framework.default_main_program().global_block()
-            for _, _, pairs in plan:
-                self._create_accumulators(block, [p for p, _ in pairs])
+            for entry in plan:
+                group, _, pairs = entry
+                if self._fused_active() and not self._flat.built(group):
+                    # Bucket members' state is created inside the buckets' buffers.
+                    entry[1], entry[2] = self._build_buckets(group, pairs)
+                self._create_accumulators(block, [p for p, _ in entry[2]])
             if self._found_inf():
                 return
             for group, whole, pairs in plan:
-                if self._fused_active() and not self._flat.built(group):
-                    whole, pairs = self._build_buckets(group, pairs)
                 for bucket, grads in whole:
                     self._update_bucket(bucket, grads, group)
                 for param, grad in pairs:
