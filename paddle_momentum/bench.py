@@ -117,14 +117,15 @@ class Workload:
     ``steppers(candidates, quick)`` is a context manager yielding ``{label: step function}``,
     each step function taking one optimizer step of that candidate on its own state;
     ``shapes(quick)`` gives the parameter shapes of a dygraph workload (None for static ones,
-    which then report no bandwidth and no memory).
+    which then report no bandwidth and no memory); ``loop``: each step is a training-loop
+    step (:class:`TrainingLoopStep`).
     """
 
     name: str
     description: str
     steppers: Callable[[Sequence[Candidate], bool], "contextlib.AbstractContextManager"]
     shapes: Optional[Callable[[bool], List[List[int]]]] = None
-    probe_memory: bool = True
+    loop: bool = False
 
     @property
     def is_dygraph(self) -> bool:
@@ -258,7 +259,7 @@ def _dygraph(name, description, shapes, loop=False) -> Workload:
     return Workload(
         name, description,
         lambda candidates, quick: dygraph_steppers(shapes, candidates, quick, loop), shapes,
-        probe_memory=not loop)  # the loop twins allocate what their base workloads do
+        loop=loop)
 
 
 _LOOP = "; step() in a training loop (clear_grad + backward before each, untimed)"
@@ -385,19 +386,26 @@ def measure_extra_memory(workload_name: str, candidate_label: str, quick: bool) 
     freed while making them is returned to the OS (else the optimizer's first allocations
     would reuse it unseen: a built-in velocity of 100 MB measured as 0). Where the kernel
     does not let us reset the peak, the RSS after the steps is used (transients then missed).
+    A loop workload's steps each run its untimed part first (clear_grad and backward), so the
+    peak is that of a training loop, gradients included.
     """
     workload = WORKLOADS[workload_name]
     candidates = {c.label: c for c in available_candidates(out=lambda message: None)}
     values, gradients = gradient_values(workload.shapes(quick))
     parameters = parameters_with_gradients(values, gradients)
-    del values, gradients
+    del values
+    if not workload.loop:
+        del gradients
     gc.collect()
     _release_free_heap()
     baseline = _status_kb("VmRSS")
     peak_field = "VmHWM" if _reset_peak_rss() else "VmRSS"
     optimizer = candidates[candidate_label].make(parameters)
+    step = (TrainingLoopStep(optimizer, parameters, gradients) if workload.loop
+            else optimizer.step)
     for _ in range(WARMUP_STEPS):
-        optimizer.step()
+        getattr(step, "prepare", lambda: None)()
+        step()
     return (_status_kb(peak_field) - baseline) / 1024
 
 
@@ -472,7 +480,8 @@ def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
         f"{BYTES_PER_ELEMENT} bytes per element and step")
     out(f"step times: median of {steps} steps per candidate after {WARMUP_STEPS} warm-up, "
         f"interleaved; x builtin = time / builtin's time; extra MB = peak RSS increase of "
-        f"constructing the optimizer and its first {WARMUP_STEPS} steps (MiB, own process)")
+        f"constructing the optimizer and its first {WARMUP_STEPS} steps (MiB, own process; "
+        f"-loop: with their clear_grad and backward)")
     candidates = available_candidates(out)
     header = _format_row([name for name, _ in COLUMNS])
     out(header)
@@ -500,7 +509,7 @@ def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
                 "ratio": seconds / medians[BASELINE] if BASELINE in medians else None,
                 "gbps": BYTES_PER_ELEMENT * elements / seconds / 1e9 if elements else None,
                 "extra_mb": (probe_extra_memory(name, candidate.label, quick)
-                             if memory and workload.is_dygraph and workload.probe_memory
+                             if memory and workload.is_dygraph
                              else None),
             }
             rows.append(row)
