@@ -26,11 +26,14 @@ import operator
 
 import paddle
 
+from . import _kernel
+
 # Parameters of at least this many elements keep their own storage: their update dwarfs the
 # per-parameter overhead that gathering saves, and they cost no copy and no memory.
 OWN_BUFFER_SIZE = 1 << 16
 
 _DATA_PTR = paddle.Tensor.data_ptr
+_SIZE = operator.attrgetter("size")
 # The gradients of a list of parameters in one C++ call: None for a parameter that has no
 # gradient or does not require one (the built-in's minimize() collects them with it too).
 _GRADIENTS = paddle.base.core.eager.get_all_grads
@@ -80,13 +83,20 @@ class FlatBucket:
         self.master_buffers = buffers(master_of) if master_of else None
         self.velocity_buffers = buffers(velocity_of)
         self.param_ptrs = list(map(_DATA_PTR, self.params))
+        self.sizes = list(map(_SIZE, self.params))
+        self.fill_table = _kernel.gradient_table()
+        self.table = _kernel.new_gradient_table(self.params) if self.fill_table else None
 
     def gradients(self):
-        """The members' gradients in member order, or None when a member has none (or no
-        longer requires one) or no longer lives in its buffer: then the bucket cannot be
-        updated as a whole this step."""
+        """The members' gradients in member order (as a filled gradient table where it is
+        available, see ``csrc/gradient_table.cc``), or None when a member has none (or no
+        longer requires one), when one does not fit its parameter, or when a member no longer
+        lives in its buffer: then the bucket cannot be updated as a whole this step."""
+        if self.table is not None:
+            return self.table if self.fill_table(self.params, self.table) == 0 else None
         grads = _GRADIENTS(self.params)
-        if any(map(operator.is_, grads, itertools.repeat(None))) or not self.storage_intact():
+        if (any(map(operator.is_, grads, itertools.repeat(None))) or not self.storage_intact()
+                or list(map(_SIZE, grads)) != self.sizes):
             return None
         return grads
 

@@ -15,7 +15,7 @@ import pytest
 
 import paddle_momentum
 from harness import assert_same
-from paddle_momentum import _flat
+from paddle_momentum import _flat, _kernel
 
 
 class Model(paddle.nn.Layer):
@@ -95,15 +95,27 @@ def _buckets(optimizer):
     return [b for group in optimizer._flat.buckets_of_group.values() for b in group]
 
 
+@pytest.fixture(params=["table", "list"])
+def gradient_path(request, monkeypatch):
+    """Buckets take their gradients as a gradient table (the default where it builds, which it
+    must here) or as a tensor list (its fallback)."""
+    if request.param == "table":
+        assert _kernel.gradient_table() is not None, "the gradient table did not build"
+    else:
+        monkeypatch.setattr(_kernel, "gradient_table", lambda: None)
+    return request.param
+
+
 @pytest.mark.parametrize("clear", list(CLEARS))
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_fused_buckets_match_builtin(scenario, clear):
+def test_fused_buckets_match_builtin(scenario, clear, gradient_path):
     reference, _ = _train("builtin", SCENARIOS[scenario], clear)
     ours, optimizer = _train("ours", SCENARIOS[scenario], clear)
     for step, (expected, actual) in enumerate(zip(reference, ours)):
         for i, (a, b) in enumerate(zip(expected, actual)):
             assert_same(a, b, f"step {step} param {i}")
     (bucket,) = _buckets(optimizer)  # one update setting: one bucket
+    assert (bucket.table is not None) == (gradient_path == "table")
     sizes = [int(buffer.size) for buffer in bucket.param_buffers]
     assert sizes[0] == sum(int(p.size) for p in bucket.params if p.size < _flat.OWN_BUFFER_SIZE)
     assert any(buffer is bucket.params[-1] and buffer.size >= _flat.OWN_BUFFER_SIZE
@@ -111,7 +123,7 @@ def test_fused_buckets_match_builtin(scenario, clear):
 
 
 @pytest.mark.parametrize("clear", list(CLEARS))
-def test_training_loop_updates_buckets_whole(clear, monkeypatch):
+def test_training_loop_updates_buckets_whole(clear, monkeypatch, gradient_path):
     """backward -> step -> clear, any clearing mode: after the first step (which builds the
     bucket) every step is one kernel call for the bucket, no per-parameter update."""
     per_parameter = []
@@ -163,7 +175,7 @@ def test_minimize_subset_with_buckets():
         assert_same(a, b, f"param {i}")
 
 
-def test_master_weights_reloaded_into_buckets():
+def test_master_weights_reloaded_into_buckets(gradient_path):
     """float16 + multi_precision: replacing the master-weight dict through set_state_dict makes
     the optimizer rebuild its buckets; fused stays equal to the composed reference."""
     runs = []
@@ -221,3 +233,23 @@ def test_thread_count_changes_no_bit(threads):
     result = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "equal" in result.stdout, result.stderr[-3000:]
+
+
+def test_bad_gradient_in_a_bucket_changes_nothing(gradient_path):
+    """A bucket member whose gradient does not fit it (here: 16 elements for 4) sends the
+    bucket to the checked per-parameter path: step() raises before writing anything, in every
+    bucket (the built-in updates with such a gradient silently)."""
+    params = [paddle.create_parameter([4], dtype) for dtype in ("float32",) * 3 + ("float64",) * 2]
+    optimizer = paddle_momentum.Momentum(0.1, 0.9, parameters=params, kernel="fused")
+    for _ in range(2):
+        sum((p * 2).sum() for p in params).backward()
+        optimizer.step()
+    assert len(_buckets(optimizer)) == 2
+    velocity_of = lambda p: optimizer._get_accumulator_master(optimizer._velocity_acc_str, p)
+    before = [(p.numpy().copy(), velocity_of(p).numpy().copy()) for p in params]
+    params[1]._copy_gradient_from(paddle.ones([16]))
+    with pytest.raises(ValueError, match=params[1].name):
+        optimizer.step()
+    for p, (value, velocity) in zip(params, before):
+        assert_same(value, p.numpy(), p.name)
+        assert_same(velocity, velocity_of(p).numpy(), p.name)

@@ -15,7 +15,9 @@
 // Every op updates its tensors in place. The multi-tensor ops take the parameters (with their
 // velocities and master weights) and the gradients as two lists that partition the same
 // elements differently: a flat buffer holding many small parameters takes the gradients of all
-// of them, each still a tensor of its own, so one call updates any number of parameters.
+// of them, each still a tensor of its own, so one call updates any number of parameters. The
+// table ops take, in place of the gradient list, a table of the gradients' addresses and sizes
+// that gradient_table.cc fills (cheaper than a list of 2000 tensors by about 1 us each).
 
 #include <algorithm>
 #include <cstdint>
@@ -141,9 +143,76 @@ std::vector<int64_t> Starts(const std::vector<paddle::Tensor>& tensors) {
   return starts;
 }
 
+// The gradients, one piece per tensor: its data and where it starts in the concatenation.
+template <typename T>
+struct GradientPieces {
+  std::vector<const T*> data;
+  std::vector<int64_t> starts;  // data.size() + 1 entries; back() is the total
+};
+
+// The gradients as the op received them: a tensor list, or a gradient table (int64 [3, n]:
+// row 1 the sizes, row 2 the data addresses, written by gradient_table.cc after checking each
+// gradient's dtype, size, layout and place against its parameter's).
+class Gradients {
+ public:
+  explicit Gradients(const std::vector<paddle::Tensor>& tensors) : tensors_(&tensors) {}
+  explicit Gradients(const paddle::Tensor& table) : table_(&table) {
+    PD_CHECK(table.is_cpu() && table.dtype() == paddle::DataType::INT64 &&
+                 table.shape().size() == 2 && table.shape()[0] == 3,
+             "pm_momentum: a gradient table is an int64 CPU tensor [3, n]");
+  }
+
+  void Check(paddle::DataType dtype) const {
+    if (table_ != nullptr) {
+      const int64_t n = table_->shape()[1];
+      const int64_t* address = table_->data<int64_t>() + 2 * n;
+      for (int64_t i = 0; i < n; ++i) {
+        PD_CHECK(address[i] != 0, "pm_momentum: the gradient table lacks a gradient");
+      }
+      return;
+    }
+    for (const paddle::Tensor& grad : *tensors_) {
+      PD_CHECK(grad.is_cpu() && grad.is_dense_tensor() && grad.dtype() == dtype,
+               "pm_momentum: gradients must be dense CPU tensors of the parameters' dtype");
+    }
+  }
+
+  int64_t Total() const {
+    int64_t total = 0;
+    if (table_ != nullptr) {
+      const int64_t n = table_->shape()[1];
+      for (int64_t i = 0; i < n; ++i) total += table_->data<int64_t>()[n + i];
+    } else {
+      for (const paddle::Tensor& grad : *tensors_) total += grad.numel();
+    }
+    return total;
+  }
+
+  template <typename T>
+  GradientPieces<T> Pieces() const {
+    GradientPieces<T> pieces;
+    if (table_ != nullptr) {
+      const int64_t n = table_->shape()[1];
+      const int64_t* rows = table_->data<int64_t>();
+      pieces.starts.assign(n + 1, 0);
+      for (int64_t i = 0; i < n; ++i) {
+        pieces.data.push_back(reinterpret_cast<const T*>(rows[2 * n + i]));
+        pieces.starts[i + 1] = pieces.starts[i] + rows[n + i];
+      }
+    } else {
+      pieces.starts = Starts(*tensors_);
+      for (const paddle::Tensor& grad : *tensors_) pieces.data.push_back(grad.data<T>());
+    }
+    return pieces;
+  }
+
+ private:
+  const std::vector<paddle::Tensor>* tensors_ = nullptr;
+  const paddle::Tensor* table_ = nullptr;
+};
+
 // Checks every tensor before anything is written: a failed check leaves all state untouched.
-void CheckTensors(const std::vector<paddle::Tensor>& params,
-                  const std::vector<paddle::Tensor>& grads,
+void CheckTensors(const std::vector<paddle::Tensor>& params, const Gradients& grads,
                   const std::vector<paddle::Tensor>& velocities,
                   const std::vector<paddle::Tensor>& masters, paddle::DataType velocity_dtype) {
   PD_CHECK(!params.empty() && params.size() == velocities.size() &&
@@ -161,29 +230,28 @@ void CheckTensors(const std::vector<paddle::Tensor>& params,
                "pm_momentum: master weights must be float32 of the parameter's size");
     }
   }
-  for (const paddle::Tensor& grad : grads) {
-    PD_CHECK(grad.is_cpu() && grad.is_dense_tensor() && grad.dtype() == dtype,
-             "pm_momentum: gradients must be dense CPU tensors of the parameters' dtype");
-  }
-  PD_CHECK(Starts(params).back() == Starts(grads).back(),
+  grads.Check(dtype);
+  PD_CHECK(Starts(params).back() == grads.Total(),
            "pm_momentum: the gradients do not cover the parameters' elements");
 }
 
 // The update of every element of the parameters (their concatenation), each thread taking
 // an equal share of the elements wherever the tensor boundaries fall: many small tensors cost
 // what one buffer of the same size does. The threads walk the two partitions (parameter
-// tensors; gradient tensors) together and call MomentumLoop on each piece both agree on.
+// tensors; gradient pieces) together and call MomentumLoop on each piece both agree on.
 template <typename T, typename V, typename MT, typename R>
-void Update(std::vector<paddle::Tensor>& params, const std::vector<paddle::Tensor>& grads,
+void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
             std::vector<paddle::Tensor>& velocities, std::vector<paddle::Tensor>& masters,
             const paddle::Tensor& lr, const Hyper& h) {
   const MT learning_rate = ReadLearningRate<MT>(lr);
-  const std::vector<int64_t> param_starts = Starts(params), grad_starts = Starts(grads);
+  const std::vector<int64_t> param_starts = Starts(params);
+  const GradientPieces<T> grad_pieces = grads.Pieces<T>();
+  const std::vector<int64_t>& grad_starts = grad_pieces.starts;
+  const std::vector<const T*>& grad_data = grad_pieces.data;
   const int64_t total = param_starts.back();
   std::vector<T*> param_data(params.size());
   std::vector<V*> velocity_data(params.size());
   std::vector<MT*> master_data(params.size(), nullptr);
-  std::vector<const T*> grad_data(grads.size());
   for (size_t j = 0; j < params.size(); ++j) {
     param_data[j] = params[j].data<T>();
     velocity_data[j] = velocities[j].data<V>();
@@ -191,7 +259,6 @@ void Update(std::vector<paddle::Tensor>& params, const std::vector<paddle::Tenso
       if (!masters.empty()) master_data[j] = masters[j].data<float>();
     }
   }
-  for (size_t i = 0; i < grads.size(); ++i) grad_data[i] = grads[i].data<T>();
 #pragma omp parallel num_threads(UpdateThreads()) if (total > kParallelThreshold)
   {
 #ifdef _OPENMP
@@ -238,7 +305,7 @@ void DispatchParameterType(paddle::DataType dtype, const char* op, F&& f) {
 // Without master weights: float/double compute in their own type, float16/bfloat16 in float
 // with every result rounded back to the parameter type.
 void UpdateWithoutMaster(std::vector<paddle::Tensor>& params,  // NOLINT
-                         const std::vector<paddle::Tensor>& grads,
+                         const Gradients& grads,
                          std::vector<paddle::Tensor>& velocities,  // NOLINT
                          const paddle::Tensor& lr, const Hyper& h) {
   std::vector<paddle::Tensor> no_masters;
@@ -253,7 +320,7 @@ void UpdateWithoutMaster(std::vector<paddle::Tensor>& params,  // NOLINT
 
 // With float32 master weights (float16/bfloat16 parameters): the update runs on the master.
 void UpdateWithMaster(std::vector<paddle::Tensor>& params,  // NOLINT
-                      const std::vector<paddle::Tensor>& grads,
+                      const Gradients& grads,
                       std::vector<paddle::Tensor>& velocities,  // NOLINT
                       std::vector<paddle::Tensor>& masters,  // NOLINT
                       const paddle::Tensor& lr, const Hyper& h) {
@@ -275,16 +342,16 @@ void UpdateWithMaster(std::vector<paddle::Tensor>& params,  // NOLINT
 void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
                      paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
                      float mu, float l2, bool has_l2, float rescale, bool nesterov) {
-  std::vector<paddle::Tensor> params{param}, velocities{velocity};
-  UpdateWithoutMaster(params, {grad}, velocities, lr, {mu, l2, has_l2, rescale, nesterov});
+  std::vector<paddle::Tensor> params{param}, grads{grad}, velocities{velocity};
+  UpdateWithoutMaster(params, Gradients(grads), velocities, lr, {mu, l2, has_l2, rescale, nesterov});
 }
 
 void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
                            paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
                            paddle::Tensor& master,  // NOLINT
                            float mu, float l2, bool has_l2, float rescale, bool nesterov) {
-  std::vector<paddle::Tensor> params{param}, velocities{velocity}, masters{master};
-  UpdateWithMaster(params, {grad}, velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
+  std::vector<paddle::Tensor> params{param}, grads{grad}, velocities{velocity}, masters{master};
+  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
 }
 
 PD_BUILD_OP(pm_momentum)
@@ -308,7 +375,7 @@ void MomentumMultiInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                           const paddle::Tensor& lr, float mu, float l2, bool has_l2,
                           float rescale, bool nesterov) {
   if (params.empty() && grads.empty()) return;
-  UpdateWithoutMaster(params, grads, velocities, lr, {mu, l2, has_l2, rescale, nesterov});
+  UpdateWithoutMaster(params, Gradients(grads), velocities, lr, {mu, l2, has_l2, rescale, nesterov});
 }
 
 void MomentumMultiMasterInplace(std::vector<paddle::Tensor>& params,  // NOLINT
@@ -318,7 +385,7 @@ void MomentumMultiMasterInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                                 std::vector<paddle::Tensor>& masters,  // NOLINT
                                 float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   if (params.empty() && grads.empty()) return;
-  UpdateWithMaster(params, grads, velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
+  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
 }
 
 PD_BUILD_OP(pm_momentum_multi)
@@ -339,3 +406,41 @@ PD_BUILD_OP(pm_momentum_multi_master)
                     {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")},
                     {paddle::Vec("Master"), paddle::Vec("MasterOut")}})
     .SetKernelFn(PD_KERNEL(MomentumMultiMasterInplace));
+
+// ---- Lists with a gradient table (gradient_table.cc) in place of the gradient list. ----
+void MomentumTableInplace(std::vector<paddle::Tensor>& params,  // NOLINT
+                          const paddle::Tensor& grad_table,
+                          std::vector<paddle::Tensor>& velocities,  // NOLINT
+                          const paddle::Tensor& lr, float mu, float l2, bool has_l2,
+                          float rescale, bool nesterov) {
+  UpdateWithoutMaster(params, Gradients(grad_table), velocities, lr,
+                      {mu, l2, has_l2, rescale, nesterov});
+}
+
+void MomentumTableMasterInplace(std::vector<paddle::Tensor>& params,  // NOLINT
+                                const paddle::Tensor& grad_table,
+                                std::vector<paddle::Tensor>& velocities,  // NOLINT
+                                const paddle::Tensor& lr,
+                                std::vector<paddle::Tensor>& masters,  // NOLINT
+                                float mu, float l2, bool has_l2, float rescale, bool nesterov) {
+  UpdateWithMaster(params, Gradients(grad_table), velocities, masters, lr,
+                   {mu, l2, has_l2, rescale, nesterov});
+}
+
+PD_BUILD_OP(pm_momentum_table)
+    .Inputs({paddle::Vec("Param"), "GradTable", paddle::Vec("Velocity"), "LearningRate"})
+    .Outputs({paddle::Vec("ParamOut"), paddle::Vec("VelocityOut")})
+    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
+                    {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")}})
+    .SetKernelFn(PD_KERNEL(MomentumTableInplace));
+
+PD_BUILD_OP(pm_momentum_table_master)
+    .Inputs({paddle::Vec("Param"), "GradTable", paddle::Vec("Velocity"), "LearningRate",
+             paddle::Vec("Master")})
+    .Outputs({paddle::Vec("ParamOut"), paddle::Vec("VelocityOut"), paddle::Vec("MasterOut")})
+    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
+                    {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")},
+                    {paddle::Vec("Master"), paddle::Vec("MasterOut")}})
+    .SetKernelFn(PD_KERNEL(MomentumTableMasterInplace));

@@ -1,0 +1,89 @@
+"""The gradient table (csrc/gradient_table.cc) against Paddle's own accessors: the addresses it
+writes are get_all_grads' gradients' data_ptr(), it counts the members without a usable
+gradient as get_all_grads does, and it refuses (a negative code naming the member) whatever the
+kernel must not be given."""
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_momentum import _kernel
+
+FILL = _kernel.gradient_table()
+pytestmark = pytest.mark.skipif(FILL is None, reason="the gradient table did not build")
+
+SHAPES = ([4], [3, 5], [7], [2, 2, 2], [])
+
+
+def _params(dtype="float32"):
+    params = [paddle.create_parameter(shape or [1], dtype) for shape in SHAPES]
+    params[-1] = paddle.to_tensor(np.float32(2.0).astype(dtype), stop_gradient=False)  # 0-d
+    paddle.add_n([(p * (i + 1)).sum() for i, p in enumerate(params)]).backward()
+    return params
+
+
+def _released(params):
+    params[1].clear_gradient(False)
+
+
+def _frozen(params):
+    params[2].stop_gradient = True
+
+
+def _never_used(params):
+    params.append(paddle.create_parameter([6], params[0].dtype))
+
+
+def _zeroed(params):
+    params[0].clear_gradient(True)
+
+
+CHANGES = {"all": lambda params: None, "released": _released, "frozen": _frozen,
+           "never_used": _never_used, "zeroed": _zeroed}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_table_equals_get_all_grads(change, dtype):
+    params = _params(dtype)
+    CHANGES[change](params)
+    table = _kernel.new_gradient_table(params)
+    missing = FILL(params, table)
+    grads = paddle.base.core.eager.get_all_grads(params)
+    assert missing == sum(g is None for g in grads)
+    rows = table.numpy()
+    assert rows[2].tolist() == [0 if g is None else g.data_ptr() for g in grads]
+    assert rows[1].tolist() == [int(p.size) for p in params]
+
+
+def _moved(params):
+    paddle.to_tensor(params[3].numpy())._share_buffer_to(params[3])
+    return 3, 3
+
+
+def _wrong_size_gradient(params):  # (Paddle refuses a gradient of another dtype itself)
+    params[1]._copy_gradient_from(paddle.ones([16]))
+    return 1, 4
+
+
+def _not_a_tensor(params):
+    params[2] = np.ones(7, np.float32)
+    return 2, 1
+
+
+
+REFUSED = {"moved": _moved, "wrong_size_gradient": _wrong_size_gradient,
+           "not_a_tensor": _not_a_tensor}
+
+
+@pytest.mark.parametrize("problem", list(REFUSED))
+def test_table_refuses(problem):
+    params = _params()
+    table = _kernel.new_gradient_table(params)
+    member, code = REFUSED[problem](params)
+    assert FILL(params, table) == -(8 * member + code), _kernel.TABLE_PROBLEMS[code]
+
+
+def test_table_refuses_a_table_of_another_size():
+    params = _params()
+    assert FILL(params, _kernel.new_gradient_table(params[:-1])) == -5
