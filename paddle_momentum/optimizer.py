@@ -138,9 +138,12 @@ class Momentum(Optimizer):
         self._kernel = kernel
         self._flat = _flat.FlatState()
         self._static_batches = {}
-        if kernel == "fused" and _kernel.load() is None:
-            raise RuntimeError("kernel='fused' was requested but the fused kernel could not be "
-                               "built (see the warning above); use kernel='auto' to fall back")
+        if kernel == "fused":
+            if _kernel.load() is None:
+                raise RuntimeError("kernel='fused' was requested but the fused kernel could not "
+                                   "be built (see the warning above); use kernel='auto' to "
+                                   "fall back")
+            _kernel.gradient_table()  # built and checked now, not inside the first step
 
     # ------------------------------------------------------------------ construction helpers
     def _checked_parameters(self, parameters):
