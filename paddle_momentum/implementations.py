@@ -81,15 +81,19 @@ def fused_multi(params, grads, velocities, masters, lr, *, momentum, use_nestero
     parameters each: ``grads`` lists the gradients of the same elements in the same order, as
     tensors or as a filled gradient table (``_kernel.gradient_table``)."""
     scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
-    target = _compat.inplace_target
     ops = _kernel.load()
-    as_table = not isinstance(grads, (list, tuple))
+    if not isinstance(grads, (list, tuple)):  # a gradient table: dygraph, written through
+        if masters is None:
+            ops.pm_momentum_table(params, grads, velocities, lr, *scalars)
+        else:
+            ops.pm_momentum_table_master(params, grads, velocities, lr, masters, *scalars)
+        return
+    target = _compat.inplace_target
     state = [[target(p) for p in params], grads, [target(v) for v in velocities], lr]
     if masters is None:
-        (ops.pm_momentum_table if as_table else ops.pm_momentum_multi)(*state, *scalars)
+        ops.pm_momentum_multi(*state, *scalars)
     else:
-        (ops.pm_momentum_table_master if as_table else ops.pm_momentum_multi_master)(
-            *state, [target(m) for m in masters], *scalars)
+        ops.pm_momentum_multi_master(*state, [target(m) for m in masters], *scalars)
 
 
 def fused_supports(param, grad) -> bool:
