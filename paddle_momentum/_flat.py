@@ -7,16 +7,20 @@ each parameter, velocity and master weight becomes a view of its buffer (the sam
 objects, their storage shared), so ``forward``, ``backward``, ``set_value``, ``state_dict`` and
 checkpoints keep working unchanged. Large members keep their own storage (no copy).
 
-Gradients stay wherever Paddle puts them: the kernel takes the members' gradients as a list
-beside the buffers (two partitions of the same elements), so ``backward``, every form of
-``clear_grad`` and gradient hooks need no care, and one kernel call updates the whole bucket:
-the per-parameter cost of a step disappears.
+Gradients stay wherever Paddle puts them: the kernel takes the members' gradients beside the
+buffers (two partitions of the same elements), so ``backward``, every form of ``clear_grad``
+and gradient hooks need no care, and one kernel call updates the whole bucket: the
+per-parameter cost of a step disappears. The gradients reach the kernel as a gradient table
+(their addresses, gathered and checked in one C call, ``csrc/gradient_table.cc``) or, where
+that is unavailable, as a tensor list from ``get_all_grads``.
 
-Before each step a bucket checks, with one pointer comparison per member, that every member
-still lives where it was put, and that every member has a gradient. A member without one
-(frozen, unused in this backward, released) sends the bucket through the per-parameter path
-for that step; a replaced parameter storage (``Layer.to``, say) or master-weight dict
-(``set_state_dict``) makes the optimizer rebuild its buckets.
+Before each step a bucket checks that every member still lives where it was put, and that
+every member has a gradient that fits it. A member without one (frozen, unused in this
+backward, released) or with one that does not fit sends the bucket through the per-parameter
+path for that step (which checks, and raises, before anything is written); a replaced
+parameter storage (``Layer.to``, say) or master-weight dict (``set_state_dict``) makes the
+optimizer rebuild its buckets. Members' velocities and master weights are created in their
+buffer, one at a time, so the state is never held twice.
 """
 
 from __future__ import annotations
