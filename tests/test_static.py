@@ -186,3 +186,35 @@ def test_static_graph_example_matches_builtin(legacy_ir):
     builtin = example.train(paddle.optimizer.Momentum, steps=30, legacy_ir=legacy_ir)
     assert ours == builtin
     assert ours[-1] < 0.05 * ours[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("layers", [2, 4])
+def test_small_and_large_batches_match_builtin(mode, layers):
+    """A batch of fewer than STATIC_BATCH_MIN parameters gets one op per parameter, a larger
+    one a single multi-tensor op; both equal the built-in, bitwise, over several steps."""
+    runs = {}
+    for kind in OPTIMIZERS:
+        with static_program(mode) as (main, startup):
+            x = paddle.static.data("x", [None, 3], "float32")
+            hidden = x
+            for i in range(layers):
+                hidden = paddle.nn.Linear(3, 3)(hidden)
+                hidden = paddle.nn.functional.relu(hidden) if i < layers - 1 else hidden
+            loss = paddle.mean(paddle.square(hidden))
+            _, params_grads = OPTIMIZERS[kind](0.05, 0.9, weight_decay=1e-3).minimize(loss)
+            params = [p for p, _ in params_grads]
+            names = [_op_name(op) for op in main.global_block().ops]
+            if kind == "ours":
+                multi = sum("pm_momentum_multi" in name for name in names)
+                single = sum(name.endswith(("pm_momentum", "pm_momentum_")) for name in names)
+                large = len(params) >= paddle_momentum.optimizer.STATIC_BATCH_MIN
+                assert (multi, single) == ((1, 0) if large else (0, len(params))), names
+            executor = paddle.static.Executor(paddle.CPUPlace())
+            executor.run(startup)
+            for feed in _feeds(4):
+                executor.run(main, feed={"x": feed["x"]})
+            runs[kind] = [np.array(paddle.static.global_scope().find_var(p.name).get_tensor())
+                          for p in params]
+    for i, (a, b) in enumerate(zip(runs["builtin"], runs["ours"])):
+        assert_same(a, b, f"param {i}")
