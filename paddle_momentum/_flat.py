@@ -2,10 +2,11 @@
 
 Parameters that share every update setting (dtype, master weight or not, momentum, Nesterov,
 rescale_grad, fused L2 coefficient, learning-rate scale) form a bucket. Its small members are
-moved into one contiguous buffer per kind of state (parameters, velocities, master weights):
-each parameter, velocity and master weight becomes a view of its buffer (the same Python
+moved into one contiguous buffer per kind of state (velocities, master weights; parameters too
+where the gradient table is unavailable): each becomes a view of its buffer (the same Python
 objects, their storage shared), so ``forward``, ``backward``, ``set_value``, ``state_dict`` and
-checkpoints keep working unchanged. Large members keep their own storage (no copy).
+checkpoints keep working unchanged. Large members keep their own storage (no copy). With the
+gradient table the parameters stay where they are: the table gives the kernel their addresses.
 
 Gradients stay wherever Paddle puts them: the kernel takes the members' gradients beside the
 buffers (two partitions of the same elements), so ``backward``, every form of ``clear_grad``
@@ -62,10 +63,11 @@ def _gather(tensors, sizes):
 class FlatBucket:
     """Parameters with identical update settings and the buffers one kernel call updates.
 
-    ``params`` is the members' order, the one the gradient list follows; ``param_buffers``,
-    ``velocity_buffers`` and ``master_buffers`` (None without master weights) hold the same
-    elements in the same order: first one gathered buffer of the small members (when there
-    are several), then each large member's own tensor. ``velocity_of(param)`` and
+    ``params`` is the members' order, the one the gradient list (or table) follows;
+    ``velocity_buffers``, ``master_buffers`` (None without master weights) and, without a
+    gradient table, ``param_buffers`` (else None) hold the same elements in the same order:
+    first one gathered buffer of the small members (when there are several), then each large
+    member's own tensor. ``velocity_of(param)`` and
     ``master_of(param)`` (None: no master weights) return a member's state, creating it if it
     does not exist yet: a small member's is then born in its buffer (no second copy).
     """
@@ -83,12 +85,14 @@ class FlatBucket:
             flat = [_gather(map(state_of, head), sizes)] if head else []
             return flat + [state_of(p) for p in self.params[len(head):]]
 
-        self.param_buffers = buffers(lambda param: param)
+        # With a gradient table the kernel finds each parameter where it lives (the table
+        # holds its address): the parameters are not moved, only their state is gathered.
+        self.fill_table = _kernel.gradient_table()
+        self.param_buffers = None if self.fill_table else buffers(lambda param: param)
         self.master_buffers = buffers(master_of) if master_of else None
         self.velocity_buffers = buffers(velocity_of)
         self.param_ptrs = list(map(_DATA_PTR, self.params))
         self.sizes = list(map(_SIZE, self.params))
-        self.fill_table = _kernel.gradient_table()
         self.table = _kernel.new_gradient_table(self.params) if self.fill_table else None
 
     def gradients(self):

@@ -79,14 +79,15 @@ def fused_multi(params, grads, velocities, masters, lr, *, momentum, use_nestero
     """``fused`` for many parameters sharing their settings, as one op. ``params``,
     ``velocities`` and ``masters`` (None: no master weights) may hold flat buffers of several
     parameters each: ``grads`` lists the gradients of the same elements in the same order, as
-    tensors or as a filled gradient table (``_kernel.gradient_table``)."""
+    tensors or as a filled gradient table (``_kernel.gradient_table``), which also holds the
+    parameters: ``params`` is then their dtype's name (dygraph only)."""
     scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
     ops = _kernel.load()
-    if not isinstance(grads, (list, tuple)):  # a gradient table: dygraph, written through
+    if not isinstance(grads, (list, tuple)):  # a gradient table: it holds the parameters too
         if masters is None:
-            ops.pm_momentum_table(params, grads, velocities, lr, *scalars)
+            ops.pm_momentum_table(grads, velocities, lr, params, *scalars)
         else:
-            ops.pm_momentum_table_master(params, grads, velocities, lr, masters, *scalars)
+            ops.pm_momentum_table_master(grads, velocities, lr, masters, params, *scalars)
         return
     target = _compat.inplace_target
     state = [[target(p) for p in params], grads, [target(v) for v in velocities], lr]

@@ -339,23 +339,28 @@ class Momentum(Optimizer):
                 rest.append((param, grad))
             else:
                 members.setdefault(key, []).append((param, grad))
-        buckets = []
+        buckets, whole = [], []
         for key, entries in members.items():
             bucket = _flat.FlatBucket(
                 key, [p for p, _ in entries], self._velocity_of,
                 self._create_master_weight if key[1] else None)
-            grad_of = {id(p): g for p, g in entries}
-            buckets.append((bucket, [grad_of[id(p)] for p in bucket.params]))
-        in_bucket = {id(p) for bucket, _ in buckets for p in bucket.params}
+            buckets.append(bucket)
+            grads = bucket.gradients()
+            if grads is None:
+                rest.extend(entries)
+            else:
+                whole.append((bucket, grads))
+        in_bucket = {id(p) for bucket in buckets for p in bucket.params}
         outside = [p for p in self._params_of(group) if id(p) not in in_bucket]
-        self._flat.add_group(group, [b for b, _ in buckets], outside, self._master_weights)
-        return buckets, rest
+        self._flat.add_group(group, buckets, outside, self._master_weights)
+        return whole, rest
 
     def _update_bucket(self, bucket, grads, group):
         """One fused call updates every member of ``bucket``."""
         settings = group if group is not None else self._group_defaults
         implementations.fused_multi(
-            bucket.param_buffers, grads, bucket.velocity_buffers, bucket.master_buffers,
+            bucket.key[0] if bucket.param_buffers is None else bucket.param_buffers, grads,
+            bucket.velocity_buffers, bucket.master_buffers,
             self._param_lr(bucket.params[0], group),
             **self._rule_options(settings, bucket.key[2]))
 

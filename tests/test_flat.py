@@ -116,10 +116,13 @@ def test_fused_buckets_match_builtin(scenario, clear, gradient_path):
             assert_same(a, b, f"step {step} param {i}")
     (bucket,) = _buckets(optimizer)  # one update setting: one bucket
     assert (bucket.table is not None) == (gradient_path == "table")
-    sizes = [int(buffer.size) for buffer in bucket.param_buffers]
+    assert (bucket.param_buffers is None) == (gradient_path == "table")  # the table: unmoved
+    sizes = [int(buffer.size) for buffer in bucket.velocity_buffers]
     assert sizes[0] == sum(int(p.size) for p in bucket.params if p.size < _flat.OWN_BUFFER_SIZE)
-    assert any(buffer is bucket.params[-1] and buffer.size >= _flat.OWN_BUFFER_SIZE
-               for buffer in bucket.param_buffers), "the large weight keeps its own storage"
+    large = bucket.params[-1]
+    assert large.size >= _flat.OWN_BUFFER_SIZE
+    assert bucket.velocity_buffers[-1] is optimizer._get_accumulator_master(
+        optimizer._velocity_acc_str, large), "the large weight's state keeps its own storage"
 
 
 @pytest.mark.parametrize("clear", list(CLEARS))
@@ -140,8 +143,16 @@ def test_training_loop_updates_buckets_whole(clear, monkeypatch, gradient_path):
     assert len(_buckets(optimizer)) == 1
 
 
-def test_parameters_and_state_are_views_of_the_buffers():
-    _, optimizer = _train("ours", {}, "zero", steps=2)
+def test_parameters_and_state_are_views_of_the_buffers(gradient_path):
+    """Small members' velocities (and, without the gradient table, parameters) are views of
+    their bucket's buffers, in member order; with the table the parameters stay unmoved."""
+    model = _model()
+    before = [p.data_ptr() for p in model.parameters()]
+    optimizer = paddle_momentum.Momentum(0.05, 0.9, parameters=model.parameters(),
+                                         kernel="fused")
+    for _ in range(2):
+        model(paddle.ones([2, 320])).mean().backward()
+        optimizer.step()
     (bucket,) = _buckets(optimizer)
     velocities = [optimizer._get_accumulator_master(optimizer._velocity_acc_str, p)
                   for p in bucket.params]
@@ -150,10 +161,14 @@ def test_parameters_and_state_are_views_of_the_buffers():
     for param, velocity in zip(bucket.params, velocities):
         if param.size >= _flat.OWN_BUFFER_SIZE:
             continue
-        assert param.data_ptr() == bucket.param_buffers[0].data_ptr() + offset * itemsize
+        if bucket.param_buffers is not None:
+            assert param.data_ptr() == bucket.param_buffers[0].data_ptr() + offset * itemsize
         assert velocity.data_ptr() == bucket.velocity_buffers[0].data_ptr() + offset * itemsize
         offset += int(param.size)
-    assert offset == int(bucket.param_buffers[0].size)
+    assert offset == int(bucket.velocity_buffers[0].size)
+    moved = [a != p.data_ptr() for a, p in zip(before, model.parameters())]
+    assert moved == [gradient_path == "list" and p.size < _flat.OWN_BUFFER_SIZE
+                     for p in model.parameters()]
 
 
 def test_minimize_subset_with_buckets():

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -143,15 +144,18 @@ std::vector<int64_t> Starts(const std::vector<paddle::Tensor>& tensors) {
   return starts;
 }
 
-// The gradients, one piece per tensor: its data and where it starts in the concatenation.
+// The gradients, one piece per tensor: its data and where it starts in the concatenation; from
+// a gradient table also each piece's parameter (else params is empty).
 template <typename T>
 struct GradientPieces {
   std::vector<const T*> data;
   std::vector<int64_t> starts;  // data.size() + 1 entries; back() is the total
+  std::vector<T*> params;
 };
 
 // The gradients as the op received them: a tensor list, or a gradient table (int64 [3, n]:
-// row 1 the sizes, row 2 the data addresses, written by gradient_table.cc after checking each
+// row 0 the parameters' data addresses, row 1 the sizes, row 2 the gradients' addresses,
+// written by gradient_table.cc after checking that each parameter still lives there and each
 // gradient's dtype, size, layout and place against its parameter's).
 class Gradients {
  public:
@@ -197,6 +201,7 @@ class Gradients {
       pieces.starts.assign(n + 1, 0);
       for (int64_t i = 0; i < n; ++i) {
         pieces.data.push_back(reinterpret_cast<const T*>(rows[2 * n + i]));
+        pieces.params.push_back(reinterpret_cast<T*>(rows[i]));
         pieces.starts[i + 1] = pieces.starts[i] + rows[n + i];
       }
     } else {
@@ -212,26 +217,30 @@ class Gradients {
 };
 
 // Checks every tensor before anything is written: a failed check leaves all state untouched.
+// params is empty when the gradient table carries the parameters (of dtype ``dtype``).
 void CheckTensors(const std::vector<paddle::Tensor>& params, const Gradients& grads,
                   const std::vector<paddle::Tensor>& velocities,
-                  const std::vector<paddle::Tensor>& masters, paddle::DataType velocity_dtype) {
-  PD_CHECK(!params.empty() && params.size() == velocities.size() &&
-               (masters.empty() || masters.size() == params.size()),
+                  const std::vector<paddle::Tensor>& masters, paddle::DataType dtype,
+                  paddle::DataType velocity_dtype) {
+  PD_CHECK(!velocities.empty() && (params.empty() || params.size() == velocities.size()) &&
+               (masters.empty() || masters.size() == velocities.size()),
            "pm_momentum: params, velocities and master weights differ in number");
-  const paddle::DataType dtype = params[0].dtype();
-  for (size_t j = 0; j < params.size(); ++j) {
-    PD_CHECK(params[j].is_cpu() && velocities[j].is_cpu(), "pm_momentum: CPU tensors only");
-    PD_CHECK(params[j].dtype() == dtype && velocities[j].dtype() == velocity_dtype,
-             "pm_momentum: parameter or velocity dtype differs");
-    PD_CHECK(velocities[j].numel() == params[j].numel(), "pm_momentum: velocity size differs");
+  for (size_t j = 0; j < velocities.size(); ++j) {
+    PD_CHECK(velocities[j].is_cpu() && velocities[j].dtype() == velocity_dtype,
+             "pm_momentum: velocities must be CPU tensors of the compute dtype");
+    if (!params.empty()) {
+      PD_CHECK(params[j].is_cpu() && params[j].dtype() == dtype,
+               "pm_momentum: parameters must be CPU tensors of one dtype");
+      PD_CHECK(velocities[j].numel() == params[j].numel(), "pm_momentum: velocity size differs");
+    }
     if (!masters.empty()) {
       PD_CHECK(masters[j].is_cpu() && masters[j].dtype() == paddle::DataType::FLOAT32 &&
-                   masters[j].numel() == params[j].numel(),
+                   masters[j].numel() == velocities[j].numel(),
                "pm_momentum: master weights must be float32 of the parameter's size");
     }
   }
   grads.Check(dtype);
-  PD_CHECK(Starts(params).back() == grads.Total(),
+  PD_CHECK(Starts(velocities).back() == grads.Total(),
            "pm_momentum: the gradients do not cover the parameters' elements");
 }
 
@@ -244,16 +253,17 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
             std::vector<paddle::Tensor>& velocities, std::vector<paddle::Tensor>& masters,
             const paddle::Tensor& lr, const Hyper& h) {
   const MT learning_rate = ReadLearningRate<MT>(lr);
-  const std::vector<int64_t> param_starts = Starts(params);
+  const std::vector<int64_t> param_starts = Starts(velocities);  // the state's partition
   const GradientPieces<T> grad_pieces = grads.Pieces<T>();
   const std::vector<int64_t>& grad_starts = grad_pieces.starts;
   const std::vector<const T*>& grad_data = grad_pieces.data;
   const int64_t total = param_starts.back();
+  const std::vector<T*>& table_params = grad_pieces.params;  // used when params is empty
   std::vector<T*> param_data(params.size());
-  std::vector<V*> velocity_data(params.size());
-  std::vector<MT*> master_data(params.size(), nullptr);
-  for (size_t j = 0; j < params.size(); ++j) {
-    param_data[j] = params[j].data<T>();
+  std::vector<V*> velocity_data(velocities.size());
+  std::vector<MT*> master_data(velocities.size(), nullptr);
+  for (size_t j = 0; j < params.size(); ++j) param_data[j] = params[j].data<T>();
+  for (size_t j = 0; j < velocities.size(); ++j) {
     velocity_data[j] = velocities[j].data<V>();
     if constexpr (std::is_same<MT, float>::value) {  // master weights are float32
       if (!masters.empty()) master_data[j] = masters[j].data<float>();
@@ -276,7 +286,9 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       while (grad_starts[i + 1] <= at) ++i;
       const int64_t stop = std::min({end, param_starts[j + 1], grad_starts[i + 1]});
       const int64_t offset = at - param_starts[j];
-      MomentumLoop<T, V, MT, R>(param_data[j] + offset, grad_data[i] + (at - grad_starts[i]),
+      T* param = params.empty() ? table_params[i] + (at - grad_starts[i])
+                                : param_data[j] + offset;
+      MomentumLoop<T, V, MT, R>(param, grad_data[i] + (at - grad_starts[i]),
                                 velocity_data[j] + offset,
                                 master_data[j] == nullptr ? nullptr : master_data[j] + offset,
                                 stop - at, learning_rate, h);
@@ -303,15 +315,14 @@ void DispatchParameterType(paddle::DataType dtype, const char* op, F&& f) {
 }
 
 // Without master weights: float/double compute in their own type, float16/bfloat16 in float
-// with every result rounded back to the parameter type.
+// with every result rounded back to the parameter type. dtype: the parameters'.
 void UpdateWithoutMaster(std::vector<paddle::Tensor>& params,  // NOLINT
                          const Gradients& grads,
                          std::vector<paddle::Tensor>& velocities,  // NOLINT
-                         const paddle::Tensor& lr, const Hyper& h) {
+                         const paddle::Tensor& lr, const Hyper& h, paddle::DataType dtype) {
   std::vector<paddle::Tensor> no_masters;
-  CheckTensors(params, grads, velocities, no_masters, params.empty() ? paddle::DataType::FLOAT32
-                                                                     : params[0].dtype());
-  DispatchParameterType(params[0].dtype(), "pm_momentum", [&](auto type_tag) {
+  CheckTensors(params, grads, velocities, no_masters, dtype, dtype);
+  DispatchParameterType(dtype, "pm_momentum", [&](auto type_tag) {
     using T = decltype(type_tag);
     using MT = typename std::conditional<kIsNarrow<T>, float, T>::type;
     Update<T, T, MT, T>(params, grads, velocities, no_masters, lr, h);
@@ -323,10 +334,10 @@ void UpdateWithMaster(std::vector<paddle::Tensor>& params,  // NOLINT
                       const Gradients& grads,
                       std::vector<paddle::Tensor>& velocities,  // NOLINT
                       std::vector<paddle::Tensor>& masters,  // NOLINT
-                      const paddle::Tensor& lr, const Hyper& h) {
-  CheckTensors(params, grads, velocities, masters, paddle::DataType::FLOAT32);
-  PD_CHECK(masters.size() == params.size(), "pm_momentum_master: one master per parameter");
-  switch (params[0].dtype()) {
+                      const paddle::Tensor& lr, const Hyper& h, paddle::DataType dtype) {
+  CheckTensors(params, grads, velocities, masters, dtype, paddle::DataType::FLOAT32);
+  PD_CHECK(masters.size() == velocities.size(), "pm_momentum_master: one master per parameter");
+  switch (dtype) {
     case paddle::DataType::FLOAT16:
       return Update<float16, float, float, float>(params, grads, velocities, masters, lr, h);
     case paddle::DataType::BFLOAT16:
@@ -336,6 +347,15 @@ void UpdateWithMaster(std::vector<paddle::Tensor>& params,  // NOLINT
   }
 }
 
+// The parameter dtype a table op is told by name.
+paddle::DataType DtypeNamed(const std::string& name) {
+  if (name == "float32") return paddle::DataType::FLOAT32;
+  if (name == "float64") return paddle::DataType::FLOAT64;
+  if (name == "float16") return paddle::DataType::FLOAT16;
+  if (name == "bfloat16") return paddle::DataType::BFLOAT16;
+  PD_THROW("pm_momentum: unsupported parameter dtype ", name);
+}
+
 }  // namespace
 
 // ---- One tensor (or one flat buffer and its one gradient). ----
@@ -343,7 +363,8 @@ void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLI
                      paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
                      float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   std::vector<paddle::Tensor> params{param}, grads{grad}, velocities{velocity};
-  UpdateWithoutMaster(params, Gradients(grads), velocities, lr, {mu, l2, has_l2, rescale, nesterov});
+  UpdateWithoutMaster(params, Gradients(grads), velocities, lr,
+                      {mu, l2, has_l2, rescale, nesterov}, param.dtype());
 }
 
 void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
@@ -351,7 +372,8 @@ void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  /
                            paddle::Tensor& master,  // NOLINT
                            float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   std::vector<paddle::Tensor> params{param}, grads{grad}, velocities{velocity}, masters{master};
-  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
+  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr,
+                   {mu, l2, has_l2, rescale, nesterov}, param.dtype());
 }
 
 PD_BUILD_OP(pm_momentum)
@@ -375,7 +397,9 @@ void MomentumMultiInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                           const paddle::Tensor& lr, float mu, float l2, bool has_l2,
                           float rescale, bool nesterov) {
   if (params.empty() && grads.empty()) return;
-  UpdateWithoutMaster(params, Gradients(grads), velocities, lr, {mu, l2, has_l2, rescale, nesterov});
+  PD_CHECK(!params.empty(), "pm_momentum: gradients without parameters");
+  UpdateWithoutMaster(params, Gradients(grads), velocities, lr,
+                      {mu, l2, has_l2, rescale, nesterov}, params[0].dtype());
 }
 
 void MomentumMultiMasterInplace(std::vector<paddle::Tensor>& params,  // NOLINT
@@ -385,7 +409,9 @@ void MomentumMultiMasterInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                                 std::vector<paddle::Tensor>& masters,  // NOLINT
                                 float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   if (params.empty() && grads.empty()) return;
-  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr, {mu, l2, has_l2, rescale, nesterov});
+  PD_CHECK(!params.empty(), "pm_momentum: gradients without parameters");
+  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr,
+                   {mu, l2, has_l2, rescale, nesterov}, params[0].dtype());
 }
 
 PD_BUILD_OP(pm_momentum_multi)
@@ -407,38 +433,42 @@ PD_BUILD_OP(pm_momentum_multi_master)
                     {paddle::Vec("Master"), paddle::Vec("MasterOut")}})
     .SetKernelFn(PD_KERNEL(MomentumMultiMasterInplace));
 
-// ---- Lists with a gradient table (gradient_table.cc) in place of the gradient list. ----
-// Dygraph only, where the optimizer passes detached views: the tensors are written through
-// without being declared in-place outputs, which would cost ~2.5 us per list element for the
-// output tensors Paddle makes (a static program must see the writes: it uses the ops above).
-void MomentumTable(const std::vector<paddle::Tensor>& params, const paddle::Tensor& grad_table,
+// ---- A gradient table (gradient_table.cc) in place of the parameter and gradient lists. ----
+// Dygraph only: the table holds the parameters' and gradients' addresses, velocities and
+// master weights come as lists (flat buffers and large members' own tensors), all written
+// through without being declared in-place outputs, which would cost ~2.5 us per list element
+// for the output tensors Paddle makes (a static program must see the writes: it uses the ops
+// above). param_dtype names the parameters' dtype.
+void MomentumTable(const paddle::Tensor& grad_table,
                    const std::vector<paddle::Tensor>& velocities, const paddle::Tensor& lr,
-                   float mu, float l2, bool has_l2, float rescale, bool nesterov) {
-  std::vector<paddle::Tensor> written_params(params), written_velocities(velocities);
-  UpdateWithoutMaster(written_params, Gradients(grad_table), written_velocities, lr,
-                      {mu, l2, has_l2, rescale, nesterov});
+                   const std::string& param_dtype, float mu, float l2, bool has_l2,
+                   float rescale, bool nesterov) {
+  std::vector<paddle::Tensor> no_params, written_velocities(velocities);
+  UpdateWithoutMaster(no_params, Gradients(grad_table), written_velocities, lr,
+                      {mu, l2, has_l2, rescale, nesterov}, DtypeNamed(param_dtype));
 }
 
-void MomentumTableMaster(const std::vector<paddle::Tensor>& params,
-                         const paddle::Tensor& grad_table,
+void MomentumTableMaster(const paddle::Tensor& grad_table,
                          const std::vector<paddle::Tensor>& velocities,
                          const paddle::Tensor& lr, const std::vector<paddle::Tensor>& masters,
-                         float mu, float l2, bool has_l2, float rescale, bool nesterov) {
-  std::vector<paddle::Tensor> written_params(params), written_velocities(velocities),
+                         const std::string& param_dtype, float mu, float l2, bool has_l2,
+                         float rescale, bool nesterov) {
+  std::vector<paddle::Tensor> no_params, written_velocities(velocities),
       written_masters(masters);
-  UpdateWithMaster(written_params, Gradients(grad_table), written_velocities, written_masters,
-                   lr, {mu, l2, has_l2, rescale, nesterov});
+  UpdateWithMaster(no_params, Gradients(grad_table), written_velocities, written_masters, lr,
+                   {mu, l2, has_l2, rescale, nesterov}, DtypeNamed(param_dtype));
 }
 
 PD_BUILD_OP(pm_momentum_table)
-    .Inputs({paddle::Vec("Param"), "GradTable", paddle::Vec("Velocity"), "LearningRate"})
+    .Inputs({"GradTable", paddle::Vec("Velocity"), "LearningRate"})
     .Outputs({})
-    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({"param_dtype: std::string", "mu: float", "l2: float", "has_l2: bool",
+            "rescale: float", "nesterov: bool"})
     .SetKernelFn(PD_KERNEL(MomentumTable));
 
 PD_BUILD_OP(pm_momentum_table_master)
-    .Inputs({paddle::Vec("Param"), "GradTable", paddle::Vec("Velocity"), "LearningRate",
-             paddle::Vec("Master")})
+    .Inputs({"GradTable", paddle::Vec("Velocity"), "LearningRate", paddle::Vec("Master")})
     .Outputs({})
-    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({"param_dtype: std::string", "mu: float", "l2: float", "has_l2: bool",
+            "rescale: float", "nesterov: bool"})
     .SetKernelFn(PD_KERNEL(MomentumTableMaster));
