@@ -87,3 +87,18 @@ def test_table_refuses(problem):
 def test_table_refuses_a_table_of_another_size():
     params = _params()
     assert FILL(params, _kernel.new_gradient_table(params[:-1])) == -5
+
+
+def test_a_failed_self_check_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(_kernel, "_gradient_table_problem", lambda fill, check: "layout")
+    _kernel.gradient_table.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="gradient table disagrees.*layout"):
+            assert _kernel.gradient_table() is None
+        monkeypatch.setenv("PADDLE_MOMENTUM_GRADIENT_TABLE", "0")
+        _kernel.gradient_table.cache_clear()
+        assert _kernel.gradient_table() is None  # off: no build, no warning
+    finally:
+        monkeypatch.undo()
+        _kernel.gradient_table.cache_clear()
+    assert _kernel.gradient_table() is not None
