@@ -16,8 +16,8 @@
 // velocities and master weights) and the gradients as two lists that partition the same
 // elements differently: a flat buffer holding many small parameters takes the gradients of all
 // of them, each still a tensor of its own, so one call updates any number of parameters. The
-// table ops take, in place of the gradient list, a table of the gradients' addresses and sizes
-// that gradient_table.cc fills (cheaper than a list of 2000 tensors by about 1 us each).
+// table ops take, in place of the parameter and gradient lists, a table of their addresses and
+// sizes that gradient_table.cc fills (cheaper than a list of 2000 tensors by about 1 us each).
 
 #include <algorithm>
 #include <cstdint>
@@ -169,9 +169,10 @@ class Gradients {
   void Check(paddle::DataType dtype) const {
     if (table_ != nullptr) {
       const int64_t n = table_->shape()[1];
-      const int64_t* address = table_->data<int64_t>() + 2 * n;
+      const int64_t* rows = table_->data<int64_t>();
       for (int64_t i = 0; i < n; ++i) {
-        PD_CHECK(address[i] != 0, "pm_momentum: the gradient table lacks a gradient");
+        PD_CHECK(rows[i] != 0 && rows[2 * n + i] != 0,
+                 "pm_momentum: the gradient table lacks a parameter or gradient");
       }
       return;
     }
@@ -246,8 +247,9 @@ void CheckTensors(const std::vector<paddle::Tensor>& params, const Gradients& gr
 
 // The update of every element of the parameters (their concatenation), each thread taking
 // an equal share of the elements wherever the tensor boundaries fall: many small tensors cost
-// what one buffer of the same size does. The threads walk the two partitions (parameter
-// tensors; gradient pieces) together and call MomentumLoop on each piece both agree on.
+// what one buffer of the same size does. The threads walk the two partitions (the state's
+// tensors: velocities, master weights and, unless the table holds them, parameters; the
+// gradient pieces) together and call MomentumLoop on each piece both agree on.
 template <typename T, typename V, typename MT, typename R>
 void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
             std::vector<paddle::Tensor>& velocities, std::vector<paddle::Tensor>& masters,
