@@ -91,6 +91,11 @@ def optimizer_ops_guard(params_grads):
     return contextlib.nullcontext()
 
 
+# The gradients of a list of parameters in one C++ call: None for a parameter that has no
+# gradient or does not require one (the built-in's minimize() collects them with it too).
+all_gradients = paddle.base.core.eager.get_all_grads
+
+
 def on_cpu(tensor) -> bool:
     """Whether ``tensor`` lives on the CPU (static programs: the current device)."""
     if in_dygraph():

@@ -31,7 +31,7 @@ import operator
 
 import paddle
 
-from . import _kernel
+from . import _compat, _kernel
 
 # Parameters of at least this many elements keep their own storage: their update dwarfs the
 # per-parameter overhead that gathering saves, and they cost no copy and no memory.
@@ -39,9 +39,6 @@ OWN_BUFFER_SIZE = 1 << 16
 
 _DATA_PTR = paddle.Tensor.data_ptr
 _SIZE = operator.attrgetter("size")
-# The gradients of a list of parameters in one C++ call: None for a parameter that has no
-# gradient or does not require one (the built-in's minimize() collects them with it too).
-_GRADIENTS = paddle.base.core.eager.get_all_grads
 
 
 def _gather(tensors, sizes):
@@ -102,7 +99,7 @@ class FlatBucket:
         lives in its buffer: then the bucket cannot be updated as a whole this step."""
         if self.table is not None:
             return self.table if self.fill_table(self.params, self.table) == 0 else None
-        grads = _GRADIENTS(self.params)
+        grads = _compat.all_gradients(self.params)
         if (any(map(operator.is_, grads, itertools.repeat(None))) or not self.storage_intact()
                 or list(map(_SIZE, grads)) != self.sizes):
             return None

@@ -24,6 +24,8 @@ import warnings
 
 import paddle
 
+from . import _compat
+
 SOURCE = pathlib.Path(__file__).resolve().parent / "csrc" / "momentum_kernel.cc"
 GRADIENT_TABLE_SOURCE = SOURCE.with_name("gradient_table.cc")
 # -ffp-contract=off: no fused multiply-add, so the rounding order (and every bit) matches
@@ -166,10 +168,9 @@ def _gradient_table_problem(fill, selfcheck):
     if any(selfcheck(p) != 1 for p in params):
         return "tensor object layout"
     table = new_gradient_table(params)
-    if fill(params, table) != 2:
-        return f"missing-gradient count {fill(params, table)}"
-    wanted = [0 if g is None else g.data_ptr() for g in _GRADIENTS(params)]
+    without_gradient = fill(params, table)
+    if without_gradient != 2:
+        return f"missing-gradient count {without_gradient}"
+    wanted = [0 if g is None else g.data_ptr() for g in _compat.all_gradients(params)]
     return None if table.numpy()[2].tolist() == wanted else "gradient addresses"
 
-
-_GRADIENTS = paddle.base.core.eager.get_all_grads
