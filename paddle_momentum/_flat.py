@@ -64,9 +64,9 @@ class FlatBucket:
     ``velocity_buffers``, ``master_buffers`` (None without master weights) and, without a
     gradient table, ``param_buffers`` (else None) hold the same elements in the same order:
     first one gathered buffer of the small members (when there are several), then each large
-    member's own tensor. ``velocity_of(param)`` and
-    ``master_of(param)`` (None: no master weights) return a member's state, creating it if it
-    does not exist yet: a small member's is then born in its buffer (no second copy).
+    member's own tensor. ``velocity_of(param)`` and ``master_of(param)`` (None: no master
+    weights) return a member's state, creating it if it does not exist yet: a small member's
+    is then born in its buffer (no second copy).
     """
 
     def __init__(self, key, params, velocity_of, master_of=None):

@@ -8,6 +8,8 @@ master (if not None) in place.
   readable reference, runs anywhere (every device, dygraph and static).
 * ``fused``: our C++ kernel (``csrc/momentum_kernel.cc``), one pass over memory, CPU.
 
+``fused_multi`` and ``fused_table`` are ``fused`` for many parameters in one op.
+
 ``composed`` also takes the ``torch.optim.SGD`` options (``dampening``, ``maximize``,
 ``decoupled_weight_decay``); the optimizer uses it whenever one of them is set.
 
@@ -78,23 +80,28 @@ def fused_multi(params, grads, velocities, masters, lr, *, momentum, use_nestero
                 rescale_grad):
     """``fused`` for many parameters sharing their settings, as one op. ``params``,
     ``velocities`` and ``masters`` (None: no master weights) may hold flat buffers of several
-    parameters each: ``grads`` lists the gradients of the same elements in the same order, as
-    tensors or as a filled gradient table (``_kernel.gradient_table``), which also holds the
-    parameters: ``params`` is then their dtype's name (dygraph only)."""
+    parameters each: ``grads`` lists the gradients of the same elements in the same order."""
     scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
-    ops = _kernel.load()
-    if not isinstance(grads, (list, tuple)):  # a gradient table: it holds the parameters too
-        if masters is None:
-            ops.pm_momentum_table(grads, velocities, lr, params, *scalars)
-        else:
-            ops.pm_momentum_table_master(grads, velocities, lr, masters, params, *scalars)
-        return
     target = _compat.inplace_target
+    ops = _kernel.load()
     state = [[target(p) for p in params], grads, [target(v) for v in velocities], lr]
     if masters is None:
         ops.pm_momentum_multi(*state, *scalars)
     else:
         ops.pm_momentum_multi_master(*state, [target(m) for m in masters], *scalars)
+
+
+def fused_table(param_dtype, table, velocities, masters, lr, *, momentum, use_nesterov,
+                l2_coeff, rescale_grad):
+    """``fused_multi`` (dygraph) with a filled gradient table (``_kernel.gradient_table``) in
+    place of the parameter and gradient lists: the table holds their addresses, and
+    ``param_dtype`` names the parameters' dtype."""
+    scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
+    ops = _kernel.load()
+    if masters is None:
+        ops.pm_momentum_table(table, velocities, lr, param_dtype, *scalars)
+    else:
+        ops.pm_momentum_table_master(table, velocities, lr, masters, param_dtype, *scalars)
 
 
 def fused_supports(param, grad) -> bool:

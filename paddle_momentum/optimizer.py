@@ -358,11 +358,12 @@ class Momentum(Optimizer):
     def _update_bucket(self, bucket, grads, group):
         """One fused call updates every member of ``bucket``."""
         settings = group if group is not None else self._group_defaults
-        implementations.fused_multi(
-            bucket.key[0] if bucket.param_buffers is None else bucket.param_buffers, grads,
-            bucket.velocity_buffers, bucket.master_buffers,
-            self._param_lr(bucket.params[0], group),
-            **self._rule_options(settings, bucket.key[2]))
+        update, params = ((implementations.fused_table, bucket.key[0])
+                          if bucket.table is not None
+                          else (implementations.fused_multi, bucket.param_buffers))
+        update(params, grads, bucket.velocity_buffers, bucket.master_buffers,
+               self._param_lr(bucket.params[0], group),
+               **self._rule_options(settings, bucket.key[2]))
 
     def _implementation_for(self, param, grad):
         """The fused kernel where it is chosen, built and applicable; else composed ops (which
