@@ -278,6 +278,12 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
 
 
 # --------------------------------------------------------------------------------- measuring
+def prepare(stepper: Stepper) -> None:
+    """Run ``stepper``'s untimed ``prepare()`` (a training loop's clear_grad and backward),
+    where it has one."""
+    getattr(stepper, "prepare", lambda: None)()
+
+
 def time_interleaved(steppers: Dict[str, Stepper], steps: Dict[str, int],
                      warmup: int = WARMUP_STEPS) -> Dict[str, List[float]]:
     """Seconds of each timed step, per label, from round-robin interleaved runs.
@@ -288,21 +294,17 @@ def time_interleaved(steppers: Dict[str, Stepper], steps: Dict[str, int],
     one, runs untimed before each of its steps.
     """
     labels = list(steppers)
-
-    def prepare(label):
-        getattr(steppers[label], "prepare", lambda: None)()
-
     for _ in range(warmup):
         for label in labels:
-            prepare(label)
+            prepare(steppers[label])
             steppers[label]()
     times: Dict[str, List[float]] = {label: [] for label in labels}
     for round_index in range(max(steps.values())):
         start = round_index % len(labels)
         for label in labels[start:] + labels[:start]:
             if len(times[label]) < steps[label]:
-                prepare(label)
                 step = steppers[label]
+                prepare(step)
                 began = time.perf_counter()
                 step()
                 times[label].append(time.perf_counter() - began)
@@ -407,7 +409,7 @@ def measure_extra_memory(workload_name: str, candidate_label: str, quick: bool) 
     step = (TrainingLoopStep(optimizer, parameters, gradients) if workload.loop
             else optimizer.step)
     for _ in range(WARMUP_STEPS):
-        getattr(step, "prepare", lambda: None)()
+        prepare(step)
         step()
     return (_status_kb(peak_field) - baseline) / 1024
 
