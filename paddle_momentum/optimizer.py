@@ -329,7 +329,7 @@ class Momentum(Optimizer):
                 self._lr_scale(param, group))
 
     def _build_buckets(self, group, pairs):
-        """Move ``group``'s eligible parameters into flat buckets, one per update setting (once
+        """Put ``group``'s eligible parameters into flat buckets, one per update setting (once
         per group); returns ``([(new bucket, its gradients)], pairs left to update one by
         one)``."""
         members, rest = {}, []

@@ -260,7 +260,10 @@ def test_bad_gradient_in_a_bucket_changes_nothing(gradient_path):
         sum((p * 2).sum() for p in params).backward()
         optimizer.step()
     assert len(_buckets(optimizer)) == 2
-    velocity_of = lambda p: optimizer._get_accumulator_master(optimizer._velocity_acc_str, p)
+
+    def velocity_of(param):
+        return optimizer._get_accumulator_master(optimizer._velocity_acc_str, param)
+
     before = [(p.numpy().copy(), velocity_of(p).numpy().copy()) for p in params]
     params[1]._copy_gradient_from(paddle.ones([16]))
     with pytest.raises(ValueError, match=params[1].name):
