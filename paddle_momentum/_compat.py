@@ -71,8 +71,33 @@ def round_through(dtype):
 
 
 def write_into(target, value) -> None:
-    """Store ``value`` into ``target`` in place (dygraph: same storage; static: an assign op)."""
-    paddle.assign(value, output=target)
+    """Store ``value`` into ``target`` in place (dygraph: same storage; static: an assign op).
+
+    Dygraph calls the op directly: ``paddle.assign`` draws a name from Paddle's global
+    unique-name counters on every call, which the built-in optimizer's step never does."""
+    if in_dygraph():
+        paddle._C_ops.assign_out_(value, target)
+    else:
+        paddle.assign(value, output=target)
+
+
+@contextlib.contextmanager
+def isolated():
+    """Run internal work (probes, checks) in dygraph mode without a trace in Paddle's global
+    state: names are drawn from a private unique-name generator, the random generators'
+    states are put back afterwards, and a static-graph mode is restored."""
+    generators = [paddle.base.core.default_cpu_generator()]
+    if paddle.is_compiled_with_cuda():
+        generators += [paddle.base.core.default_cuda_generator(i)
+                       for i in range(paddle.device.cuda.device_count())]
+    states = [generator.get_state() for generator in generators]
+    mode = contextlib.nullcontext() if in_dygraph() else paddle.base.dygraph.guard()
+    try:
+        with paddle.utils.unique_name.guard(), mode:
+            yield
+    finally:
+        for generator, state in zip(generators, states):
+            generator.set_state(state)
 
 
 def inplace_target(tensor):
@@ -103,9 +128,16 @@ def on_cpu(tensor) -> bool:
     return paddle.get_device() == "cpu"
 
 
-def gradient_of(param):
-    """The gradient the built-in's ``step()`` uses: ``main_grad`` when set, else ``.grad``."""
-    main_grad = getattr(param, "main_grad", None)
+def is_contiguous(tensor) -> bool:
+    """Whether a dygraph tensor's elements are laid out densely in order (static values are
+    always: their layout is the program's)."""
+    return not in_dygraph() or tensor.is_contiguous()
+
+
+def gradient_of(param, use_main_grad=True):
+    """The gradient the built-in's ``step()`` uses: ``main_grad`` when set (and
+    ``use_main_grad``: the built-in ignores it in parameter groups), else ``.grad``."""
+    main_grad = getattr(param, "main_grad", None) if use_main_grad else None
     return param._grad_ivar() if main_grad is None else main_grad
 
 

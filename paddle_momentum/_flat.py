@@ -15,13 +15,19 @@ per-parameter cost of a step disappears. The gradients reach the kernel as a gra
 (their addresses, gathered and checked in one C call, ``csrc/gradient_table.cc``) or, where
 that is unavailable, as a tensor list from ``get_all_grads``.
 
-Before each step a bucket checks that every member still lives where it was put, and that
-every member has a gradient that fits it. A member without one (frozen, unused in this
-backward, released) or with one that does not fit sends the bucket through the per-parameter
-path for that step (which checks, and raises, before anything is written); a replaced
-parameter storage (``Layer.to``, say) or master-weight dict (``set_state_dict``) makes the
-optimizer rebuild its buckets. Members' velocities and master weights are created in their
-buffer, one at a time, so the state is never held twice.
+A bucket is a cache of assumptions, so before each step it checks, cheaply, every one of them
+(in the gradient table's C pass where it is available, else in Python): that every member
+still lives where it was put, with the dtype, size and layout it had; that the attribute
+objects its settings were derived from (``_settings.attribute_objects``) are the same; and the
+optimizer checks that the group's own settings, and its list of parameters, are as they were.
+A member without a gradient (frozen, unused in this backward, released) or with one that does
+not fit sends the bucket through the per-parameter path for that step (which checks, and
+raises, before anything is written). Anything else that changed makes the optimizer derive the
+settings again and rebuild its buckets (a replaced parameter storage, ``Layer.to``, a new
+learning-rate scale or regularizer, a master-weight dict replaced by ``set_state_dict``);
+attribute objects that were replaced by equal ones only refresh the snapshot. Members'
+velocities and master weights are created in their buffer, one at a time, so the state is
+never held twice.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import operator
 import paddle
 
 from . import _compat, _kernel
+from ._settings import attribute_objects
 
 # Parameters of at least this many elements keep their own storage: their update dwarfs the
 # per-parameter overhead that gathering saves, and they cost no copy and no memory.
@@ -51,22 +58,29 @@ def _gather(tensors, sizes):
             if flat is None:
                 flat = paddle.empty([sum(sizes)], tensor.dtype)
             view = flat._slice(offset, offset + size).reshape(tensor.shape)
-            paddle.assign(tensor.detach(), output=view)
+            _compat.write_into(view, tensor.detach())
             view._share_buffer_to(tensor)
             offset += size
     return flat
 
 
+# What FlatBucket.gradients() returns besides the gradients.
+NOT_WHOLE = "not whole"  # a member lacks a usable gradient: update member by member this step
+CHANGED = "changed"  # a member's storage, dtype, size or layout changed: rebuild
+SETTINGS_CHANGED = "settings changed"  # a member's attribute objects changed: derive again
+
+
 class FlatBucket:
     """Parameters with identical update settings and the buffers one kernel call updates.
 
-    ``params`` is the members' order, the one the gradient list (or table) follows;
-    ``velocity_buffers``, ``master_buffers`` (None without master weights) and, without a
-    gradient table, ``param_buffers`` (else None) hold the same elements in the same order:
-    first one gathered buffer of the small members (when there are several), then each large
-    member's own tensor. ``velocity_of(param)`` and ``master_of(param)`` (None: no master
-    weights) return a member's state, creating it if it does not exist yet: a small member's
-    is then born in its buffer (no second copy).
+    ``key`` is the members' ``ParamSettings.batch_key()``. ``params`` is the members' order,
+    the one the gradient list (or table) follows; ``velocity_buffers``, ``master_buffers``
+    (None without master weights) and, without a gradient table, ``param_buffers`` (else
+    None) hold the same elements in the same order: first one gathered buffer of the small
+    members (when there are several), then each large member's own tensor.
+    ``velocity_of(param)`` and ``master_of(param)`` (None: no master weights) return a
+    member's state, creating it if it does not exist yet: a small member's is then born in
+    its buffer (no second copy).
     """
 
     def __init__(self, key, params, velocity_of, master_of=None):
@@ -90,19 +104,45 @@ class FlatBucket:
         self.velocity_buffers = buffers(velocity_of)
         self.param_ptrs = list(map(_DATA_PTR, self.params))
         self.sizes = list(map(_SIZE, self.params))
-        self.table = _kernel.new_gradient_table(self.params) if self.fill_table else None
+        self.dtypes = [p.dtype for p in self.params]
+        self.refresh_snapshot()
+        self.table = (_kernel.new_gradient_table(self.params, self.fill_table)
+                      if self.fill_table else None)
+
+    def refresh_snapshot(self):
+        """Remember the members' attribute objects as they are now (see ``gradients``), and
+        the coefficients of their own regularizers (which the built-in reads at every step,
+        so changing one in place counts too)."""
+        self.snapshot = [obj for p in self.params for obj in attribute_objects(p)]
+        regularizers = {id(r): r for r in self.snapshot[1::3] if r is not None}.values()
+        self.coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers]
+
+    def _settings_changed(self) -> bool:
+        return any(getattr(r, "_coeff", None) != coeff for r, coeff in self.coefficients)
 
     def gradients(self):
         """The members' gradients in member order (as a filled gradient table where it is
-        available, see ``csrc/gradient_table.cc``), or None when a member has none (or no
-        longer requires one), when one does not fit its parameter, or when a member no longer
-        lives in its buffer: then the bucket cannot be updated as a whole this step."""
+        available, see ``csrc/gradient_table.cc``) when the bucket can be updated whole this
+        step; else ``NOT_WHOLE``, ``CHANGED`` or ``SETTINGS_CHANGED`` (see above)."""
+        if self.coefficients and self._settings_changed():
+            return SETTINGS_CHANGED
         if self.table is not None:
-            return self.table if self.fill_table(self.params, self.table) == 0 else None
+            result = self.fill_table(self.params, self.table, self.snapshot)
+            if result >= 0:
+                return self.table if result == 0 else NOT_WHOLE
+            code = _kernel.table_problem(result)[1]
+            return {_kernel.SETTINGS_CHANGED: SETTINGS_CHANGED,
+                    _kernel.GRADIENT_UNFIT: NOT_WHOLE}.get(code, CHANGED)
+        if not all(map(operator.is_, self.snapshot,
+                       (obj for p in self.params for obj in attribute_objects(p)))):
+            return SETTINGS_CHANGED
+        if not self.storage_intact() or [p.dtype for p in self.params] != self.dtypes \
+                or not all(p.is_contiguous() for p in self.params):
+            return CHANGED
         grads = _compat.all_gradients(self.params)
-        if (any(map(operator.is_, grads, itertools.repeat(None))) or not self.storage_intact()
+        if (any(map(operator.is_, grads, itertools.repeat(None)))
                 or list(map(_SIZE, grads)) != self.sizes):
-            return None
+            return NOT_WHOLE
         return grads
 
     def storage_intact(self) -> bool:
@@ -111,7 +151,7 @@ class FlatBucket:
 
 
 class FlatState:
-    """The optimizer's buckets, by group."""
+    """The optimizer's buckets, by group, with what they were built from."""
 
     def __init__(self):
         self.clear()
@@ -119,29 +159,42 @@ class FlatState:
     def clear(self):
         self.buckets_of_group = {}  # id(group) (id(None) without groups) -> [bucket, ...]
         self.outside_buckets = {}  # id(group) -> the group's parameters in no bucket
+        self.built_from = {}  # id(group) -> (its parameter list, its settings' structure)
         self.master_weights = None  # the optimizer's master-weight dict the buckets hold
 
     def built(self, group) -> bool:
         return id(group) in self.buckets_of_group
 
-    def add_group(self, group, buckets, outside, master_weights):
+    def add_group(self, group, params, structure, buckets, outside, master_weights):
         self.buckets_of_group[id(group)] = buckets
         self.outside_buckets[id(group)] = outside
+        self.built_from[id(group)] = (list(params), structure)
         self.master_weights = master_weights
 
-    def ready(self, group, master_weights):
+    def ready(self, group, params, structure, master_weights, key_of):
         """``([(bucket, its gradients)] to update whole, [buckets to update member by
-        member])`` for ``group``; None when a member's storage or the master-weight dict was
-        replaced (rebuild)."""
+        member])`` for ``group``, whose parameter list is ``params`` and settings' structure
+        ``structure`` now; None when the buckets must be rebuilt: the list or the structure
+        changed, a member changed (``key_of(param)``, its batch key now, differs from its
+        bucket's), or the master-weight dict was replaced."""
+        built_params, built_structure = self.built_from[id(group)]
+        if (len(params) != len(built_params) or structure != built_structure
+                or not all(map(operator.is_, params, built_params))):
+            return None
         whole, by_member = [], []
         for bucket in self.buckets_of_group.get(id(group), ()):
             grads = bucket.gradients()
-            if grads is not None:
-                whole.append((bucket, grads))
-            elif bucket.storage_intact():
+            if grads is SETTINGS_CHANGED:
+                if any(key_of(p) != bucket.key for p in bucket.params):
+                    return None
+                bucket.refresh_snapshot()  # replaced by equal settings
+                grads = bucket.gradients()
+            if grads is CHANGED or grads is SETTINGS_CHANGED:
+                return None
+            if grads is NOT_WHOLE:
                 by_member.append(bucket)
             else:
-                return None
+                whole.append((bucket, grads))
         if (whole or by_member) and master_weights is not self.master_weights:
             return None  # set_state_dict replaced the master weights
         return whole, by_member

@@ -117,16 +117,25 @@ def load():
 
 
 # Returned by the gradient table for member i's problem: -(8 * i + code).
-TABLE_PROBLEMS = {1: "not a paddle.Tensor", 2: "parameter not a dense contiguous tensor",
-                  3: "parameter storage moved", 4: "gradient not a dense contiguous CPU "
-                  "tensor of the parameter's dtype and size", 5: "bad table"}
+TABLE_PROBLEMS = {1: "not a paddle.Tensor", 2: "parameter not a dense contiguous tensor of the "
+                  "bucket's dtype and size", 3: "parameter storage moved", 4: "gradient not a "
+                  "dense contiguous CPU tensor of the parameter's dtype and size",
+                  5: "bad table", 6: "settings attributes changed"}
+GRADIENT_UNFIT = 4
+SETTINGS_CHANGED = 6
+
+
+def table_problem(code: int):
+    """``(member index, problem code)`` of a negative table result."""
+    return (-code) // 8, (-code) % 8
 
 
 @functools.lru_cache(maxsize=None)
 def gradient_table():
-    """``fill(params, table) -> int`` (see ``csrc/gradient_table.cc``), or None where it cannot
-    be built or its checks against Paddle's own accessors fail. Off with
-    ``PADDLE_MOMENTUM_GRADIENT_TABLE=0``."""
+    """``fill(params, table, snapshot) -> int`` (see ``csrc/gradient_table.cc``), or None where
+    it cannot be built or its checks against Paddle's own accessors fail. ``snapshot`` is the
+    flat list of the members' ``_settings.attribute_objects`` (or None: not checked). Off
+    with ``PADDLE_MOMENTUM_GRADIENT_TABLE=0``."""
     if os.environ.get("PADDLE_MOMENTUM_GRADIENT_TABLE", "1") == "0" or load() is None:
         return None
     consequence = "flat buckets pass their gradients as a tensor list (slower, same numbers)"
@@ -134,16 +143,20 @@ def gradient_table():
               consequence) is None:
         return None
     library = ctypes.PyDLL(str(next(cache_directory(GRADIENT_TABLE_SOURCE).glob("**/*.so"))))
-    for function in (library.pm_gradient_table, library.pm_gradient_table_selfcheck):
+    for function in (library.pm_gradient_table, library.pm_gradient_table_selfcheck,
+                     library.pm_tensor_dtype):
         function.restype = ctypes.c_int64
-    library.pm_gradient_table.argtypes = [ctypes.py_object] * 3
+    library.pm_gradient_table.argtypes = [ctypes.py_object] * 4
     library.pm_gradient_table_selfcheck.argtypes = [ctypes.py_object]
+    library.pm_tensor_dtype.argtypes = [ctypes.py_object]
     stop_gradient = paddle.Tensor.__dict__["stop_gradient"]
 
-    def fill(params, table) -> int:
-        return library.pm_gradient_table(params, table, stop_gradient)
+    def fill(params, table, snapshot) -> int:
+        return library.pm_gradient_table(params, table, stop_gradient, snapshot)
 
-    problem = _gradient_table_problem(fill, library.pm_gradient_table_selfcheck)
+    fill.dtype_code = library.pm_tensor_dtype
+    with _compat.isolated():
+        problem = _gradient_table_problem(fill, library.pm_gradient_table_selfcheck)
     if problem:
         warnings.warn(f"paddle_momentum: the gradient table disagrees with Paddle ({problem}); "
                       f"{consequence}", RuntimeWarning, stacklevel=3)
@@ -151,26 +164,46 @@ def gradient_table():
     return fill
 
 
-def new_gradient_table(params):
-    """The table ``gradient_table()`` fills for ``params``: int64 [3, n] on the CPU (rows:
-    each parameter's data address, its size, its gradient's address)."""
+def new_gradient_table(params, fill):
+    """The table ``fill`` (from ``gradient_table()``) fills for ``params``: int64 [4, n] on the
+    CPU (rows: each parameter's data address, its size, its gradient's address, its dtype)."""
     return paddle.to_tensor([[p.data_ptr() for p in params], [int(p.size) for p in params],
-                             [0] * len(params)], dtype="int64", place=paddle.CPUPlace())
+                             [0] * len(params), [fill.dtype_code(p) for p in params]],
+                            dtype="int64", place=paddle.CPUPlace())
 
 
 def _gradient_table_problem(fill, selfcheck):
     """What differs between the table and Paddle's own accessors on a few tensors (with a
-    gradient, without one, frozen, 2-D), or None."""
-    params = [paddle.create_parameter(shape, "float32") for shape in ([3], [2, 2], [5], [1])]
+    gradient, without one, frozen, 2-D, with a regularizer changed), or None. The tensors
+    need no initializer: checking draws nothing from Paddle's random generator."""
+    from ._settings import attribute_objects
+
+    params = [paddle.zeros(shape, "float32") for shape in ([3], [2, 2], [5], [1])]
+    for param in params:
+        param.stop_gradient = False
+    params[1].optimize_attr = {"learning_rate": 0.5}
     with paddle.set_grad_enabled(True):  # the first bucket is built inside a no_grad step()
         paddle.add_n([p.sum() for p in params[:3]]).backward()
     params[2].stop_gradient = True
     if any(selfcheck(p) != 1 for p in params):
         return "tensor object layout"
-    table = new_gradient_table(params)
-    without_gradient = fill(params, table)
+    table = new_gradient_table(params, fill)
+    snapshot = [obj for p in params for obj in attribute_objects(p)]
+    without_gradient = fill(params, table, snapshot)
     if without_gradient != 2:
         return f"missing-gradient count {without_gradient}"
     wanted = [0 if g is None else g.data_ptr() for g in _compat.all_gradients(params)]
-    return None if table.numpy()[2].tolist() == wanted else "gradient addresses"
-
+    if table.numpy()[2].tolist() != wanted:
+        return "gradient addresses"
+    params[1].optimize_attr["learning_rate"] = 0.25
+    params[3].regularizer = paddle.regularizer.L1Decay(0.1)
+    if table_problem(fill(params, table, snapshot)) != (1, SETTINGS_CHANGED):
+        return "changed learning-rate scale not seen"
+    snapshot[3 * 1] = params[1].optimize_attr["learning_rate"]
+    if table_problem(fill(params, table, snapshot)) != (3, SETTINGS_CHANGED):
+        return "changed regularizer not seen"
+    snapshot[3 * 3 + 1] = params[3].regularizer
+    table[3, 0] = fill.dtype_code(paddle.zeros([1], "float64"))
+    if table_problem(fill(params, table, snapshot)) != (0, 2):
+        return "changed dtype not seen"
+    return None

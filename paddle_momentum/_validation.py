@@ -145,6 +145,11 @@ def check_lr_scale(value, name):
     return value
 
 
+def check_param_lr_scale(value, name):
+    """A parameter's own ``optimize_attr['learning_rate']``: any real number (0 freezes it)."""
+    return _real_number(value, name)
+
+
 def check_parameter_list(params, name):
     """A list of float tensors; raises for anything else."""
     if isinstance(params, (paddle.Tensor, framework_variable_types())):

@@ -105,7 +105,9 @@ def fused_table(param_dtype, table, velocities, masters, lr, *, momentum, use_ne
 
 
 def fused_supports(param, grad) -> bool:
-    """Whether the fused kernel takes this parameter: dense, same-dtype gradient, on CPU."""
+    """Whether the fused kernel takes this parameter: same-dtype gradient, on CPU, both
+    contiguous (the kernel writes a strided view's elements as if they were contiguous)."""
     return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)
-            and _compat.on_cpu(param))
+            and _compat.on_cpu(param) and _compat.is_contiguous(param)
+            and _compat.is_contiguous(grad))
 

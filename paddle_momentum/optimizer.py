@@ -8,13 +8,14 @@ import warnings
 import paddle
 from paddle.base import framework
 from paddle.base.dygraph import base as imperative_base
-from paddle.base.layer_helper import LayerHelper
 from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
-from paddle.regularizer import L2Decay
 
-from . import _clip, _compat, _flat, _kernel, implementations
+from . import _compat, _flat, _kernel, _settings, implementations
 from . import _validation as check
+from ._dygraph import DygraphStep
+from ._settings import ParamSettings, split_weight_decay
+from ._static import STATIC_BATCH_MIN, StaticOps  # noqa: F401  (STATIC_BATCH_MIN: re-exported)
 
 _VELOCITY = "velocity"
 KERNELS = ("auto", "fused", "composed")
@@ -25,28 +26,7 @@ LOW_PRECISION_WARNING = (
 )
 
 
-# A static program updates a batch of fewer parameters with one op each: under PIR a multi op
-# brings three builtin.combine and two builtin.split ops (784-200-10 MLP, 4 parameters, 300
-# steps: 1.01-1.02x the built-in's Executor step batched, 1.00x per parameter).
-STATIC_BATCH_MIN = 7
-
-
-def split_weight_decay(decay):
-    """``(fused L2 coefficient or None, other regularizer or None)`` for one decay setting.
-
-    A float or an ``L2Decay`` is fused into the update (coefficient rounded to float32 there);
-    any other regularizer (``L1Decay``, custom) is applied to the gradient beforehand.
-    """
-    if decay is None:
-        return None, None
-    if isinstance(decay, float):
-        return decay, None
-    if isinstance(decay, L2Decay):
-        return decay._coeff, None
-    return None, decay
-
-
-class Momentum(Optimizer):
+class Momentum(DygraphStep, StaticOps, Optimizer):
     r"""Stochastic gradient descent with momentum, a drop-in for ``paddle.optimizer.Momentum``.
 
     For each parameter :math:`p` with gradient :math:`g`, velocity :math:`v`, learning rate
@@ -73,6 +53,13 @@ class Momentum(Optimizer):
     ``learning_rate`` may be a 0-d float Tensor, ``rescale_grad`` is applied, float16/bfloat16
     parameters train on CPU, ``minimize`` works with parameter groups, and the user's group
     dicts are never modified.
+
+    Everything the built-in reads at step time is read at step time here too (see
+    ``_settings``): a learning-rate scale, regularizer or group setting changed between steps
+    takes effect in the next step, as in the built-in. The class is split along its halves:
+    ``_dygraph.DygraphStep`` (the step as a plan of units) and ``_static.StaticOps`` (op
+    emission in static programs); what both use (settings, state, one parameter's update) is
+    here.
     """
 
     _velocity_acc_str = _VELOCITY
@@ -120,6 +107,8 @@ class Momentum(Optimizer):
 
         self._learning_rate_tensor = learning_rate if _compat.is_tensor(learning_rate) else None
         fused_l2, other_decay = split_weight_decay(weight_decay)
+        # Grouped parameters' attribute objects at construction (read by _add_param_group).
+        self._construction = _settings.ConstructionAttributes()
         super().__init__(
             learning_rate=float(learning_rate) if self._learning_rate_tensor is not None
             else learning_rate,
@@ -130,16 +119,17 @@ class Momentum(Optimizer):
         )
         self.type = "momentum"
         self._default_dict = self._group_defaults
-        self._weight_decay = weight_decay
-        self._optimizer_decay_route = (fused_l2, other_decay)
+        # The fused L2 coefficient is fixed here (the built-in computes its coefficient once,
+        # too); the non-fused regularizer is the base class's ``regularization``, read at
+        # every step as the built-in reads it.
+        self._fused_l2 = fused_l2
         self._momentum = momentum
         self._use_nesterov = bool(use_nesterov)
         self._rescale_grad = rescale_grad
         self._multi_precision = bool(multi_precision)
-        # Accepted for compatibility: results are the same either way, the fused kernel's flat
-        # buckets already update many parameters per call, and the base class's multi-tensor
-        # hooks (which call Paddle's merged_momentum) stay off.
-        self._multi_tensor_requested = bool(use_multi_tensor)
+        # use_multi_tensor is accepted for compatibility: results are the same either way, the
+        # fused kernel's flat buckets already update many parameters per call, and the base
+        # class's multi-tensor hooks (which call Paddle's merged_momentum) stay off.
         self._master_weights = {}
         self._kernel = kernel
         self._flat = _flat.FlatState()
@@ -222,49 +212,32 @@ class Momentum(Optimizer):
             [p for existing in self._param_groups for p in existing["params"]] + group["params"]
         )
         self._param_groups.append(group)
+        self._construction.add(group)
 
-    # ------------------------------------------------------------------ per-parameter settings
+    # ------------------------------------------------------------------ settings
     def _grouped(self) -> bool:
         return bool(self._param_groups) and isinstance(self._param_groups[0], dict)
 
-    def _decay_route(self, param, group):
-        """``(fused L2 coefficient, other regularizer)`` for ``param``, as the built-in routes it.
+    def _group_settings(self, group) -> _settings.GroupSettings:
+        """``group``'s settings now (``group`` None: the optimizer's, without groups)."""
+        return _settings.group_settings(group, self._construction, self._momentum,
+                                        self._use_nesterov, self._rescale_grad,
+                                        self._grad_clip, (self._fused_l2, self.regularization))
 
-        Without groups the parameter's own regularizer (``ParamAttr``) wins over the
-        optimizer's. A group's ``weight_decay`` replaces the parameter's own regularizer; an
-        optimizer-level non-L2 regularizer still applies beside a group's L2 coefficient.
-        """
-        if group is not None:
-            fused, other = split_weight_decay(group["weight_decay"])
-            return fused, other if other is not None else self._optimizer_decay_route[1]
-        own = getattr(param, "regularizer", None)
-        if own is not None:
-            return split_weight_decay(own)
-        return self._optimizer_decay_route
+    def _settings_of(self, param, group_settings) -> ParamSettings:
+        """``param``'s settings now: the one derivation every path uses (``_settings``)."""
+        return _settings.derive(param, group_settings, self._grouped(), self._construction,
+                                self._multi_precision)
 
     def _uses_master_weight(self, param) -> bool:
         return self._multi_precision and _compat.is_low_precision(param.dtype)
 
-    @staticmethod
-    def _lr_scale(param, group):
-        """``param``'s learning-rate scale: its group's, else its ``ParamAttr``'s."""
-        if group is not None:
-            return group["learning_rate"]
-        return (getattr(param, "optimize_attr", None) or {}).get("learning_rate", 1.0)
-
-    def _param_lr(self, param, group):
+    def _param_lr(self, param, settings: ParamSettings):
         """The learning rate tensor for ``param``: global lr times its scale (a tensor op)."""
-        if group is None:  # the base class applies the ParamAttr scale (with static guards)
+        if not _compat.in_dygraph():  # the base class applies the scale (with static guards)
             return self._create_param_lr((param, None))
-        scale = self._lr_scale(param, group)
         lr = self._global_learning_rate()
-        return lr if scale == 1.0 else lr * scale
-
-    @staticmethod
-    def _rule_options(settings, l2_coeff):
-        """The keyword arguments every implementation takes, from a group's settings."""
-        return dict(momentum=settings["momentum"], use_nesterov=settings["use_nesterov"],
-                    l2_coeff=l2_coeff, rescale_grad=settings["rescale_grad"])
+        return lr if settings.lr_scale == 1.0 else lr * settings.lr_scale
 
     # ------------------------------------------------------------------ state
     def _create_accumulators(self, block, parameters):
@@ -285,6 +258,25 @@ class Momentum(Optimizer):
             self._already_create_accumulator.add(param.name)
         return self._get_accumulator_master(self._velocity_acc_str, param)
 
+    def _check_state_fits(self, param, settings: ParamSettings):
+        """Raise ValueError when ``param`` no longer fits the state it already has: its dtype
+        or shape changed in place (``paddle.assign(float32_tensor, output=float64_param)``).
+        The built-in's kernel raises ValueError there too, after earlier parameters moved."""
+        if param.name not in self._already_create_accumulator:
+            return
+        master = self._master_weights.get(param.name)
+        velocity = self._accumulators[self._velocity_acc_str].get(
+            param.name if master is None else master.name)
+        expected_dtype = "float32" if settings.master_weight else settings.dtype
+        if (velocity is not None and (settings.master_weight != (master is not None)
+                                      or _compat.dtype_name(velocity.dtype) != expected_dtype
+                                      or list(velocity.shape) != list(param.shape))):
+            raise ValueError(
+                f"parameter {param.name} is now {settings.dtype} {list(param.shape)}, but its "
+                f"velocity is {_compat.dtype_name(velocity.dtype)} {list(velocity.shape)}"
+                + (" with a master weight" if master is not None else "")
+                + ": the optimizer state no longer fits the parameter")
+
     def _prepare_learning_rate(self):
         self._create_global_learning_rate()
         if self._learning_rate_tensor is not None:
@@ -292,20 +284,18 @@ class Momentum(Optimizer):
             value = _compat.cast(self._learning_rate_tensor.reshape([]), lr.dtype)
             _compat.write_into(lr, value)
 
-    # ------------------------------------------------------------------ the update
-    def _update_param(self, param, grad, group):
+    # ------------------------------------------------------------------ one parameter's update
+    def _update_param(self, param, grad, settings: ParamSettings):
         """Apply the rule to one parameter and write param, velocity and master weight back."""
-        settings = group if group is not None else self._group_defaults
-        fused_l2, _ = self._decay_route(param, group)
-        lr = self._param_lr(param, group)
         velocity = self._get_accumulator_master(self._velocity_acc_str, param)
-        master = self._master_weights[param.name] if self._uses_master_weight(param) else None
+        master = self._master_weights[param.name] if settings.master_weight else None
         if _compat.is_sparse(grad):
             # The built-in's sparse kernel = the dense update on the merged rows, zeros
             # elsewhere (so absent rows still decay), rescale_grad applied.
             grad = _compat.dense_gradient(grad, param)
-        self._implementation_for(param, grad)(param, grad, velocity, master, lr,
-                                              **self._rule_options(settings, fused_l2))
+        self._implementation_for(param, grad)(param, grad, velocity, master,
+                                              self._param_lr(param, settings),
+                                              **settings.rule_options())
 
     def _fused_chosen(self) -> bool:
         """The fused kernel is wanted (kernel option, no torch option) and built."""
@@ -316,55 +306,6 @@ class Momentum(Optimizer):
         """Flat buckets are in use: the fused kernel is chosen and we are in dygraph."""
         return _compat.in_dygraph() and self._fused_chosen()
 
-    def _bucket_key(self, param, grad, group):
-        """Update settings shared by a bucket, or None when ``param`` cannot join one."""
-        clip = group["grad_clip"] if group is not None else self._grad_clip
-        fused_l2, other_decay = self._decay_route(param, group)
-        if (clip is not None or other_decay is not None or param.size == 0
-                or getattr(param, "main_grad", None) is not None
-                or not param._is_initialized() or _compat.is_sparse(grad)
-                or not implementations.fused_supports(param, grad)):
-            return None
-        return (_compat.dtype_name(param.dtype), self._uses_master_weight(param), fused_l2,
-                self._lr_scale(param, group))
-
-    def _build_buckets(self, group, pairs):
-        """Put ``group``'s eligible parameters into flat buckets, one per update setting (once
-        per group); returns ``([(new bucket, its gradients)], pairs left to update one by
-        one)``."""
-        members, rest = {}, []
-        for param, grad in pairs:
-            key = self._bucket_key(param, grad, group)
-            if key is None:
-                rest.append((param, grad))
-            else:
-                members.setdefault(key, []).append((param, grad))
-        buckets, whole = [], []
-        for key, entries in members.items():
-            bucket = _flat.FlatBucket(
-                key, [p for p, _ in entries], self._velocity_of,
-                self._create_master_weight if key[1] else None)
-            buckets.append(bucket)
-            grads = bucket.gradients()
-            if grads is None:
-                rest.extend(entries)
-            else:
-                whole.append((bucket, grads))
-        in_bucket = {id(p) for bucket in buckets for p in bucket.params}
-        outside = [p for p in self._params_of(group) if id(p) not in in_bucket]
-        self._flat.add_group(group, buckets, outside, self._master_weights)
-        return whole, rest
-
-    def _update_bucket(self, bucket, grads, group):
-        """One fused call updates every member of ``bucket``."""
-        settings = group if group is not None else self._group_defaults
-        update, params = ((implementations.fused_table, bucket.key[0])
-                          if bucket.table is not None
-                          else (implementations.fused_multi, bucket.param_buffers))
-        update(params, grads, bucket.velocity_buffers, bucket.master_buffers,
-               self._param_lr(bucket.params[0], group),
-               **self._rule_options(settings, bucket.key[2]))
-
     def _implementation_for(self, param, grad):
         """The fused kernel where it is chosen, built and applicable; else composed ops (which
         alone implement the torch.optim.SGD options)."""
@@ -373,107 +314,6 @@ class Momentum(Optimizer):
         if self._torch_options:
             return functools.partial(implementations.composed, **self._torch_options)
         return implementations.composed
-
-    def _regularized(self, param, grad, group):
-        """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""
-        _, other = self._decay_route(param, group)
-        if other is None:
-            return grad
-        term = other(param, grad, _compat.default_block(grad))
-        return paddle.add_n([grad, term])
-
-    def _check_gradients(self, grouped_pairs):
-        for _, pairs in grouped_pairs:
-            for param, grad in pairs:
-                if not _compat.is_float_dtype(grad.dtype):
-                    raise TypeError(
-                        f"the gradient of {param.name} must be a float tensor, got {grad.dtype}"
-                    )
-                if not _compat.is_sparse(grad) and grad.shape != param.shape:
-                    raise ValueError(
-                        f"the gradient of {param.name} has shape {list(grad.shape)}, "
-                        f"expected {list(param.shape)}"
-                    )
-
-    def _found_inf(self) -> bool:
-        """True when a GradScaler flagged inf/NaN gradients: then the step changes nothing."""
-        found_inf = self._get_auxiliary_var("found_inf")
-        if _compat.is_tensor(found_inf):
-            found_inf = bool(found_inf)
-            self._set_auxiliary_var("found_inf", found_inf)
-        return bool(found_inf)
-
-    def _plan(self, only=None):
-        """Per group ``[group, [(bucket, its gradients)], [(param, grad), ...]]``.
-
-        Members of a bucket that can be updated whole (see ``_flat``) skip all per-parameter
-        work: their group has no clip and no non-fused regularizer. Everything else is a
-        (param, grad) pair for the usual path.
-        """
-        plan = []
-        for group, params in self._group_params():
-            whole = []
-            if self._fused_active() and only is None and self._flat.built(group):
-                state = self._flat.ready(group, self._master_weights)
-                if state is None:  # storage replaced: rebuild every bucket at this step
-                    self._flat.clear()
-                    return self._plan(only)
-                whole, by_member = state
-                if not by_member:
-                    params = self._flat.outside_buckets[id(group)]
-                elif whole:
-                    members = {id(p) for bucket, _ in whole for p in bucket.params}
-                    params = [p for p in params if id(p) not in members]
-            plan.append([group, whole, self._gradient_pairs(params, only)])
-        return plan
-
-    def _group_params(self):
-        """``[(group or None, its parameters)]``."""
-        groups = self._param_groups if self._grouped() else [None]
-        return [(group, self._params_of(group)) for group in groups]
-
-    def _params_of(self, group):
-        return group["params"] if group is not None else self._param_groups
-
-    @staticmethod
-    def _gradient_pairs(params, only=None):
-        """``[(param, grad)]`` for the trainable ``params`` (in ``only``) with a gradient."""
-        grads = [None if p.stop_gradient or (only is not None and id(p) not in only)
-                 else _compat.gradient_of(p) for p in params]
-        return [(p, g) for p, g in zip(params, grads) if g is not None]
-
-    def _optimize(self, plan):
-        """The step, in the built-in's order: clip -> regularize -> state -> found_inf -> update.
-
-        Everything that can fail on bad input runs before the first parameter is written.
-        """
-        self._check_gradients([(entry[0], entry[2]) for entry in plan])
-        for entry in plan:
-            group, pairs = entry[0], entry[2]
-            clip = group["grad_clip"] if group is not None else self._grad_clip
-            if pairs:
-                pairs = _clip.clip_gradients(clip, pairs)
-            entry[2] = [(p, self._regularized(p, g, group)) for p, g in pairs]
-        with paddle.static.program_guard(
-            paddle.static.default_main_program(), paddle.static.default_startup_program()
-        ):
-            self.helper = LayerHelper(self.__class__.__name__)
-            self._prepare_learning_rate()
-            block = framework.default_main_program().global_block()
-            for entry in plan:
-                group, _, pairs = entry
-                if self._fused_active() and not self._flat.built(group):
-                    # Bucket members' state is created inside the buckets' buffers.
-                    entry[1], entry[2] = self._build_buckets(group, pairs)
-                self._create_accumulators(block, [p for p, _ in entry[2]])
-            if self._found_inf():
-                return
-            for group, whole, pairs in plan:
-                for bucket, grads in whole:
-                    self._update_bucket(bucket, grads, group)
-                for param, grad in pairs:
-                    if param._is_initialized():  # the built-in skips these too (e.g. empty)
-                        self._update_param(param, grad, group)
 
     # ------------------------------------------------------------------ public API
     @imperative_base.no_grad()
@@ -505,89 +345,25 @@ class Momentum(Optimizer):
             only = {id(p) for p in (parameters or [p for _, ps in self._group_params()
                                                    for p in ps])}
             only -= {id(p) for p in (no_grad_set or ())}
-        params_grads = [pair for _, params in self._group_params()
-                        for pair in self._gradient_pairs(params, only)]
+        params_grads = [pair for group, params in self._group_params()
+                        for pair in self._gradient_pairs(params, group, only)]
         self._optimize(self._plan(only))
         return [], params_grads
-
-    def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):
-        if _compat.in_dygraph():
-            return super()._apply_optimize(loss, startup_program, params_grads, param_group_idx)
-        if _compat.in_pir():
-            program, startup = (paddle.static.default_main_program(),
-                                paddle.static.default_startup_program())
-        else:
-            program, startup = loss.block.program, startup_program
-        with paddle.static.program_guard(program, startup):
-            if _compat.in_pir():  # the built-in sorts only under the legacy IR here
-                return self._append_update_ops(params_grads)
-            return self.apply_gradients(params_grads)
-
-    def apply_gradients(self, params_grads):
-        """Static graph: append clip, regularization and update ops for ``params_grads``."""
-        return self._append_update_ops(params_grads, sort_by_name=not hasattr(self, "_sorted"))
-
-    def _append_update_ops(self, params_grads, sort_by_name=False):
-        """The static chain in the built-in's order: clip -> regularize -> update ops.
-
-        The built-in's legacy path sorts by parameter name before clipping. We clip first, in
-        parameter order, so a global-norm sum adds up in the same order as in dygraph (the
-        built-in's global-norm clip does not run under the legacy IR at all); every other clip
-        is per parameter, so the order changes no number.
-        """
-        if self._grad_clip is not None:
-            params_grads = _clip.clip_gradients(self._grad_clip, params_grads)
-        elif _compat.in_legacy_static():  # the legacy ``set_gradient_clip`` API
-            params_grads = paddle.nn.clip.append_gradient_clip_ops(params_grads)
-        if sort_by_name:
-            params_grads = sorted(params_grads, key=lambda pair: pair[0].name)
-        params_grads = self.append_regularization_ops(params_grads, self.regularization)
-        self._static_batches = {}
-        if _compat.in_pir():
-            return self._pir_create_optimization_pass(params_grads)
-        return self._create_optimization_pass(params_grads)
-
-    def _append_optimize_op(self, block, param_and_grad):
-        """Static-graph hook of the base class, called per parameter: the fused kernel's
-        parameters are batched (``_finish_update`` emits one op per batch: the per-op cost of
-        an Executor step dominates small models); others get the rule's ops now."""
-        param, grad = param_and_grad
-        if self._implementation_for(param, grad) is implementations.fused \
-                and not self._uses_master_weight(param):
-            key = (self._decay_route(param, None)[0], self._lr_scale(param, None))
-            self._static_batches.setdefault(key, []).append((param, grad))
-            return
-        self._update_param(param, grad, group=None)
-
-    def _finish_update(self, block, parameters_and_grads):
-        """Static graph: one fused multi-tensor op per batch collected above, or one op per
-        parameter for a batch too small to repay the list ops a multi op needs."""
-        batches, self._static_batches = self._static_batches, {}
-        for (l2_coeff, _), pairs in batches.items():
-            if len(pairs) < STATIC_BATCH_MIN:
-                for param, grad in pairs:
-                    self._update_param(param, grad, group=None)
-                continue
-            params = [p for p, _ in pairs]
-            with _compat.optimizer_ops_guard(pairs):
-                implementations.fused_multi(
-                    params, [g for _, g in pairs],
-                    [self._get_accumulator_master(self._velocity_acc_str, p) for p in params],
-                    None, self._param_lr(params[0], None),
-                    **self._rule_options(self._group_defaults, l2_coeff))
-
-    def _create_regularization_of_grad(self, param, grad, regularization=None):
-        # An L2Decay set through ParamAttr is fused into the update, not added here.
-        if isinstance(getattr(param, "regularizer", None), L2Decay):
-            return grad
-        return super()._create_regularization_of_grad(param, grad, regularization)
 
     @framework.dygraph_only
     def set_state_dict(self, state_dict) -> None:
         """Load a state dict (ours or the built-in's): every entry is checked before anything
         changes, so a bad dict leaves velocities, master weights and the schedule as they were."""
         self._check_state_dict(state_dict)
-        super().set_state_dict(state_dict)
+        schedulers = _schedulers_in(self._learning_rate)
+        saved = [dict(scheduler.__dict__) for scheduler in schedulers]
+        try:
+            super().set_state_dict(state_dict)
+        except BaseException:  # what the checks above cannot foresee: put the schedule back
+            for scheduler, state in zip(schedulers, saved):
+                scheduler.__dict__.clear()
+                scheduler.__dict__.update(state)
+            raise
 
     load_state_dict = set_state_dict
 
@@ -603,6 +379,13 @@ class Momentum(Optimizer):
             if scheduler_state is not None and not isinstance(scheduler_state, dict):
                 raise TypeError(f"state_dict['LR_Scheduler'] must be a dict, got "
                                 f"{type(scheduler_state)}")
+            if scheduler_state:
+                self._learning_rate.state_keys()
+                missing = [key for key in self._learning_rate.keys if key not in scheduler_state]
+                if missing:  # the built-in raises this after setting the keys before it
+                    raise RuntimeError(
+                        "Please check whether state_dict is correct for optimizer. Can't find "
+                        f"{missing} in state_dict['LR_Scheduler']")
         masters = state_dict.get("master_weights")
         if masters is not None:
             if not isinstance(masters, dict):
@@ -629,3 +412,13 @@ class Momentum(Optimizer):
     def set_lr_scheduler(self, scheduler: LRScheduler) -> None:
         super().set_lr_scheduler(scheduler)
         self._learning_rate_tensor = None
+
+
+def _schedulers_in(learning_rate):
+    """The LR schedulers a ``set_state_dict`` may change: ``learning_rate`` and any it wraps
+    (``LinearWarmup`` around another scheduler)."""
+    schedulers = []
+    while isinstance(learning_rate, LRScheduler):
+        schedulers.append(learning_rate)
+        learning_rate = getattr(learning_rate, "learning_rate", None)
+    return schedulers

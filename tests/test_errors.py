@@ -181,6 +181,9 @@ BAD_STATE_DICTS = {
     "numpy_wrong_shape": (lambda s: {k: (np.zeros((1, 1), "float32") if "velocity" in k
                                          else v) for k, v in s.items()}, ValueError, "shape"),
     "lr_state_not_dict": (lambda s: dict(s, LR_Scheduler=3), TypeError, "LR_Scheduler"),
+    # the built-in sets last_epoch, then raises for the missing last_lr
+    "lr_state_partial": (lambda s: dict(s, LR_Scheduler={"last_epoch": 7}), RuntimeError,
+                         "last_lr"),
 }
 
 

@@ -17,7 +17,11 @@ from paddle.base.unique_name import UniqueNameGenerator
 import paddle_momentum
 
 OPERATIONS = ["step", "step", "minimize", "clear_zero", "clear_none", "checkpoint",
-              "nonfinite_step"]
+              "nonfinite_step", "mutate"]
+
+# What "mutate" may change between steps (the built-in reads each of these at step time).
+MUTATIONS = ["lr_scale", "l2_regularizer", "l1_regularizer", "no_regularizer", "frozen",
+             "unfrozen", "momentum", "nesterov", "clip"]
 
 shapes = st.one_of(
     st.just(()),
@@ -137,6 +141,26 @@ class Side:
                     and operation in ("step", "nonfinite_step", "minimize"):
                 optimizer._learning_rate.step()
 
+    def mutate(self, what, index, value):
+        """Change one setting of parameter ``index`` (or of the optimizer) to ``value``."""
+        param = self.params[index % len(self.params)]
+        if what == "lr_scale":
+            param.optimize_attr["learning_rate"] = value
+        elif what == "l2_regularizer":
+            param.regularizer = paddle.regularizer.L2Decay(value)
+        elif what == "l1_regularizer":
+            param.regularizer = paddle.regularizer.L1Decay(value)
+        elif what == "no_regularizer":
+            param.regularizer = None
+        elif what in ("frozen", "unfrozen"):
+            param.stop_gradient = what == "frozen"
+        elif what == "momentum":
+            self.optimizer._momentum = value
+        elif what == "nesterov":
+            self.optimizer._use_nesterov = not self.optimizer._use_nesterov
+        elif what == "clip":
+            self.optimizer._grad_clip = paddle.nn.ClipGradByGlobalNorm(value or 1.0)
+
     def snapshot(self):
         arrays = [p.numpy().copy() for p in self.params]
         for p in self.params:
@@ -179,6 +203,17 @@ def test_ours_equals_builtin_on_random_scenarios(s):
         for index, operation in enumerate(s["operations"]):
             if operation == "checkpoint":
                 _reload(sides, directory)
+                continue
+            if operation == "mutate":
+                change = (MUTATIONS[rng.integers(len(MUTATIONS))], int(rng.integers(4)),
+                          float(rng.choice([0.0, 0.05, 0.5, 2.0])))
+                if s["groups"] and change[0] == "no_regularizer":
+                    # docs/differences.md: in a group, None over None is no change for us,
+                    # while the built-in had written the group's decay into the parameter
+                    continue
+                note(f"operation {index}: mutate {change}")
+                for side in sides:
+                    side.mutate(*change)
                 continue
             gradients = _gradients(s, rng, operation == "nonfinite_step")
             errors = []

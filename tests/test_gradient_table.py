@@ -8,6 +8,7 @@ import paddle
 import pytest
 
 from paddle_momentum import _kernel
+from paddle_momentum._settings import attribute_objects
 
 FILL = _kernel.gradient_table()
 pytestmark = pytest.mark.skipif(FILL is None, reason="the gradient table did not build")
@@ -47,8 +48,8 @@ CHANGES = {"all": lambda params: None, "released": _released, "frozen": _frozen,
 def test_table_equals_get_all_grads(change, dtype):
     params = _params(dtype)
     CHANGES[change](params)
-    table = _kernel.new_gradient_table(params)
-    missing = FILL(params, table)
+    table = _kernel.new_gradient_table(params, FILL)
+    missing = FILL(params, table, None)
     grads = paddle.base.core.eager.get_all_grads(params)
     assert missing == sum(g is None for g in grads)
     rows = table.numpy()
@@ -71,22 +72,48 @@ def _not_a_tensor(params):
     return 2, 1
 
 
+def _dtype_changed(params):  # float32 storage overwritten with float64 data in place
+    paddle.assign(paddle.ones(params[0].shape, "float64"), output=params[0])
+    return 0, 2
+
+
+def _lr_scale_changed(params):
+    params[1].optimize_attr["learning_rate"] = 0.5
+    return 1, 6
+
+
+def _regularizer_set(params):
+    params[3].regularizer = paddle.regularizer.L2Decay(0.1)
+    return 3, 6
+
+
+def _main_grad_set(params):
+    params[2].main_grad = paddle.ones(params[2].shape)
+    return 2, 6
+
+
 
 REFUSED = {"moved": _moved, "wrong_size_gradient": _wrong_size_gradient,
-           "not_a_tensor": _not_a_tensor}
+           "not_a_tensor": _not_a_tensor, "dtype_changed": _dtype_changed,
+           "lr_scale_changed": _lr_scale_changed, "regularizer_set": _regularizer_set,
+           "main_grad_set": _main_grad_set}
 
 
 @pytest.mark.parametrize("problem", list(REFUSED))
 def test_table_refuses(problem):
     params = _params()
-    table = _kernel.new_gradient_table(params)
+    table = _kernel.new_gradient_table(params, FILL)
+    snapshot = [obj for p in params for obj in attribute_objects(p)]
+    assert FILL(params, table, snapshot) == 0
     member, code = REFUSED[problem](params)
-    assert FILL(params, table) == -(8 * member + code), _kernel.TABLE_PROBLEMS[code]
+    assert FILL(params, table, snapshot) == -(8 * member + code), _kernel.TABLE_PROBLEMS[code]
 
 
-def test_table_refuses_a_table_of_another_size():
+def test_table_refuses_a_table_or_snapshot_of_another_size():
     params = _params()
-    assert FILL(params, _kernel.new_gradient_table(params[:-1])) == -5
+    assert FILL(params, _kernel.new_gradient_table(params[:-1], FILL), None) == -5
+    snapshot = [obj for p in params[:-1] for obj in attribute_objects(p)]
+    assert FILL(params, _kernel.new_gradient_table(params, FILL), snapshot) == -5
 
 
 def test_a_failed_self_check_falls_back_with_one_warning(monkeypatch):

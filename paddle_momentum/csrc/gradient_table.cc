@@ -1,4 +1,5 @@
-// paddle_momentum's gradient table: the data pointers of many parameters' gradients in one call.
+// paddle_momentum's gradient table: the data pointers of many parameters' gradients in one call,
+// and the check that nothing a flat bucket was built from has changed.
 //
 // A flat bucket's fused update needs, every step, the gradient of each of its members. Asking
 // Paddle for them (core.eager.get_all_grads), passing them to the custom op as a tensor list
@@ -6,15 +7,21 @@
 // member with cold caches: 2.3 ms for 2000 members, five times the update itself. This function
 // does the same in one pass over the members' Python objects, with the same checks, and writes
 // the gradients' data pointers into an int64 table that the kernel op (pm_momentum_table*)
-// takes instead of the list.
+// takes instead of the list. In the same pass it checks each member's settings sources: its
+// dtype, size, layout and place, and the attribute objects its update settings were derived
+// from (``optimize_attr['learning_rate']``, ``regularizer``, ``main_grad``; see
+// paddle_momentum/_settings.py), by identity against a snapshot list that holds references to
+// them (so no other object can take their addresses).
 //
 // It reads Paddle's objects beyond the custom-operator API, each use checked:
 //  * the Python tensor object's layout (paddle/utils/pybind.h, installed with Paddle):
 //    pm_gradient_table_selfcheck compares it with Paddle's own CastPyArg2Tensor;
 //  * egr::AutogradMeta::Grad(), exported by libpaddle but declared here (its header is not
 //    installed): the Python side compares the table with get_all_grads once after loading;
-//  * stop_gradient through Paddle's own property getter (no layout assumed).
-// The optimizer uses the table only when this file builds and both checks pass; otherwise it
+//  * stop_gradient through Paddle's own property getter (no layout assumed);
+//  * the attributes through the object's __dict__: the Python side checks once after loading
+//    that a changed attribute is reported.
+// The optimizer uses the table only when this file builds and its checks pass; otherwise it
 // keeps the tensor-list path. The extension is compiled against the installed Paddle's headers
 // and cached per Paddle version.
 
@@ -38,7 +45,39 @@ namespace {
 
 // Result codes: >= 0 counts the members without a usable gradient (none, released, or
 // stop_gradient set); -(8 * i + code) reports member i's problem.
-enum Problem { kNotTensor = 1, kParam = 2, kMoved = 3, kGrad = 4, kTable = 5 };
+enum Problem { kNotTensor = 1, kParam = 2, kMoved = 3, kGrad = 4, kTable = 5, kSettings = 6 };
+
+// Rows of the table (int64 [kRows, n]).
+enum Row { kAddress = 0, kNumel = 1, kGradAddress = 2, kDtype = 3, kRows = 4 };
+
+// The attributes a member's settings are derived from, in the snapshot's order.
+constexpr int kAttributes = 3;
+
+// ``object.__dict__[key]`` (borrowed), or None where the object or its dict lacks it.
+PyObject* DictEntry(PyObject* object, PyObject* key) {
+  PyObject** dict = _PyObject_GetDictPtr(object);
+  PyObject* value = (dict != nullptr && *dict != nullptr) ? PyDict_GetItem(*dict, key) : nullptr;
+  return value != nullptr ? value : Py_None;
+}
+
+// Whether ``object``'s attribute objects are the ones in ``snapshot`` at ``first``.
+bool SameAttributes(PyObject* object, PyObject* snapshot, Py_ssize_t first) {
+  static PyObject* optimize_attr = PyUnicode_InternFromString("optimize_attr");
+  static PyObject* learning_rate = PyUnicode_InternFromString("learning_rate");
+  static PyObject* regularizer = PyUnicode_InternFromString("regularizer");
+  static PyObject* main_grad = PyUnicode_InternFromString("main_grad");
+  PyObject* attr = DictEntry(object, optimize_attr);
+  PyObject* lr_scale = Py_None;
+  if (PyDict_CheckExact(attr)) {
+    lr_scale = PyDict_GetItem(attr, learning_rate);
+    if (lr_scale == nullptr) lr_scale = Py_None;
+  } else if (attr != Py_None) {
+    return false;  // not a plain dict: let the Python side decide
+  }
+  return lr_scale == PyList_GET_ITEM(snapshot, first) &&
+         DictEntry(object, regularizer) == PyList_GET_ITEM(snapshot, first + 1) &&
+         DictEntry(object, main_grad) == PyList_GET_ITEM(snapshot, first + 2);
+}
 
 const paddle::Tensor& TensorOf(PyObject* object) {
   return reinterpret_cast<paddle::pybind::TensorObject*>(object)->tensor;
@@ -92,14 +131,24 @@ extern "C" int64_t pm_gradient_table_selfcheck(PyObject* tensor) {
   }
 }
 
-// params: a list of tensors. table: int64 CPU tensor [3, len(params)]: row 0 the address each
-// member's data must have (its place in the bucket), row 1 its number of elements; row 2 is
-// written: each member's gradient address (0 when it has no usable gradient). A gradient must
-// be a dense contiguous CPU tensor of its parameter's dtype and size. stop_gradient: the
-// property descriptor of paddle.Tensor, whose getter decides "frozen" as Paddle does.
+// The dtype code pm_gradient_table expects in the table's dtype row for ``tensor``; -1 when
+// it is not a dense tensor.
+extern "C" int64_t pm_tensor_dtype(PyObject* tensor) {
+  if (!paddle::pybind::PyCheckTensor(tensor)) return -1;
+  const phi::DenseTensor* dense = DenseOf(TensorOf(tensor));
+  return dense == nullptr ? -1 : static_cast<int64_t>(dense->meta().dtype);
+}
+
+// params: a list of tensors. table: int64 CPU tensor [kRows, len(params)]: the address each
+// member's data must have (its place in the bucket), its number of elements and its dtype
+// code (pm_tensor_dtype); the gradient-address row is written: each member's gradient address
+// (0 when it has no usable gradient). A gradient must be a dense contiguous CPU tensor of its
+// parameter's dtype and size. stop_gradient: the property descriptor of paddle.Tensor, whose
+// getter decides "frozen" as Paddle does. snapshot: a list of kAttributes objects per member
+// (see SameAttributes), or None to skip that check.
 // Members are walked in three passes so that the cache misses of different members overlap.
 extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
-                                     PyObject* stop_gradient) {
+                                     PyObject* stop_gradient, PyObject* snapshot) {
   if (!PyList_CheckExact(params) || !paddle::pybind::PyCheckTensor(table_object) ||
       !PyObject_TypeCheck(stop_gradient, &PyGetSetDescr_Type)) {
     return -kTable;
@@ -107,13 +156,16 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
   const paddle::Tensor& table = TensorOf(table_object);
   const Py_ssize_t n = PyList_GET_SIZE(params);
   if (!table.initialized() || !table.is_dense_tensor() || !table.is_cpu() ||
-      table.dtype() != paddle::DataType::INT64 || table.numel() != 3 * n) {
+      table.dtype() != paddle::DataType::INT64 || table.numel() != kRows * n ||
+      (snapshot != Py_None &&
+       (!PyList_CheckExact(snapshot) || PyList_GET_SIZE(snapshot) != kAttributes * n))) {
     return -kTable;
   }
   int64_t* rows = const_cast<int64_t*>(table.data<int64_t>());
-  const int64_t* expected = rows;
-  const int64_t* numel = rows + n;
-  int64_t* grad_address = rows + 2 * n;
+  const int64_t* expected = rows + kAddress * n;
+  const int64_t* numel = rows + kNumel * n;
+  int64_t* grad_address = rows + kGradAddress * n;
+  const int64_t* dtype = rows + kDtype * n;
   PyGetSetDef* getter = reinterpret_cast<PyGetSetDescrObject*>(stop_gradient)->d_getset;
   PyTypeObject* tensor_type = PyDescr_TYPE(stop_gradient);
 
@@ -135,6 +187,9 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
       }
       checked_type = Py_TYPE(object);
     }
+    if (snapshot != Py_None && !SameAttributes(object, snapshot, kAttributes * i)) {
+      return -(8 * i + kSettings);
+    }
     const paddle::Tensor& param = TensorOf(object);
     members[i].param = DenseOf(param);
     members[i].meta = static_cast<const egr::AutogradMeta*>(param.get_autograd_meta());
@@ -148,7 +203,9 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
   }
   std::vector<const phi::DenseTensor*> grads(n, nullptr);
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (!Fits(members[i].param, numel[i], phi::DataType::UNDEFINED)) return -(8 * i + kParam);
+    if (!Fits(members[i].param, numel[i], static_cast<phi::DataType>(dtype[i]))) {
+      return -(8 * i + kParam);
+    }
     if (members[i].meta != nullptr && !members[i].frozen) {
       const paddle::Tensor& grad = members[i].meta->Grad();
       grads[i] = DenseOf(grad);

@@ -153,17 +153,18 @@ struct GradientPieces {
   std::vector<T*> params;
 };
 
-// The gradients as the op received them: a tensor list, or a gradient table (int64 [3, n]:
-// row 0 the parameters' data addresses, row 1 the sizes, row 2 the gradients' addresses,
-// written by gradient_table.cc after checking that each parameter still lives there and each
-// gradient's dtype, size, layout and place against its parameter's).
+// The gradients as the op received them: a tensor list, or a gradient table (int64 [rows, n],
+// rows >= 3: row 0 the parameters' data addresses, row 1 the sizes, row 2 the gradients'
+// addresses, written by gradient_table.cc after checking that each parameter still lives there
+// and each gradient's dtype, size, layout and place against its parameter's; later rows are
+// gradient_table.cc's own).
 class Gradients {
  public:
   explicit Gradients(const std::vector<paddle::Tensor>& tensors) : tensors_(&tensors) {}
   explicit Gradients(const paddle::Tensor& table) : table_(&table) {
     PD_CHECK(table.is_cpu() && table.dtype() == paddle::DataType::INT64 &&
-                 table.shape().size() == 2 && table.shape()[0] == 3,
-             "pm_momentum: a gradient table is an int64 CPU tensor [3, n]");
+                 table.shape().size() == 2 && table.shape()[0] >= 3,
+             "pm_momentum: a gradient table is an int64 CPU tensor [rows >= 3, n]");
   }
 
   void Check(paddle::DataType dtype) const {

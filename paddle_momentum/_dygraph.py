@@ -1,0 +1,193 @@
+"""The dygraph step as a plan of units, each checked against what it was built for.
+
+A step first makes a plan, per group: the group's settings, derived now
+(``_settings.group_settings``); the flat buckets that can be updated whole (each has checked
+that nothing it was built from changed, see ``_flat``); and every other parameter with a
+gradient as a single-parameter unit with its settings derived now. Then, in the built-in's
+order: checks (which raise before anything is written) -> clip -> non-fused regularization ->
+state -> ``found_inf`` -> updates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import paddle
+from paddle.base import framework
+from paddle.base.layer_helper import LayerHelper
+
+from . import _clip, _compat, _flat, implementations
+from ._settings import GroupSettings, ParamSettings
+
+
+@dataclasses.dataclass
+class GroupPlan:
+    """One group's part of a step: ``buckets`` are ``(bucket, its gradients)`` to update
+    whole; ``units`` the ``(param, grad, settings)`` to update one by one."""
+
+    group: dict | None
+    settings: GroupSettings
+    buckets: list
+    units: list
+
+
+class DygraphStep:
+    """The dygraph half of ``Momentum`` (a mixin: it uses the optimizer's settings and state
+    methods)."""
+
+    def _plan(self, only=None):
+        """The step's :class:`GroupPlan` per group; ``only`` (a set of ids) restricts it to
+        those parameters (``minimize(parameters=...)``), without buckets."""
+        plan = []
+        for group, params in self._group_params():
+            group_settings = self._group_settings(group)
+            buckets = []
+            if self._fused_active() and only is None and self._flat.built(group):
+                state = self._flat.ready(
+                    group, params, group_settings.structure(), self._master_weights,
+                    lambda param: self._bucket_key(param, self._settings_of(param,
+                                                                            group_settings)))
+                if state is None:  # something a bucket was built from changed: rebuild all
+                    self._flat.clear()
+                    return self._plan(only)
+                buckets, by_member = state
+                if not by_member:
+                    params = self._flat.outside_buckets[id(group)]
+                elif buckets:
+                    members = {id(p) for bucket, _ in buckets for p in bucket.params}
+                    params = [p for p in params if id(p) not in members]
+            units = [(param, grad, self._settings_of(param, group_settings))
+                     for param, grad in self._gradient_pairs(params, group, only)]
+            plan.append(GroupPlan(group, group_settings, buckets, units))
+        return plan
+
+    def _group_params(self):
+        """``[(group or None, its parameters)]``."""
+        groups = self._param_groups if self._grouped() else [None]
+        return [(group, self._params_of(group)) for group in groups]
+
+    def _params_of(self, group):
+        return group["params"] if group is not None else self._param_groups
+
+    @staticmethod
+    def _gradient_pairs(params, group, only=None):
+        """``[(param, grad)]`` for the trainable ``params`` (in ``only``) with a gradient: the
+        built-in's ``step()`` takes ``main_grad`` where it is set, except in groups."""
+        grads = [None if p.stop_gradient or (only is not None and id(p) not in only)
+                 else _compat.gradient_of(p, use_main_grad=group is None) for p in params]
+        return [(p, g) for p, g in zip(params, grads) if g is not None]
+
+    def _check_units(self, plan):
+        """Raise, before anything is written, for a gradient or a parameter that the update
+        cannot take (the built-in raises these from its kernel, mid-step)."""
+        for group_plan in plan:
+            for param, grad, settings in group_plan.units:
+                if not _compat.is_float_dtype(grad.dtype):
+                    raise TypeError(
+                        f"the gradient of {param.name} must be a float tensor, got {grad.dtype}"
+                    )
+                if not _compat.is_sparse(grad) and grad.shape != param.shape:
+                    raise ValueError(
+                        f"the gradient of {param.name} has shape {list(grad.shape)}, "
+                        f"expected {list(param.shape)}"
+                    )
+                self._check_state_fits(param, settings)
+
+    def _found_inf(self) -> bool:
+        """True when a GradScaler flagged inf/NaN gradients: then the step changes nothing."""
+        found_inf = self._get_auxiliary_var("found_inf")
+        if _compat.is_tensor(found_inf):
+            found_inf = bool(found_inf)
+            self._set_auxiliary_var("found_inf", found_inf)
+        return bool(found_inf)
+
+    def _optimize(self, plan):
+        """The step, in the built-in's order: clip -> regularize -> state -> found_inf -> update.
+
+        Everything that can fail on bad input runs before the first parameter is written.
+        """
+        self._check_units(plan)
+        for group_plan in plan:
+            units = group_plan.units
+            if units and group_plan.settings.grad_clip is not None:
+                clipped = _clip.clip_gradients(group_plan.settings.grad_clip,
+                                               [(p, g) for p, g, _ in units])
+                units = [(p, g, s) for (p, g), (_, _, s) in zip(clipped, units)]
+            group_plan.units = [(p, self._regularized(p, g, s), s) for p, g, s in units]
+        with paddle.static.program_guard(
+            paddle.static.default_main_program(), paddle.static.default_startup_program()
+        ):
+            for _ in plan:  # the built-in makes one helper per group (a unique name each)
+                self.helper = LayerHelper(self.__class__.__name__)
+            self._prepare_learning_rate()
+            block = framework.default_main_program().global_block()
+            for group_plan in plan:
+                if self._fused_active() and not self._flat.built(group_plan.group):
+                    # Bucket members' state is created inside the buckets' buffers.
+                    self._build_buckets(group_plan)
+                self._create_accumulators(block, [p for p, _, _ in group_plan.units])
+            if self._found_inf():
+                return
+            for group_plan in plan:
+                for bucket, grads in group_plan.buckets:
+                    self._update_bucket(bucket, grads, group_plan.settings)
+                for param, grad, settings in group_plan.units:
+                    if param._is_initialized():  # the built-in skips these too (e.g. empty)
+                        self._update_param(param, grad, settings)
+
+    def _regularized(self, param, grad, settings: ParamSettings):
+        """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""
+        if settings.regularizer is None:
+            return grad
+        term = settings.regularizer(param, grad, _compat.default_block(grad))
+        return paddle.add_n([grad, term])
+
+    def _bucket_key(self, param, settings: ParamSettings, grad=None):
+        """``settings.batch_key()`` when ``param`` (with ``grad``, when given) can join a flat
+        bucket, else None."""
+        if (not settings.gradient_untouched or settings.uses_main_grad or param.size == 0
+                or not param._is_initialized()
+                or (grad is not None and (_compat.is_sparse(grad)
+                                          or not implementations.fused_supports(param, grad)))
+                or not implementations.fused_supports(param, param)):
+            return None
+        return settings.batch_key()
+
+    def _build_buckets(self, group_plan: GroupPlan):
+        """Put the group's eligible parameters into flat buckets, one per batch key (once per
+        group, and again whenever something they were built from changes); the buckets join
+        ``group_plan.buckets``, the rest stay units."""
+        members, rest = {}, []
+        for param, grad, settings in group_plan.units:
+            key = self._bucket_key(param, settings, grad)
+            if key is None:
+                rest.append((param, grad, settings))
+            else:
+                members.setdefault(key, []).append((param, grad, settings))
+        buckets = []
+        for key, entries in members.items():
+            bucket = _flat.FlatBucket(
+                key, [p for p, _, _ in entries], self._velocity_of,
+                self._create_master_weight if entries[0][2].master_weight else None)
+            buckets.append(bucket)
+            grads = bucket.gradients()
+            if isinstance(grads, str):  # not whole this step: its members stay units
+                rest.extend(entries)
+            else:
+                group_plan.buckets.append((bucket, grads))
+        in_bucket = {id(p) for bucket in buckets for p in bucket.params}
+        params = self._params_of(group_plan.group)
+        outside = [p for p in params if id(p) not in in_bucket]
+        self._flat.add_group(group_plan.group, params, group_plan.settings.structure(), buckets,
+                             outside, self._master_weights)
+        group_plan.units = rest
+
+    def _update_bucket(self, bucket, grads, group_settings: GroupSettings):
+        """One fused call updates every member of ``bucket``."""
+        first = bucket.params[0]
+        settings = self._settings_of(first, group_settings)
+        update, params = ((implementations.fused_table, settings.dtype)
+                          if bucket.table is not None
+                          else (implementations.fused_multi, bucket.param_buffers))
+        update(params, grads, bucket.velocity_buffers, bucket.master_buffers,
+               self._param_lr(first, settings), **settings.rule_options())
