@@ -53,30 +53,39 @@ enum Row { kAddress = 0, kNumel = 1, kGradAddress = 2, kDtype = 3, kRows = 4 };
 // The attributes a member's settings are derived from, in the snapshot's order.
 constexpr int kAttributes = 3;
 
-// ``object.__dict__[key]`` (borrowed), or None where the object or its dict lacks it.
-PyObject* DictEntry(PyObject* object, PyObject* key) {
-  PyObject** dict = _PyObject_GetDictPtr(object);
-  PyObject* value = (dict != nullptr && *dict != nullptr) ? PyDict_GetItem(*dict, key) : nullptr;
+// ``dict[key]`` (borrowed), or None where ``dict`` is null or lacks it.
+inline PyObject* Entry(PyObject* dict, PyObject* key) {
+  PyObject* value = dict != nullptr ? PyDict_GetItem(dict, key) : nullptr;
   return value != nullptr ? value : Py_None;
 }
 
-// Whether ``object``'s attribute objects are the ones in ``snapshot`` at ``first``.
-bool SameAttributes(PyObject* object, PyObject* snapshot, Py_ssize_t first) {
+// The first member (in order) whose attribute objects are not the ones in ``snapshot``
+// (kAttributes per member: optimize_attr['learning_rate'], regularizer, main_grad; None where
+// absent), or -1. In two passes over all members, so that their cache misses overlap: the
+// members' __dict__ entries, then the learning rates in their optimize_attr dicts.
+Py_ssize_t FirstChangedAttributes(PyObject* params, PyObject* snapshot) {
   static PyObject* optimize_attr = PyUnicode_InternFromString("optimize_attr");
   static PyObject* learning_rate = PyUnicode_InternFromString("learning_rate");
   static PyObject* regularizer = PyUnicode_InternFromString("regularizer");
   static PyObject* main_grad = PyUnicode_InternFromString("main_grad");
-  PyObject* attr = DictEntry(object, optimize_attr);
-  PyObject* lr_scale = Py_None;
-  if (PyDict_CheckExact(attr)) {
-    lr_scale = PyDict_GetItem(attr, learning_rate);
-    if (lr_scale == nullptr) lr_scale = Py_None;
-  } else if (attr != Py_None) {
-    return false;  // not a plain dict: let the Python side decide
+  const Py_ssize_t n = PyList_GET_SIZE(params);
+  std::vector<PyObject*> attrs(n);
+  Py_ssize_t changed = n;
+  for (Py_ssize_t i = 0; i < n && changed == n; ++i) {
+    PyObject** dict_ptr = _PyObject_GetDictPtr(PyList_GET_ITEM(params, i));
+    PyObject* dict = dict_ptr != nullptr ? *dict_ptr : nullptr;
+    attrs[i] = Entry(dict, optimize_attr);
+    if (Entry(dict, regularizer) != PyList_GET_ITEM(snapshot, kAttributes * i + 1) ||
+        Entry(dict, main_grad) != PyList_GET_ITEM(snapshot, kAttributes * i + 2) ||
+        (attrs[i] != Py_None && !PyDict_CheckExact(attrs[i]))) {  // not a plain dict:
+      changed = i;                                                // let Python decide
+    }
   }
-  return lr_scale == PyList_GET_ITEM(snapshot, first) &&
-         DictEntry(object, regularizer) == PyList_GET_ITEM(snapshot, first + 1) &&
-         DictEntry(object, main_grad) == PyList_GET_ITEM(snapshot, first + 2);
+  for (Py_ssize_t i = 0; i < changed; ++i) {
+    PyObject* lr_scale = PyDict_CheckExact(attrs[i]) ? Entry(attrs[i], learning_rate) : Py_None;
+    if (lr_scale != PyList_GET_ITEM(snapshot, kAttributes * i)) return i;
+  }
+  return changed == n ? -1 : changed;
 }
 
 const paddle::Tensor& TensorOf(PyObject* object) {
@@ -145,7 +154,7 @@ extern "C" int64_t pm_tensor_dtype(PyObject* tensor) {
 // (0 when it has no usable gradient). A gradient must be a dense contiguous CPU tensor of its
 // parameter's dtype and size. stop_gradient: the property descriptor of paddle.Tensor, whose
 // getter decides "frozen" as Paddle does. snapshot: a list of kAttributes objects per member
-// (see SameAttributes), or None to skip that check.
+// (see FirstChangedAttributes), or None to skip that check.
 // Members are walked in three passes so that the cache misses of different members overlap.
 extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
                                      PyObject* stop_gradient, PyObject* snapshot) {
@@ -187,9 +196,6 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
       }
       checked_type = Py_TYPE(object);
     }
-    if (snapshot != Py_None && !SameAttributes(object, snapshot, kAttributes * i)) {
-      return -(8 * i + kSettings);
-    }
     const paddle::Tensor& param = TensorOf(object);
     members[i].param = DenseOf(param);
     members[i].meta = static_cast<const egr::AutogradMeta*>(param.get_autograd_meta());
@@ -200,6 +206,10 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     }
     members[i].frozen = frozen == Py_True;
     Py_DECREF(frozen);
+  }
+  if (snapshot != Py_None) {
+    const Py_ssize_t changed = FirstChangedAttributes(params, snapshot);
+    if (changed >= 0) return -(8 * changed + kSettings);
   }
   std::vector<const phi::DenseTensor*> grads(n, nullptr);
   for (Py_ssize_t i = 0; i < n; ++i) {
