@@ -35,9 +35,11 @@ class DygraphStep:
     """The dygraph half of ``Momentum`` (a mixin: it uses the optimizer's settings and state
     methods)."""
 
-    def _plan(self, only=None):
+    def _plan(self, only=None, use_main_grad=True):
         """The step's :class:`GroupPlan` per group; ``only`` (a set of ids) restricts it to
-        those parameters (``minimize(parameters=...)``), without buckets."""
+        those parameters (``minimize(parameters=...)``), without buckets. The built-in's
+        ``step()`` takes ``main_grad`` where it is set (not in groups), its ``minimize()``
+        never."""
         plan = []
         for group, params in self._group_params():
             group_settings = self._group_settings(group)
@@ -49,7 +51,7 @@ class DygraphStep:
                                                                             group_settings)))
                 if state is None:  # something a bucket was built from changed: rebuild all
                     self._flat.clear()
-                    return self._plan(only)
+                    return self._plan(only, use_main_grad)
                 buckets, by_member = state
                 if not by_member:
                     params = self._flat.outside_buckets[id(group)]
@@ -57,7 +59,8 @@ class DygraphStep:
                     members = {id(p) for bucket, _ in buckets for p in bucket.params}
                     params = [p for p in params if id(p) not in members]
             units = [(param, grad, self._settings_of(param, group_settings))
-                     for param, grad in self._gradient_pairs(params, group, only)]
+                     for param, grad in self._gradient_pairs(
+                         params, use_main_grad and group is None, only)]
             plan.append(GroupPlan(group, group_settings, buckets, units))
         return plan
 
@@ -70,11 +73,11 @@ class DygraphStep:
         return group["params"] if group is not None else self._param_groups
 
     @staticmethod
-    def _gradient_pairs(params, group, only=None):
-        """``[(param, grad)]`` for the trainable ``params`` (in ``only``) with a gradient: the
-        built-in's ``step()`` takes ``main_grad`` where it is set, except in groups."""
+    def _gradient_pairs(params, use_main_grad, only=None):
+        """``[(param, grad)]`` for the trainable ``params`` (in ``only``) with a gradient
+        (``main_grad`` where it is set, with ``use_main_grad``)."""
         grads = [None if p.stop_gradient or (only is not None and id(p) not in only)
-                 else _compat.gradient_of(p, use_main_grad=group is None) for p in params]
+                 else _compat.gradient_of(p, use_main_grad) for p in params]
         return [(p, g) for p, g in zip(params, grads) if g is not None]
 
     def _check_units(self, plan):
@@ -86,7 +89,14 @@ class DygraphStep:
                     raise TypeError(
                         f"the gradient of {param.name} must be a float tensor, got {grad.dtype}"
                     )
-                if not _compat.is_sparse(grad) and grad.shape != param.shape:
+                # The built-in's kernel takes a main_grad of another shape with as many
+                # elements, and refuses another dtype (but float32 for a master weight).
+                grad_dtype = _compat.dtype_name(grad.dtype)
+                if grad_dtype != settings.dtype and not (settings.master_weight
+                                                         and grad_dtype == "float32"):
+                    raise ValueError(f"the gradient of {param.name} is {grad_dtype}, the "
+                                     f"parameter {settings.dtype}")
+                if not _compat.is_sparse(grad) and grad.size != param.size:
                     raise ValueError(
                         f"the gradient of {param.name} has shape {list(grad.shape)}, "
                         f"expected {list(param.shape)}"
@@ -121,10 +131,13 @@ class DygraphStep:
                 self.helper = LayerHelper(self.__class__.__name__)
             self._prepare_learning_rate()
             block = framework.default_main_program().global_block()
+            repeated = None
             for group_plan in plan:
                 if self._fused_active() and not self._flat.built(group_plan.group):
+                    if repeated is None:
+                        repeated = self._repeated_params()
                     # Bucket members' state is created inside the buckets' buffers.
-                    self._build_buckets(group_plan)
+                    self._build_buckets(group_plan, repeated)
                 self._create_accumulators(block, [p for p, _, _ in group_plan.units])
             if self._found_inf():
                 return
@@ -146,6 +159,7 @@ class DygraphStep:
         """``settings.batch_key()`` when ``param`` (with ``grad``, when given) can join a flat
         bucket, else None."""
         if (not settings.gradient_untouched or settings.uses_main_grad or param.size == 0
+                or _compat.is_tensor(settings.lr_scale)
                 or not param._is_initialized()
                 or (grad is not None and (_compat.is_sparse(grad)
                                           or not implementations.fused_supports(param, grad)))
@@ -153,13 +167,22 @@ class DygraphStep:
             return None
         return settings.batch_key()
 
-    def _build_buckets(self, group_plan: GroupPlan):
-        """Put the group's eligible parameters into flat buckets, one per batch key (once per
-        group, and again whenever something they were built from changes); the buckets join
-        ``group_plan.buckets``, the rest stay units."""
+    def _repeated_params(self):
+        """The ids of parameters listed more than once (in one group or across groups): the
+        built-in updates them once per listing, so they stay single-parameter units."""
+        seen, repeated = set(), set()
+        for _, params in self._group_params():
+            for param in params:
+                (repeated if id(param) in seen else seen).add(id(param))
+        return repeated
+
+    def _build_buckets(self, group_plan: GroupPlan, repeated):
+        """Put the group's eligible parameters (not in ``repeated``) into flat buckets, one
+        per batch key (once per group, and again whenever something they were built from
+        changes); the buckets join ``group_plan.buckets``, the rest stay units."""
         members, rest = {}, []
         for param, grad, settings in group_plan.units:
-            key = self._bucket_key(param, settings, grad)
+            key = None if id(param) in repeated else self._bucket_key(param, settings, grad)
             if key is None:
                 rest.append((param, grad, settings))
             else:

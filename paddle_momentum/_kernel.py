@@ -1,119 +1,63 @@
-"""Building, caching and loading the fused C++ kernel (``csrc/momentum_kernel.cc``) and the
-gradient table (``csrc/gradient_table.cc``).
+"""The fused C++ kernel (``csrc/momentum_kernel.cc``) and the gradient table
+(``csrc/gradient_table.cc``): loading them (through ``_build``'s cache) and checking them.
 
-Each is compiled once per (source, Paddle version, Python) with Paddle's JIT extension builder
-and cached under ``$PADDLE_MOMENTUM_CACHE`` (default ``~/.cache/paddle_momentum``). Where the
-kernel cannot be built (no C++ compiler, say), ``load()`` warns once and returns None and the
-optimizer uses the composed-ops implementation. Where the gradient table cannot be built or
-fails its checks, ``gradient_table()`` warns once and returns None and flat buckets pass their
-gradients to the kernel as a tensor list (same numbers, about 2 ms slower per 2000 members).
+Each is compiled once per cache entry (source, flags, Paddle version, Python, compiler) and
+checked once, right after its build: the kernel against numpy on one step, the table
+against Paddle's own accessors. Where the kernel cannot be built or fails its check,
+``load()`` warns once and returns None and the optimizer uses the composed-ops
+implementation. Where the gradient table cannot, ``gradient_table()`` warns once and returns
+None and flat buckets pass their gradients to the kernel as a tensor list (same numbers,
+about 2 ms slower per 2000 members).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
-import hashlib
-import io
 import os
 import pathlib
-import sys
-import sysconfig
-import warnings
 
+import numpy as np
 import paddle
 
-from . import _compat
+from . import _build, _compat
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "csrc" / "momentum_kernel.cc"
 GRADIENT_TABLE_SOURCE = SOURCE.with_name("gradient_table.cc")
-# -ffp-contract=off: no fused multiply-add, so the rounding order (and every bit) matches
-# Paddle's CPU kernel and the composed reference.
-CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 
 
-def _link_flags():
-    """Link the OpenMP runtime Paddle itself uses (Intel's libiomp5, which also serves GCC's
-    GOMP_* calls) when Paddle ships it: with GCC's libgomp beside it, the two runtimes' worker
-    threads compete for the cores and a 1M-element step took 8 ms instead of 0.15 ms."""
-    libs = pathlib.Path(paddle.__file__).resolve().parent / "libs"
-    if (libs / "libiomp5.so").exists():
-        return [f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"]
-    return ["-fopenmp"]
-
-
-def cache_directory(source: pathlib.Path = SOURCE) -> pathlib.Path:
-    root = os.environ.get("PADDLE_MOMENTUM_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "paddle_momentum")
-    key = hashlib.sha256()
-    key.update(source.read_bytes())
-    key.update(" ".join(CXX_FLAGS + _link_flags()).encode())
-    key.update(paddle.__version__.encode())
-    key.update((sysconfig.get_config_var("SOABI") or sys.version).encode())
-    return pathlib.Path(root) / key.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path):
-    """Hold an exclusive file lock (POSIX; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _build(source: pathlib.Path, what: str, prefix: str, consequence: str):
-    """Compile ``source`` (once, cached) and return the extension module, or None after one
-    warning naming ``consequence``."""
-    from paddle.utils import cpp_extension
-
-    if not source.exists():
-        warnings.warn(f"paddle_momentum: the {what}'s source {source} is missing (an "
-                      f"incomplete installation); {consequence}", RuntimeWarning, stacklevel=3)
-        return None
-    directory = cache_directory(source)
-    first_build = not any(directory.glob("**/*.so")) if directory.exists() else True
-    if first_build:
-        print(f"paddle_momentum: compiling the {what} once into {directory} (about 15 s)",
-              file=sys.stderr)
-    directory.mkdir(parents=True, exist_ok=True)
-    log = io.StringIO()
-    try:
-        # One builder at a time: data-parallel ranks starting together share the cache.
-        with _exclusive(directory / "build.lock"), contextlib.redirect_stdout(log), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return cpp_extension.load(
-                name=prefix + directory.name,
-                sources=[str(source)],
-                extra_cxx_cflags=CXX_FLAGS,
-                extra_ldflags=_link_flags(),
-                extra_include_paths=[sysconfig.get_paths()["include"]],
-                build_directory=str(directory),
-                verbose=False,
-            )
-    except Exception as error:  # no compiler, missing headers, ...: fall back, loudly once
-        warnings.warn(f"paddle_momentum: the {what} could not be built; {consequence}. "
-                      f"Reason: {error}\n{log.getvalue()[-2000:]}", RuntimeWarning,
-                      stacklevel=3)
-        return None
-
-
-@functools.lru_cache(maxsize=None)
 def load():
     """The compiled extension module (ops ``pm_momentum``, ``pm_momentum_master``,
     ``pm_momentum_multi``, ``pm_momentum_multi_master``, ``pm_momentum_table``,
-    ``pm_momentum_table_master``) or None."""
-    return _build(SOURCE, "fused momentum kernel", "paddle_momentum_kernel_",
-                  "using the composed-ops implementation (slower, same numbers)")
+    ``pm_momentum_table_master``) or None. Thread-safe; built and checked once per cache
+    entry (``_build``)."""
+    with _build.LOCK:
+        return _load()
+
+
+@functools.lru_cache(maxsize=None)
+def _load():
+    return _build.cached(SOURCE, "fused momentum kernel", "paddle_momentum_kernel_",
+                         "using the composed-ops implementation (slower, same numbers)",
+                         _build.import_ops, _kernel_problem)
+
+
+def _kernel_problem(ops):
+    """What differs between one kernel step (Nesterov, fused L2) and the same arithmetic in
+    numpy float32 (one rounding per operation, no multiply-add), or None."""
+    param, grad, velocity = (np.array(values, "float32") for values in
+                             ([1.0, -2.0, 3.5, 1e-3], [0.5, 0.25, -1.5, 3.0],
+                              [0.25, 0.5, -1.0, 0.125]))
+    lr, mu, coeff = np.float32(0.1), np.float32(0.9), np.float32(0.01)
+    with _compat.isolated():
+        tensors = [paddle.to_tensor(a) for a in (param, grad, velocity, lr)]
+        ops.pm_momentum(*tensors, float(mu), float(coeff), True, 1.0, True)
+        got = tensors[0].numpy(), tensors[2].numpy()
+    decayed = param * coeff + grad
+    new_velocity = velocity * mu + decayed
+    wanted = param - (decayed + new_velocity * mu) * lr, new_velocity
+    same = all(np.array_equal(a, b) for a, b in zip(got, wanted))
+    return None if same else f"one step gave {got}, numpy {wanted}"
 
 
 # Returned by the gradient table for member i's problem: -(8 * i + code).
@@ -130,19 +74,35 @@ def table_problem(code: int):
     return (-code) // 8, (-code) % 8
 
 
-@functools.lru_cache(maxsize=None)
 def gradient_table():
     """``fill(params, table, snapshot) -> int`` (see ``csrc/gradient_table.cc``), or None where
     it cannot be built or its checks against Paddle's own accessors fail. ``snapshot`` is the
     flat list of the members' ``_settings.attribute_objects`` (or None: not checked). Off
-    with ``PADDLE_MOMENTUM_GRADIENT_TABLE=0``."""
+    with ``PADDLE_MOMENTUM_GRADIENT_TABLE=0``. Thread-safe; checked once per cache entry."""
+    with _build.LOCK:
+        return _gradient_table()
+
+
+def _gradient_table_cache_clear():
+    _gradient_table.cache_clear()
+
+
+gradient_table.cache_clear = _gradient_table_cache_clear
+
+
+@functools.lru_cache(maxsize=None)
+def _gradient_table():
     if os.environ.get("PADDLE_MOMENTUM_GRADIENT_TABLE", "1") == "0" or load() is None:
         return None
-    consequence = "flat buckets pass their gradients as a tensor list (slower, same numbers)"
-    if _build(GRADIENT_TABLE_SOURCE, "gradient table", "paddle_momentum_grads_",
-              consequence) is None:
-        return None
-    library = ctypes.PyDLL(str(next(cache_directory(GRADIENT_TABLE_SOURCE).glob("**/*.so"))))
+    return _build.cached(
+        GRADIENT_TABLE_SOURCE, "gradient table", "paddle_momentum_grads_",
+        "flat buckets pass their gradients as a tensor list (slower, same numbers)",
+        _table_functions, lambda fill: _gradient_table_problem(fill, fill.selfcheck))
+
+
+def _table_functions(library):
+    """The table's ``fill`` function from its library (``ctypes``, with the GIL held)."""
+    library = ctypes.PyDLL(str(library))
     for function in (library.pm_gradient_table, library.pm_gradient_table_selfcheck,
                      library.pm_tensor_dtype):
         function.restype = ctypes.c_int64
@@ -155,12 +115,7 @@ def gradient_table():
         return library.pm_gradient_table(params, table, stop_gradient, snapshot)
 
     fill.dtype_code = library.pm_tensor_dtype
-    with _compat.isolated():
-        problem = _gradient_table_problem(fill, library.pm_gradient_table_selfcheck)
-    if problem:
-        warnings.warn(f"paddle_momentum: the gradient table disagrees with Paddle ({problem}); "
-                      f"{consequence}", RuntimeWarning, stacklevel=3)
-        return None
+    fill.selfcheck = library.pm_gradient_table_selfcheck
     return fill
 
 
@@ -176,6 +131,11 @@ def _gradient_table_problem(fill, selfcheck):
     """What differs between the table and Paddle's own accessors on a few tensors (with a
     gradient, without one, frozen, 2-D, with a regularizer changed), or None. The tensors
     need no initializer: checking draws nothing from Paddle's random generator."""
+    with _compat.isolated():
+        return _table_disagreement(fill, selfcheck)
+
+
+def _table_disagreement(fill, selfcheck):
     from ._settings import attribute_objects
 
     params = [paddle.zeros(shape, "float32") for shape in ([3], [2, 2], [5], [1])]

@@ -53,82 +53,95 @@ def split_weight_decay(decay):
     return None, decay
 
 
+def fused_decay(method, coeff, where):
+    """The fused L2 coefficient that the built-in's ``regularization_method`` and
+    ``regularization_coeff`` settings stand for (None: no fused decay)."""
+    if method == "l2_decay":
+        return check.check_real(coeff, f"{where}regularization_coeff")
+    if method in ("", None):
+        return None
+    raise ValueError(f"{where}regularization_method must be 'l2_decay' or '', got {method!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class GroupSettings:
-    """What a group (or the optimizer, without groups) contributes to its members' settings.
-
-    ``lr_scale`` is None without groups (each parameter's ``optimize_attr`` counts);
-    ``l2_coeff`` is the fused decay and ``regularizer`` the non-fused one a member without a
-    regularizer of its own gets; ``group_regularizer`` is what the built-in would have written
-    into a grouped member's ``regularizer`` at construction (None without groups).
-    """
+    """What a group (or the optimizer, without groups) contributes to its members' settings:
+    ``l2_coeff`` is the fused decay and ``regularizer`` the non-fused one that a member
+    without a regularizer of its own gets."""
 
     momentum: float
     use_nesterov: bool
     rescale_grad: float
     grad_clip: object
-    lr_scale: float | None
     l2_coeff: float | None
     regularizer: object
-    group_regularizer: object = None
 
     def structure(self):
-        """What flat buckets are built from (the scalars above it are read every step)."""
-        return (self.grad_clip, self.lr_scale, self.l2_coeff, self.regularizer,
-                self.group_regularizer)
+        """What flat buckets are built from (the other settings are read at every step)."""
+        return (self.grad_clip, self.l2_coeff, self.regularizer)
 
 
-def group_settings(group, construction, momentum, use_nesterov, rescale_grad, grad_clip,
-                   optimizer_decay):
-    """:class:`GroupSettings` of ``group`` (a normalized group dict, or None without groups),
-    validated: a value a user put into a group dict (or an optimizer attribute) after
+def group_settings(group, optimizer):
+    """:class:`GroupSettings` of ``group`` (a normalized group dict, or None without groups)
+    now, validated: a value put into a group dict or an optimizer attribute after
     construction is checked here, with the error the constructor would have raised.
 
-    The other arguments are the optimizer's current ``_momentum``, ``_use_nesterov``,
-    ``_rescale_grad`` and ``_grad_clip`` (which the built-in reads at step time without
-    groups) and its ``(fused L2, other regularizer)``. A group's ``momentum``,
-    ``use_nesterov``, ``rescale_grad`` and ``grad_clip`` are read now; its ``learning_rate``
-    and ``weight_decay`` as they were at construction (``construction``), because that is
-    when the built-in copies them into the parameters.
+    Read as the built-in reads them at step time: the optimizer's ``regularization`` (its
+    non-fused decay) and ``_grad_clip``; without groups its ``_momentum``,
+    ``_use_nesterov``, ``_rescale_grad``, ``_regularization_method`` and
+    ``_regularization_coeff``; with groups the same keys of the group dict instead.
     """
+    regularizer = optimizer.regularization
     if group is None:
-        return GroupSettings(check.check_momentum(momentum), check.check_bool(
-            use_nesterov, "use_nesterov"), check.check_rescale_grad(rescale_grad),
-            check.check_grad_clip(grad_clip), None, *optimizer_decay)
-    where = "parameter group"
-    lr_scale, weight_decay = construction.group_values(group)
-    fused, other = split_weight_decay(weight_decay)
+        return GroupSettings(
+            check.check_momentum(optimizer._momentum),
+            check.check_bool(optimizer._use_nesterov, "use_nesterov"),
+            check.check_rescale_grad(optimizer._rescale_grad),
+            check.check_grad_clip(optimizer._grad_clip),
+            fused_decay(optimizer._regularization_method, optimizer._regularization_coeff,
+                        "optimizer._"), regularizer)
+    where = "parameter group "
     return GroupSettings(
-        check.check_momentum(group["momentum"], f"{where} 'momentum'"),
-        check.check_bool(group["use_nesterov"], f"{where} 'use_nesterov'"),
-        check.check_rescale_grad(group["rescale_grad"], f"{where} 'rescale_grad'"),
-        check.check_grad_clip(group["grad_clip"], f"{where} 'grad_clip'"),
-        lr_scale, fused, optimizer_decay[1], other)
+        check.check_momentum(group["momentum"], f"{where}'momentum'"),
+        check.check_bool(group["use_nesterov"], f"{where}'use_nesterov'"),
+        check.check_rescale_grad(group["rescale_grad"], f"{where}'rescale_grad'"),
+        check.check_grad_clip(group["grad_clip"], f"{where}'grad_clip'"),
+        fused_decay(group["regularization_method"], group["regularization_coeff"], where),
+        regularizer)
 
 
 class ConstructionAttributes:
-    """What parameter groups were constructed with: each group's ``learning_rate`` and
-    ``weight_decay``, and the lr-scale and regularizer objects its parameters had."""
+    """What the built-in writes onto grouped parameters at construction, and what they held.
+
+    The built-in sets a grouped parameter's ``optimize_attr['learning_rate']`` to its group's
+    ``learning_rate`` and its ``regularizer`` to the group's non-fused decay (None for a
+    float or L2 one), and from then on reads those attributes. We write nothing; we record,
+    per parameter, what it would have been given and the objects it held, so that
+    :func:`derive` takes the parameter's own attribute once it is another object."""
 
     def __init__(self):
-        self._objects = {}
-        self._groups = {}
+        self._params = {}
 
     def add(self, group):
-        """Record a (normalized) group as it is now."""
-        self._groups[id(group)] = (group, group["learning_rate"], group["weight_decay"])
-        self._objects.update({id(p): (p,) + attribute_objects(p)[:2] for p in group["params"]})
+        """Record a (normalized) group's parameters as they are now."""
+        _, group_regularizer = split_weight_decay(group["weight_decay"])
+        for param in group["params"]:
+            lr_object, regularizer, _ = attribute_objects(param)
+            self._params[id(param)] = (param, lr_object, regularizer, group["learning_rate"],
+                                       group_regularizer)
 
-    def group_values(self, group):
-        """``(learning_rate, weight_decay)`` of ``group`` at construction."""
-        return self._groups[id(group)][1:]
-
-    def changed(self, param, lr_scale, regularizer):
-        """``(lr scale changed, regularizer changed)`` since construction."""
-        entry = self._objects.get(id(param))
+    def given(self, param, lr_object, regularizer):
+        """``(lr scale, regularizer)`` the built-in would read from grouped ``param`` whose
+        attributes are now ``lr_object`` and ``regularizer``; None for either one that the
+        built-in reads from the parameter itself (changed since, or never written)."""
+        entry = self._params.get(id(param))
         if entry is None or entry[0] is not param:
-            return True, True
-        return lr_scale is not entry[1], regularizer is not entry[2]
+            return None, None
+        return ((entry[3] if lr_object is entry[1] else None),
+                (entry[4] if regularizer is entry[2] else _OWN))
+
+
+_OWN = object()  # "the parameter's own regularizer" (None is a regularizer value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,25 +177,22 @@ class ParamSettings:
         return self.grad_clip is None and self.regularizer is None
 
 
-def derive(param, group: GroupSettings, grouped: bool, construction, multi_precision,
-           objects=None):
-    """``param``'s :class:`ParamSettings` as the built-in would use them now. ``objects`` is
-    ``attribute_objects(param)`` when the caller already has it."""
-    lr_object, own_regularizer, main_grad = objects or attribute_objects(param)
+def derive(param, group: GroupSettings, grouped: bool, construction, multi_precision):
+    """``param``'s :class:`ParamSettings` as the built-in would use them now."""
+    lr_object, regularizer, main_grad = attribute_objects(param)
+    lr_scale = None
     if grouped:
-        lr_changed, regularizer_changed = construction.changed(param, lr_object,
-                                                               own_regularizer)
-        lr_scale = (_param_lr_scale(param, lr_object) if lr_changed else group.lr_scale)
-        if not regularizer_changed:
-            own_regularizer = group.group_regularizer
-    else:
+        lr_scale, given = construction.given(param, lr_object, regularizer)
+        if given is not _OWN:
+            regularizer = given
+    if lr_scale is None:
         lr_scale = _param_lr_scale(param, lr_object)
-    if isinstance(own_regularizer, L2Decay):
-        l2_coeff, regularizer = own_regularizer._coeff, None
-    elif own_regularizer is not None:
-        l2_coeff, regularizer = None, own_regularizer
-    else:
+    if isinstance(regularizer, L2Decay):
+        l2_coeff, regularizer = regularizer._coeff, None
+    elif regularizer is None:
         l2_coeff, regularizer = group.l2_coeff, group.regularizer
+    else:
+        l2_coeff = None
     dtype = _compat.dtype_name(param.dtype)
     return ParamSettings(
         lr_scale, l2_coeff, regularizer, group.grad_clip, group.momentum, group.use_nesterov,
@@ -191,8 +201,15 @@ def derive(param, group: GroupSettings, grouped: bool, construction, multi_preci
 
 
 def _param_lr_scale(param, lr_object):
+    """A parameter's own learning-rate scale, as the built-in takes it: absent is 1.0; a
+    tensor is the learning rate itself (static Variable/Value, or a dygraph Tensor)."""
+    where = f"{param.name}.optimize_attr['learning_rate']"
     if lr_object is None:
+        if "learning_rate" in (getattr(param, "optimize_attr", None) or {}):
+            raise TypeError(f"{where} must be a number or a Tensor, got None")
         return 1.0
-    if _compat.is_tensor(lr_object):  # a static-graph Variable/Value: used as the lr itself
+    if _compat.is_tensor(lr_object):
         return lr_object
-    return check.check_param_lr_scale(lr_object, f"{param.name}.optimize_attr['learning_rate']")
+    if isinstance(lr_object, str):  # the built-in fails multiplying the lr tensor by it
+        raise ValueError(f"{where} must be a number or a Tensor, got {lr_object!r}")
+    return check.check_real(lr_object, where, allow_bool=True)

@@ -145,8 +145,10 @@ def check_lr_scale(value, name):
     return value
 
 
-def check_param_lr_scale(value, name):
-    """A parameter's own ``optimize_attr['learning_rate']``: any real number (0 freezes it)."""
+def check_real(value, name, allow_bool=False):
+    """Any real number, as a float (with ``allow_bool``, a bool counts as 0 or 1)."""
+    if allow_bool and isinstance(value, (bool, np.bool_)):
+        return float(value)
     return _real_number(value, name)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import numpy as np
 import paddle
 from paddle.base import framework
 from paddle.base.dygraph import base as imperative_base
@@ -119,10 +120,10 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         )
         self.type = "momentum"
         self._default_dict = self._group_defaults
-        # The fused L2 coefficient is fixed here (the built-in computes its coefficient once,
-        # too); the non-fused regularizer is the base class's ``regularization``, read at
-        # every step as the built-in reads it.
-        self._fused_l2 = fused_l2
+        # The built-in's names for the fused decay, which it reads at every step (the
+        # non-fused one is the base class's ``regularization``).
+        self._regularization_method, self._regularization_coeff = _fused_decay_setting(
+            fused_l2)
         self._momentum = momentum
         self._use_nesterov = bool(use_nesterov)
         self._rescale_grad = rescale_grad
@@ -184,7 +185,9 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
                 "params should be set in parameters if parameter groups are optimized in "
                 f"different options ({where} has keys {sorted(group)})"
             )
-        unknown = sorted(set(group) - set(check.GROUP_KEYS))
+        # (the two regularization keys a built-in adds are recomputed, as the built-in does)
+        unknown = sorted(set(group) - set(check.GROUP_KEYS)
+                         - {"regularization_method", "regularization_coeff"})
         if unknown:
             raise ValueError(
                 f"{where} has unknown keys {unknown}; allowed: {list(check.GROUP_KEYS)}"
@@ -199,10 +202,18 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             "rescale_grad": check.check_rescale_grad,
             "grad_clip": check.check_grad_clip,
         }
+        if isinstance(group.get("weight_decay"), (int, np.integer)):
+            # the built-in converts an int only at the top level; in a group it fails at the
+            # first step ("'int' object is not callable")
+            raise TypeError(f"{where}['weight_decay'] must be None, a float or a "
+                            f"WeightDecayRegularizer, got the int {group['weight_decay']!r}")
         for key, validate in validators.items():
             normalized[key] = (
                 validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
             )
+        # The built-in's group keys for the fused decay, read at every step.
+        normalized["regularization_method"], normalized["regularization_coeff"] = \
+            _fused_decay_setting(split_weight_decay(normalized["weight_decay"])[0])
         return normalized
 
     def _add_param_group(self, param_group):
@@ -220,9 +231,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
 
     def _group_settings(self, group) -> _settings.GroupSettings:
         """``group``'s settings now (``group`` None: the optimizer's, without groups)."""
-        return _settings.group_settings(group, self._construction, self._momentum,
-                                        self._use_nesterov, self._rescale_grad,
-                                        self._grad_clip, (self._fused_l2, self.regularization))
+        return _settings.group_settings(group, self)
 
     def _settings_of(self, param, group_settings) -> ParamSettings:
         """``param``'s settings now: the one derivation every path uses (``_settings``)."""
@@ -236,6 +245,8 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         """The learning rate tensor for ``param``: global lr times its scale (a tensor op)."""
         if not _compat.in_dygraph():  # the base class applies the scale (with static guards)
             return self._create_param_lr((param, None))
+        if _compat.is_tensor(settings.lr_scale):  # the built-in takes it as the lr itself
+            return settings.lr_scale
         lr = self._global_learning_rate()
         return lr if settings.lr_scale == 1.0 else lr * settings.lr_scale
 
@@ -340,14 +351,14 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
                     "pass a list of parameters (the built-in fails here too)"
                 )
             return super().minimize(loss, startup_program, parameters, no_grad_set)
-        only = None
+        only = None  # (the built-in's dygraph minimize takes .grad, never main_grad)
         if parameters or no_grad_set:
             only = {id(p) for p in (parameters or [p for _, ps in self._group_params()
                                                    for p in ps])}
             only -= {id(p) for p in (no_grad_set or ())}
-        params_grads = [pair for group, params in self._group_params()
-                        for pair in self._gradient_pairs(params, group, only)]
-        self._optimize(self._plan(only))
+        params_grads = [pair for _, params in self._group_params()
+                        for pair in self._gradient_pairs(params, False, only)]
+        self._optimize(self._plan(only, use_main_grad=False))
         return [], params_grads
 
     @framework.dygraph_only
@@ -422,3 +433,9 @@ def _schedulers_in(learning_rate):
         schedulers.append(learning_rate)
         learning_rate = getattr(learning_rate, "learning_rate", None)
     return schedulers
+
+
+def _fused_decay_setting(fused_l2):
+    """``(regularization_method, regularization_coeff)`` as the built-in names a fused L2
+    coefficient (None: no fused decay)."""
+    return ("", 0.0) if fused_l2 is None else ("l2_decay", fused_l2)

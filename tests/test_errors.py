@@ -75,6 +75,10 @@ BAD_INPUTS = {
                             "grad_clip"),
     "group_weight_decay_str": (lambda m: dict(parameters=_groups(m, weight_decay="x")),
                                TypeError, "weight_decay"),
+    # the built-in converts an int weight_decay at the top level only ('int' object is not
+    # callable at the first step)
+    "group_weight_decay_int": (lambda m: dict(parameters=_groups(m, weight_decay=1)),
+                               TypeError, "weight_decay"),
     "group_not_a_dict": (lambda m: dict(parameters=[{"params": [m.weight]}, m.bias]), TypeError,
                          "parameters[1]"),
     "rescale_grad_none": (lambda m: dict(rescale_grad=None), TypeError, "rescale_grad"),

@@ -116,12 +116,20 @@ def test_table_refuses_a_table_or_snapshot_of_another_size():
     assert FILL(params, _kernel.new_gradient_table(params, FILL), snapshot) == -5
 
 
-def test_a_failed_self_check_falls_back_with_one_warning(monkeypatch):
+def test_a_failed_self_check_falls_back_with_one_warning_and_is_remembered(
+        monkeypatch, tmp_path):
+    """A table that fails its check (once, right after its build) is not used: one warning,
+    and the verdict is remembered, so the next process does not build it again."""
+    monkeypatch.setenv("PADDLE_MOMENTUM_CACHE", str(tmp_path))
     monkeypatch.setattr(_kernel, "_gradient_table_problem", lambda fill, check: "layout")
     _kernel.gradient_table.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="gradient table disagrees.*layout"):
             assert _kernel.gradient_table() is None
+        _kernel.gradient_table.cache_clear()
+        with pytest.warns(RuntimeWarning, match="failed to build or check before.*layout"):
+            assert _kernel.gradient_table() is None
+        assert len(list(tmp_path.glob("*/build.log"))) == 1  # built once
         monkeypatch.setenv("PADDLE_MOMENTUM_GRADIENT_TABLE", "0")
         _kernel.gradient_table.cache_clear()
         assert _kernel.gradient_table() is None  # off: no build, no warning

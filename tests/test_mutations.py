@@ -60,6 +60,27 @@ MUTATIONS = {
         ps[1].numpy())._share_buffer_to(ps[1])),
     "optimizer_clip": ("plain", lambda ps, opt: setattr(
         opt, "_grad_clip", paddle.nn.ClipGradByGlobalNorm(0.5))),
+    "lr_scale_tensor": ("plain groups", lambda ps, opt: ps[0].optimize_attr.update(
+        learning_rate=paddle.to_tensor(0.5))),  # the built-in takes it as the lr itself
+    "lr_scale_true": ("plain", lambda ps, opt: ps[1].optimize_attr.update(learning_rate=True)),
+    "lr_scale_zero": ("plain groups", lambda ps, opt: ps[1].optimize_attr.update(
+        learning_rate=0)),
+    "optimizer_fused_coeff": ("plain", lambda ps, opt: setattr(opt, "_regularization_coeff",
+                                                               0.5)),
+    "group_fused_coeff": ("groups", lambda ps, opt: opt._param_groups[1].update(
+        regularization_coeff=0.5)),
+    "group_l2_coeff_in_place": ("groups", lambda ps, opt: setattr(
+        opt.group_decay, "_coeff", 0.5)),  # the built-in copied it at construction
+    "moved_to_other_group": ("groups", lambda ps, opt: (
+        opt._param_groups[0]["params"].remove(ps[0]),
+        opt._param_groups[1]["params"].append(ps[0]))),
+    "listed_twice": ("plain groups", lambda ps, opt: (
+        opt._param_groups[-1]["params"] if isinstance(opt._param_groups[0], dict)
+        else opt._param_groups).append(ps[1])),
+    "main_grad_of_another_shape": ("plain", lambda ps, opt: setattr(
+        ps[0], "main_grad", paddle.full([24], 0.5, ps[0].dtype))),
+    "main_grad_of_another_dtype": ("plain", lambda ps, opt: setattr(
+        ps[0], "main_grad", paddle.full(ps[0].shape, 0.5, "float64"))),
     "optimizer_regularization": ("plain groups", lambda ps, opt: setattr(
         opt, "regularization", L1Decay(0.1))),
     "optimizer_momentum": ("plain", lambda ps, opt: setattr(opt, "_momentum", 0.5)),
@@ -80,15 +101,20 @@ CASES = [(name, mode) for name, (modes, _) in MUTATIONS.items() for mode in mode
 
 
 def _optimizer(kind, params, mode, path):
+    group_decay = L2Decay(0.02)
     if mode == "groups":
-        parameters = [{"params": params[:3], "momentum": 0.8, "learning_rate": 0.5},
+        parameters = [{"params": params[:3], "momentum": 0.8, "learning_rate": 0.5,
+                       "weight_decay": group_decay},
                       {"params": params[3:], "weight_decay": 0.01}]
     else:
         parameters = params
     options = dict(learning_rate=0.1, momentum=0.9, parameters=parameters, weight_decay=0.001)
     if kind == "builtin":
-        return paddle.optimizer.Momentum(**options)
-    return paddle_momentum.Momentum(kernel=path.split("-")[0], **options)
+        optimizer = paddle.optimizer.Momentum(**options)
+    else:
+        optimizer = paddle_momentum.Momentum(kernel=path.split("-")[0], **options)
+    optimizer.group_decay = group_decay  # for the mutation that changes it in place
+    return optimizer
 
 
 def _state(params, optimizer):

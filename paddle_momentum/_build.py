@@ -1,0 +1,225 @@
+"""Compiling our C++ sources once, into a cache that cannot break, and loading them quietly.
+
+A cache entry is ``$PADDLE_MOMENTUM_CACHE/<key>/`` (default root ``~/.cache/paddle_momentum``),
+``key`` a hash of the source, the flags, the Paddle version, the Python ABI and the compiler
+binary. It holds:
+
+* ``<name>.cc``: a copy of the source, built from there, so the entry does not depend on
+  where the package is installed (Paddle's builder records absolute source paths: a checkout
+  and an installed copy of the same source used to rebuild each other's entry every time);
+* ``build/``: Paddle's JIT builder's output, the library among it; ``build.log`` its output;
+* ``verdict.json``: the library's path in the entry and its SHA-256, written once it built
+  and passed its check. A later process hashes the library, and if it matches loads it directly, with no
+  builder, no subprocess and no output: this is what makes a warm first step cheap, what
+  lets a read-only cache (an image baked at build time) be used as is, and what catches a
+  truncated or otherwise changed library (rebuilt, where the entry is writable);
+* ``failed.json``: why the build or the check failed. Later processes warn once with that
+  reason and fall back without rebuilding (set ``PADDLE_MOMENTUM_REBUILD=1`` to retry);
+* ``build.lock``: builders of one entry take turns (data-parallel ranks starting together).
+
+The build runs in a subprocess (Paddle's ``cpp_extension.load``) whose output goes to
+``build.log``: the optimizer's process prints one line, naming the entry, while it compiles,
+and nothing else, and it never redirects ``sys.stdout``. Loading is serialized by a lock, so
+threads making their first step together share one load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import types
+import warnings
+
+import paddle
+
+# -ffp-contract=off: no fused multiply-add, so the rounding order (and every bit) matches
+# Paddle's CPU kernel and the composed reference.
+CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+
+LOCK = threading.RLock()  # one thread loads or builds at a time
+
+_BUILD = """\
+import json, sys
+from paddle.utils import cpp_extension
+cpp_extension.load(**json.loads(sys.argv[1]))
+"""
+
+
+def link_flags():
+    """Link the OpenMP runtime Paddle itself uses (Intel's libiomp5, which also serves GCC's
+    GOMP_* calls) when Paddle ships it: with GCC's libgomp beside it, the two runtimes' worker
+    threads compete for the cores and a 1M-element step took 8 ms instead of 0.15 ms."""
+    libs = pathlib.Path(paddle.__file__).resolve().parent / "libs"
+    if (libs / "libiomp5.so").exists():
+        return [f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
+
+
+def compiler():
+    """The C++ compiler Paddle's builder will call (``$CXX``, else Python's configured one),
+    as an absolute path, or None when there is none."""
+    configured = os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++"
+    return shutil.which(configured.split()[0])
+
+
+def cache_root() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("PADDLE_MOMENTUM_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "paddle_momentum"))
+
+
+def cache_entry(source: pathlib.Path, cxx=None) -> pathlib.Path:
+    """The cache entry of ``source`` built with compiler ``cxx`` (default: ``compiler()``)."""
+    cxx = cxx or compiler() or "none"
+    stat = os.stat(cxx) if os.path.exists(cxx) else None
+    key = hashlib.sha256()
+    key.update(source.read_bytes())
+    key.update(" ".join(CXX_FLAGS + link_flags()).encode())
+    key.update(paddle.__version__.encode())
+    key.update((sysconfig.get_config_var("SOABI") or sys.version).encode())
+    key.update(f"{cxx} {stat and stat.st_size} {stat and stat.st_mtime_ns}".encode())
+    return cache_root() / key.hexdigest()[:16]
+
+
+def _sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verified_library(entry: pathlib.Path):
+    """The entry's library when its verdict says it built and passed its check and the file
+    is still the one checked, else None."""
+    try:
+        verdict = json.loads((entry / "verdict.json").read_text())
+        library = entry / verdict["library"]
+        return library if _sha256(library) == verdict["sha256"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """Hold an exclusive file lock (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _warn(message):
+    warnings.warn(f"paddle_momentum: {message}", RuntimeWarning, stacklevel=4)
+
+
+def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load, check=None):
+    """``load(library path)`` for ``source``'s library (named ``prefix`` + its entry's key),
+    compiled once into its cache entry;
+    ``check(loaded)`` (a problem string or None) runs once per entry, after its build. None,
+    after one warning that names ``consequence``, where it cannot be built, loaded or
+    checked."""
+    with LOCK:
+        if not source.exists():
+            _warn(f"the {what}'s source {source} is missing (an incomplete installation); "
+                  f"{consequence}")
+            return None
+        cxx = compiler()
+        if cxx is None:
+            _warn(f"no C++ compiler was found (looked for $CXX, then "
+                  f"{sysconfig.get_config_var('CXX') or 'c++'}), so the {what} cannot be "
+                  f"built; {consequence}")
+            return None
+        entry = cache_entry(source, cxx)
+        library = verified_library(entry)
+        if library is not None:
+            return load(library)
+        failed = entry / "failed.json"
+        if failed.exists() and os.environ.get("PADDLE_MOMENTUM_REBUILD") != "1":
+            reason = json.loads(failed.read_text()).get("reason", "?")
+            _warn(f"the {what} failed to build or check before ({reason}; details in "
+                  f"{entry}, PADDLE_MOMENTUM_REBUILD=1 retries); {consequence}")
+            return None
+        try:
+            entry.mkdir(parents=True, exist_ok=True)
+            with _exclusive(entry / "build.lock"):
+                library = verified_library(entry)  # another process may have built it
+                if library is None:
+                    library = _build(source, what, prefix + entry.name, entry)
+                    if isinstance(library, str):  # the build failed: remember why
+                        _fail(entry, library)
+                        _warn(f"the {what} could not be built ({library}; see "
+                              f"{entry / 'build.log'}); {consequence}")
+                        return None
+                    loaded = load(library)
+                    problem = check(loaded) if check is not None else None
+                    if problem:
+                        _fail(entry, problem)
+                        _warn(f"the {what} disagrees with Paddle ({problem}); {consequence}")
+                        return None
+                    (entry / "verdict.json").write_text(json.dumps(
+                        {"library": str(library.relative_to(entry)),
+                         "sha256": _sha256(library)}))
+                    (entry / "failed.json").unlink(missing_ok=True)
+                    return loaded
+        except OSError as error:
+            _warn(f"the kernel cache {entry} is not usable ({error}); set "
+                  f"PADDLE_MOMENTUM_CACHE to a writable directory; {consequence}")
+            return None
+        return load(library)
+
+
+def _fail(entry, reason):
+    (entry / "failed.json").write_text(json.dumps({"reason": reason,
+                                                   "paddle": paddle.__version__}))
+
+
+def _build(source, what, name, entry):
+    """Build ``source`` in ``entry`` (from a copy of it there) in a subprocess; the library's
+    path, or the reason it failed (a str)."""
+    print(f"paddle_momentum: compiling the {what} once into {entry} (about 15 s)",
+          file=sys.stderr)
+    build = entry / "build"
+    shutil.rmtree(build, ignore_errors=True)  # a changed (corrupt) library is built anew
+    build.mkdir()
+    (entry / "verdict.json").unlink(missing_ok=True)
+    copy = entry / source.name
+    shutil.copyfile(source, copy)
+    arguments = dict(name=name, sources=[str(copy)], extra_cxx_cflags=CXX_FLAGS,
+                     extra_ldflags=link_flags(),
+                     extra_include_paths=[sysconfig.get_paths()["include"]],
+                     build_directory=str(build), verbose=False)
+    with open(entry / "build.log", "w") as log:
+        done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
+                              stdout=log, stderr=subprocess.STDOUT, cwd=entry, timeout=1800)
+    libraries = sorted(build.glob(f"**/{name}*.so"))
+    if done.returncode != 0 or not libraries:
+        lines = [line for line in (entry / "build.log").read_text().splitlines()
+                 if "error" in line.lower()]
+        return (lines[-1].strip()[:300] if lines
+                else f"the builder exited with {done.returncode}")
+    return libraries[0]
+
+
+def import_ops(library: pathlib.Path):
+    """The custom operators in ``library`` as a module of Python functions, as Paddle's
+    builder would return them, without writing a file or logging: the library's operators
+    are registered and each function's source is Paddle's own generated API code."""
+    from paddle.utils.cpp_extension import extension_utils
+
+    module_name = library.stem
+    module = types.ModuleType(module_name)
+    for op_name in extension_utils.load_op_meta_info_and_register_op(str(library)):
+        exec(compile(extension_utils._custom_api_content(op_name), f"<{module_name}>",
+                     "exec"), module.__dict__)
+    return module

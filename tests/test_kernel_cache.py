@@ -1,0 +1,138 @@
+"""The kernel cache (``paddle_momentum._build``) under what breaks caches, each in fresh
+processes (``cache_worker.py``) as users run them: first use by two threads at once on an
+empty cache, a warm cache (quiet, nothing written, nothing built), the same source from
+another place, a corrupt library, a failing build, no compiler, an unusable cache location
+and a read-only one. Every run that trains must equal the built-in bit for bit."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+WORKER = HERE / "cache_worker.py"
+
+
+def _run(tmp_path, cache, **env):
+    environment = dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache), **env)
+    done = subprocess.run([sys.executable, str(WORKER)], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["same_as_builtin"], result
+    assert result["stdout_intact"]
+    return result, _our_lines(done.stderr)
+
+
+def _our_lines(stderr):
+    """What our loading printed: Paddle's import prints its own lines (a missing ccache,
+    say) with or without us; ours all say 'paddle_momentum: '."""
+    return [line for line in stderr.splitlines() if "paddle_momentum: " in line]
+
+
+def _listing(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in pathlib.Path(root).rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A cache built by the first use of two threads at once (the result, what it printed,
+    the cache)."""
+    tmp_path = tmp_path_factory.mktemp("built")
+    cache = tmp_path / "cache"
+    result, lines = _run(tmp_path, cache)
+    return result, lines, cache
+
+
+@pytest.fixture
+def cache_copy(built, tmp_path):
+    copy = tmp_path / "cache"
+    shutil.copytree(built[2], copy)
+    return copy
+
+
+def test_first_use_by_two_threads_builds_once_and_says_so_in_one_line_each(built):
+    result, lines, cache = built
+    assert result["kernel"] and result["table"]
+    assert len(lines) == 2 and all("compiling" in line and str(cache) in line
+                                   for line in lines), lines
+    assert len(list(cache.glob("*/verdict.json"))) == 2
+
+
+def test_warm_cache_is_quiet_and_writes_nothing(cache_copy, tmp_path):
+    before = _listing(cache_copy)
+    result, lines = _run(tmp_path, cache_copy)
+    assert result["kernel"] and result["table"]
+    assert lines == []
+    assert _listing(cache_copy) == before
+
+
+def test_read_only_cache_with_the_libraries_is_used_as_is(cache_copy, tmp_path):
+    result, lines = _run(tmp_path, cache_copy, READ_ONLY_CACHE="1")
+    assert result["kernel"] and result["table"] and lines == []
+
+
+def test_same_source_from_another_place_builds_nothing(cache_copy, tmp_path):
+    """Paddle's builder records absolute source paths; ours builds from the entry's copy."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(HERE.parent / "paddle_momentum", elsewhere / "paddle_momentum")
+    before = _listing(cache_copy)
+    result, lines = _run(tmp_path, cache_copy, PYTHONPATH=str(elsewhere))
+    assert result["kernel"] and result["table"] and lines == []
+    assert _listing(cache_copy) == before
+
+
+def test_a_corrupt_library_is_detected_and_rebuilt(cache_copy, tmp_path):
+    """A truncated library used to kill the process with SIGBUS."""
+    verdict = next(p for p in cache_copy.glob("*/verdict.json")
+                   if "grads" in json.loads(p.read_text())["library"])
+    library = verdict.parent / json.loads(verdict.read_text())["library"]
+    library.write_bytes(library.read_bytes()[: library.stat().st_size // 2])
+    result, lines = _run(tmp_path, cache_copy)
+    assert result["kernel"] and result["table"]
+    assert len(lines) == 1 and "compiling the gradient table" in lines[0]
+
+
+def _failing_compiler(tmp_path):
+    script = tmp_path / "failing-c++"
+    script.write_text("#!/bin/sh\necho 'failing-c++: error: this compiler always fails' >&2\n"
+                      "exit 1\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_failed_build_is_remembered(tmp_path):
+    cache = tmp_path / "cache"
+    compiler = _failing_compiler(tmp_path)
+    env = dict(CXX=compiler, CC=compiler)
+    result, lines = _run(tmp_path, cache, **env)
+    assert not result["kernel"]
+    assert any("could not be built" in line for line in lines), lines
+    log = next(cache.glob("*/build.log"))
+    built_at = log.stat().st_mtime_ns
+    result, lines = _run(tmp_path, cache, **env)
+    assert not result["kernel"]
+    assert not any("compiling" in line for line in lines), lines
+    assert any("failed to build or check before" in line for line in lines), lines
+    assert log.stat().st_mtime_ns == built_at
+
+
+def test_no_compiler_gives_one_warning_and_the_composed_ops(tmp_path):
+    result, lines = _run(tmp_path, tmp_path / "cache", CXX="/nonexistent/c++")
+    assert not result["kernel"]
+    assert len(lines) == 1 and "no C++ compiler was found" in lines[0], lines
+
+
+def test_an_unusable_cache_location_gives_one_warning(tmp_path):
+    """A cache path that cannot be created (here below a regular file) used to raise
+    OSError from step()."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result, lines = _run(tmp_path, blocker / "cache")
+    assert not result["kernel"]
+    assert len(lines) == 1 and "is not usable" in lines[0], lines
