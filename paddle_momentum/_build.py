@@ -4,9 +4,11 @@ A cache entry is ``$PADDLE_MOMENTUM_CACHE/<key>/`` (default root ``~/.cache/padd
 ``key`` a hash of the source, the flags, the Paddle version, the Python ABI and the compiler
 binary. It holds:
 
-* ``<name>.cc``: a copy of the source, built from there, so the entry does not depend on
-  where the package is installed (Paddle's builder records absolute source paths: a checkout
-  and an installed copy of the same source used to rebuild each other's entry every time);
+* ``<name>.cc``: a copy of the source that was built (in a temporary directory: Paddle's
+  builder cannot take a path with a space, and a build killed halfway then leaves nothing
+  behind). The entry does not depend on where the package is installed (Paddle's builder
+  records absolute source paths: a checkout and an installed copy of the same source used
+  to rebuild each other's entry every time);
 * ``build/``: Paddle's JIT builder's output, the library among it; ``build.log`` its output;
 * ``verdict.json``: the library's path in the entry and its SHA-256, written once it built
   and passed its check. A later process hashes the library, and if it matches loads it directly, with no
@@ -34,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import types
 import warnings
@@ -71,8 +74,8 @@ def compiler():
 
 
 def cache_root() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("PADDLE_MOMENTUM_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "paddle_momentum"))
+    return pathlib.Path(os.path.abspath(os.environ.get("PADDLE_MOMENTUM_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "paddle_momentum")))
 
 
 def cache_entry(source: pathlib.Path, cxx=None) -> pathlib.Path:
@@ -92,14 +95,35 @@ def _sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def verified_library(entry: pathlib.Path):
-    """The entry's library when its verdict says it built and passed its check and the file
-    is still the one checked, else None."""
+def _read_json(path: pathlib.Path) -> dict:
+    """A JSON object from ``path``; {} when it is missing, unreadable or not an object."""
     try:
-        verdict = json.loads((entry / "verdict.json").read_text())
-        library = entry / verdict["library"]
-        return library if _sha256(library) == verdict["sha256"] else None
-    except (OSError, ValueError, KeyError, TypeError):
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: pathlib.Path, value: dict) -> None:
+    """Write ``path`` whole or not at all (a full disk leaves the old file, or none)."""
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(value))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def verified_library(entry: pathlib.Path):
+    """The entry's library when its verdict says it built and passed its check, names a
+    library of this entry, and the file is still the one checked; else None."""
+    verdict = _read_json(entry / "verdict.json")
+    library = entry / str(verdict.get("library", ""))
+    try:
+        inside = (library.resolve().parent.parent.parent == entry.resolve()
+                  and library.name.endswith(entry.name + ".so"))
+        return library if inside and _sha256(library) == verdict.get("sha256") else None
+    except OSError:
         return None
 
 
@@ -146,7 +170,7 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
             return load(library)
         failed = entry / "failed.json"
         if failed.exists() and os.environ.get("PADDLE_MOMENTUM_REBUILD") != "1":
-            reason = json.loads(failed.read_text()).get("reason", "?")
+            reason = _read_json(failed).get("reason", "reason not recorded")
             _warn(f"the {what} failed to build or check before ({reason}; details in "
                   f"{entry}, PADDLE_MOMENTUM_REBUILD=1 retries); {consequence}")
             return None
@@ -167,9 +191,9 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
                         _fail(entry, problem)
                         _warn(f"the {what} disagrees with Paddle ({problem}); {consequence}")
                         return None
-                    (entry / "verdict.json").write_text(json.dumps(
-                        {"library": str(library.relative_to(entry)),
-                         "sha256": _sha256(library)}))
+                    _write_json(entry / "verdict.json",
+                                {"library": str(library.relative_to(entry)),
+                                 "sha256": _sha256(library)})
                     (entry / "failed.json").unlink(missing_ok=True)
                     return loaded
         except OSError as error:
@@ -180,35 +204,39 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
 
 
 def _fail(entry, reason):
-    (entry / "failed.json").write_text(json.dumps({"reason": reason,
-                                                   "paddle": paddle.__version__}))
+    _write_json(entry / "failed.json", {"reason": reason, "paddle": paddle.__version__})
 
 
 def _build(source, what, name, entry):
-    """Build ``source`` in ``entry`` (from a copy of it there) in a subprocess; the library's
-    path, or the reason it failed (a str)."""
+    """Build ``source`` for ``entry`` in a subprocess, in a private temporary directory (Paddle's
+    builder cannot take a path with a space, and a build killed halfway leaves nothing in the
+    entry), then move the result into ``entry/build``; the library's path, or the reason the
+    build failed (a str)."""
     print(f"paddle_momentum: compiling the {what} once into {entry} (about 15 s)",
           file=sys.stderr)
-    build = entry / "build"
-    shutil.rmtree(build, ignore_errors=True)  # a changed (corrupt) library is built anew
-    build.mkdir()
     (entry / "verdict.json").unlink(missing_ok=True)
-    copy = entry / source.name
-    shutil.copyfile(source, copy)
-    arguments = dict(name=name, sources=[str(copy)], extra_cxx_cflags=CXX_FLAGS,
-                     extra_ldflags=link_flags(),
-                     extra_include_paths=[sysconfig.get_paths()["include"]],
-                     build_directory=str(build), verbose=False)
-    with open(entry / "build.log", "w") as log:
-        done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=entry, timeout=1800)
-    libraries = sorted(build.glob(f"**/{name}*.so"))
-    if done.returncode != 0 or not libraries:
-        lines = [line for line in (entry / "build.log").read_text().splitlines()
-                 if "error" in line.lower()]
-        return (lines[-1].strip()[:300] if lines
-                else f"the builder exited with {done.returncode}")
-    return libraries[0]
+    shutil.copyfile(source, entry / source.name)  # what was built, kept beside it
+    with tempfile.TemporaryDirectory(prefix="paddle_momentum_build_") as workspace:
+        copy = pathlib.Path(workspace) / source.name
+        shutil.copyfile(source, copy)
+        (pathlib.Path(workspace) / "build").mkdir()
+        arguments = dict(name=name, sources=[str(copy)], extra_cxx_cflags=CXX_FLAGS,
+                         extra_ldflags=link_flags(),
+                         extra_include_paths=[sysconfig.get_paths()["include"]],
+                         build_directory=os.path.join(workspace, "build"), verbose=False)
+        with open(entry / "build.log", "w") as log:
+            done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=workspace,
+                                  timeout=1800)
+        built = pathlib.Path(workspace) / "build"
+        if done.returncode != 0 or not any(built.glob(f"**/{name}*.so")):
+            lines = [line for line in (entry / "build.log").read_text().splitlines()
+                     if "error" in line.lower()]
+            return (lines[-1].strip()[:300] if lines
+                    else f"the builder exited with {done.returncode}")
+        shutil.rmtree(entry / "build", ignore_errors=True)  # a changed library, replaced
+        shutil.copytree(built, entry / "build")
+    return sorted((entry / "build").glob(f"**/{name}*.so"))[0]
 
 
 def import_ops(library: pathlib.Path):

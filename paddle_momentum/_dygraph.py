@@ -46,7 +46,9 @@ class DygraphStep:
             buckets = []
             if self._fused_active() and only is None and self._flat.built(group):
                 state = self._flat.ready(
-                    group, params, group_settings.structure(), self._master_weights,
+                    group, params, group_settings.structure(),
+                    self._accumulators[self._accumulator_name(self._velocity_acc_str)],
+                    self._master_weights,
                     lambda param: self._bucket_key(param, self._settings_of(param,
                                                                             group_settings)))
                 if state is None:  # something a bucket was built from changed: rebuild all
@@ -96,7 +98,7 @@ class DygraphStep:
                                                          and grad_dtype == "float32"):
                     raise ValueError(f"the gradient of {param.name} is {grad_dtype}, the "
                                      f"parameter {settings.dtype}")
-                if not _compat.is_sparse(grad) and grad.size != param.size:
+                if not _compat.is_sparse(grad) and grad._numel() != param._numel():
                     raise ValueError(
                         f"the gradient of {param.name} has shape {list(grad.shape)}, "
                         f"expected {list(param.shape)}"
@@ -158,12 +160,10 @@ class DygraphStep:
     def _bucket_key(self, param, settings: ParamSettings, grad=None):
         """``settings.batch_key()`` when ``param`` (with ``grad``, when given) can join a flat
         bucket, else None."""
-        if (not settings.gradient_untouched or settings.uses_main_grad or param.size == 0
-                or _compat.is_tensor(settings.lr_scale)
-                or not param._is_initialized()
-                or (grad is not None and (_compat.is_sparse(grad)
-                                          or not implementations.fused_supports(param, grad)))
-                or not implementations.fused_supports(param, param)):
+        if (not settings.gradient_untouched or settings.uses_main_grad or param._numel() == 0
+                or _compat.is_tensor(settings.lr_scale) or not param._is_initialized()
+                or (grad is not None and _compat.is_sparse(grad))
+                or not implementations.fused_supports(param, param if grad is None else grad)):
             return None
         return settings.batch_key()
 

@@ -122,7 +122,7 @@ def _table_functions(library):
 def new_gradient_table(params, fill):
     """The table ``fill`` (from ``gradient_table()``) fills for ``params``: int64 [4, n] on the
     CPU (rows: each parameter's data address, its size, its gradient's address, its dtype)."""
-    return paddle.to_tensor([[p.data_ptr() for p in params], [int(p.size) for p in params],
+    return paddle.to_tensor([[p.data_ptr() for p in params], [p._numel() for p in params],
                              [0] * len(params), [fill.dtype_code(p) for p in params]],
                             dtype="int64", place=paddle.CPUPlace())
 

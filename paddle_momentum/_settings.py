@@ -19,6 +19,7 @@ built-in would read the user's value too. Until then the group's setting holds.
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 from paddle.regularizer import L2Decay
 
@@ -75,10 +76,11 @@ class GroupSettings:
     grad_clip: object
     l2_coeff: float | None
     regularizer: object
+    multi_precision: bool
 
     def structure(self):
         """What flat buckets are built from (the other settings are read at every step)."""
-        return (self.grad_clip, self.l2_coeff, self.regularizer)
+        return (self.grad_clip, self.l2_coeff, self.regularizer, self.multi_precision)
 
 
 def group_settings(group, optimizer):
@@ -92,6 +94,7 @@ def group_settings(group, optimizer):
     ``_regularization_coeff``; with groups the same keys of the group dict instead.
     """
     regularizer = optimizer.regularization
+    multi_precision = bool(optimizer._multi_precision)
     if group is None:
         return GroupSettings(
             check.check_momentum(optimizer._momentum),
@@ -99,7 +102,7 @@ def group_settings(group, optimizer):
             check.check_rescale_grad(optimizer._rescale_grad),
             check.check_grad_clip(optimizer._grad_clip),
             fused_decay(optimizer._regularization_method, optimizer._regularization_coeff,
-                        "optimizer._"), regularizer)
+                        "optimizer._"), regularizer, multi_precision)
     where = "parameter group "
     return GroupSettings(
         check.check_momentum(group["momentum"], f"{where}'momentum'"),
@@ -107,7 +110,7 @@ def group_settings(group, optimizer):
         check.check_rescale_grad(group["rescale_grad"], f"{where}'rescale_grad'"),
         check.check_grad_clip(group["grad_clip"], f"{where}'grad_clip'"),
         fused_decay(group["regularization_method"], group["regularization_coeff"], where),
-        regularizer)
+        regularizer, multi_precision)
 
 
 class ConstructionAttributes:
@@ -177,7 +180,7 @@ class ParamSettings:
         return self.grad_clip is None and self.regularizer is None
 
 
-def derive(param, group: GroupSettings, grouped: bool, construction, multi_precision):
+def derive(param, group: GroupSettings, grouped: bool, construction):
     """``param``'s :class:`ParamSettings` as the built-in would use them now."""
     lr_object, regularizer, main_grad = attribute_objects(param)
     lr_scale = None
@@ -196,7 +199,7 @@ def derive(param, group: GroupSettings, grouped: bool, construction, multi_preci
     dtype = _compat.dtype_name(param.dtype)
     return ParamSettings(
         lr_scale, l2_coeff, regularizer, group.grad_clip, group.momentum, group.use_nesterov,
-        group.rescale_grad, bool(multi_precision) and _compat.is_low_precision(param.dtype),
+        group.rescale_grad, group.multi_precision and _compat.is_low_precision(param.dtype),
         dtype, not grouped and main_grad is not None)
 
 
@@ -213,3 +216,38 @@ def _param_lr_scale(param, lr_object):
     if isinstance(lr_object, str):  # the built-in fails multiplying the lr tensor by it
         raise ValueError(f"{where} must be a number or a Tensor, got {lr_object!r}")
     return check.check_real(lr_object, where, allow_bool=True)
+
+
+class Derivations:
+    """:func:`derive`, done again for a parameter only when one of its inputs changed.
+
+    The inputs (the group's settings, the parameter's attribute objects, dtype, and its own
+    regularizer's coefficient) are compared with the previous step's: objects by identity (the
+    memo holds them, so no other object can take their address), the rest by value. A group's
+    settings are compared by value once per step; when equal, the previous object is kept,
+    so that its members' identity checks hold. (Deriving 2000 parameters' settings cost
+    about 8 ms a step; checking them about 1 ms.)"""
+
+    def __init__(self):
+        self._groups = {}
+        self._params = {}
+
+    def group(self, key, settings: GroupSettings) -> GroupSettings:
+        """``settings`` of group ``key``, or the equal object of the previous step."""
+        previous = self._groups.get(key)
+        if previous == settings:
+            return previous
+        self._groups[key] = settings
+        return settings
+
+    def settings(self, param, group, grouped, construction) -> ParamSettings:
+        objects = attribute_objects(param)
+        inputs = (group, grouped, param.dtype,
+                  getattr(objects[1], "_coeff", None))
+        entry = self._params.get(id(param))
+        if (entry is not None and entry[0] is param and entry[1] == inputs
+                and all(map(operator.is_, entry[2], objects)) and entry[1][0] is group):
+            return entry[3]
+        settings = derive(param, group, grouped, construction)
+        self._params[id(param)] = (param, inputs, objects, settings)
+        return settings

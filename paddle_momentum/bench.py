@@ -70,19 +70,21 @@ class Candidate:
     static program) and returning the optimizer, built with :data:`HYPERPARAMETERS`."""
 
     label: str
-    make: Callable[[Optional[list]], paddle.optimizer.Optimizer]
+    make: Callable[..., paddle.optimizer.Optimizer]  # (parameters, **option overrides)
 
 
-def _builtin(**options) -> Callable[[Optional[list]], paddle.optimizer.Optimizer]:
-    def make(parameters):
-        return paddle.optimizer.Momentum(parameters=parameters, **HYPERPARAMETERS, **options)
+def _builtin(**options) -> Callable[..., paddle.optimizer.Optimizer]:
+    def make(parameters, **overrides):
+        return paddle.optimizer.Momentum(parameters=parameters,
+                                         **{**HYPERPARAMETERS, **overrides}, **options)
     return make
 
 
-def _ours(**options) -> Callable[[Optional[list]], paddle.optimizer.Optimizer]:
-    def make(parameters):
+def _ours(**options) -> Callable[..., paddle.optimizer.Optimizer]:
+    def make(parameters, **overrides):
         # Looked up at call time, so a patched or reloaded class is the one measured.
-        return paddle_momentum.Momentum(parameters=parameters, **HYPERPARAMETERS, **options)
+        return paddle_momentum.Momentum(parameters=parameters,
+                                        **{**HYPERPARAMETERS, **overrides}, **options)
     return make
 
 
@@ -127,6 +129,7 @@ class Workload:
     shapes: Optional[Callable[[bool], List[List[int]]]] = None
     loop: bool = False
     min_steps: int = 0  # a cheap step's median needs more steps to be steady
+    options: dict = dataclasses.field(default_factory=dict)  # over HYPERPARAMETERS
 
     @property
     def is_dygraph(self) -> bool:
@@ -196,14 +199,14 @@ class TrainingLoopStep:
 @contextlib.contextmanager
 def dygraph_steppers(shapes: Callable[[bool], List[List[int]]],
                      candidates: Sequence[Candidate], quick: bool,
-                     loop: bool = False) -> Iterator[Dict[str, Stepper]]:
+                     loop: bool = False, options=None) -> Iterator[Dict[str, Stepper]]:
     """``opt.step`` of every candidate, each over its own parameters and gradients (``loop``:
-    as a :class:`TrainingLoopStep`)."""
+    as a :class:`TrainingLoopStep`), built with ``options`` over the hyperparameters."""
     values, gradients = gradient_values(shapes(quick))
     steppers = {}
     for candidate in candidates:
         parameters = parameters_with_gradients(values, gradients)
-        optimizer = candidate.make(parameters)
+        optimizer = candidate.make(parameters, **(options or {}))
         steppers[candidate.label] = (TrainingLoopStep(optimizer, parameters, gradients)
                                      if loop else optimizer.step)
     del values, gradients
@@ -256,11 +259,11 @@ def static_mlp_steppers(candidates: Sequence[Candidate],
         paddle.disable_static()
 
 
-def _dygraph(name, description, shapes, loop=False) -> Workload:
+def _dygraph(name, description, shapes, loop=False, **options) -> Workload:
     return Workload(
         name, description,
-        lambda candidates, quick: dygraph_steppers(shapes, candidates, quick, loop), shapes,
-        loop=loop)
+        lambda candidates, quick: dygraph_steppers(shapes, candidates, quick, loop, options),
+        shapes, loop=loop, options=options)
 
 
 _LOOP = "; step() in a training loop (clear_grad + backward before each, untimed)"
@@ -274,7 +277,59 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
     _dygraph("many-small-loop", "2000 x [512]" + _LOOP, many_small_shapes, loop=True),
     _dygraph("resnet50-loop", "resnet50 trainable parameters" + _LOOP, resnet50_shapes,
              loop=True),
+    # The gradient clips and a non-L2 regularizer (each left the fast path before).
+    _dygraph("many-small-globalnorm", "2000 x [512], ClipGradByGlobalNorm(1.0)",
+             many_small_shapes, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
+    _dygraph("many-small-value", "2000 x [512], ClipGradByValue(0.01)", many_small_shapes,
+             grad_clip=paddle.nn.ClipGradByValue(0.01)),
+    _dygraph("many-small-l1", "2000 x [512], weight_decay=L1Decay(1e-4)", many_small_shapes,
+             weight_decay=paddle.regularizer.L1Decay(1e-4)),
+    _dygraph("resnet50-globalnorm", "resnet50 trainable parameters, ClipGradByGlobalNorm(1.0)",
+             resnet50_shapes, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
 )}
+
+# First step in a fresh process (the kernel loaded from a warm cache, buckets built):
+# name -> parameter shapes.
+FIRST_STEP_MODELS = {"resnet18": "resnet18", "20000-tiny": [[4]] * 20000}
+FIRST_STEP_SCRIPT = """
+import json, sys, time
+import paddle
+kind, model = sys.argv[1], json.loads(sys.argv[2])
+if kind == "ours":
+    import paddle_momentum
+    paddle_momentum._kernel.load(), paddle_momentum._kernel.gradient_table()
+if model == "resnet18":
+    params = paddle.vision.models.resnet18().parameters()
+else:
+    params = [paddle.create_parameter(shape, "float32") for shape in model]
+cls = paddle.optimizer.Momentum if kind == "builtin" else paddle_momentum.Momentum
+opt = cls(0.1, 0.9, parameters=params, weight_decay=1e-4)
+paddle.add_n([p.sum() for p in params]).backward()
+start = time.perf_counter()
+opt.step()
+print(time.perf_counter() - start)
+"""
+
+
+def first_step_seconds(kind: str, model, runs: int = 3) -> List[float]:
+    """``kind``'s ('builtin' or 'ours') first ``step()`` in ``runs`` fresh processes."""
+    import json
+    import subprocess
+
+    return [float(subprocess.run(
+        [sys.executable, "-c", FIRST_STEP_SCRIPT, kind, json.dumps(model)],
+        capture_output=True, text=True, check=True).stdout.split()[-1])
+        for _ in range(runs)]
+
+
+def first_step_report(out: Callable[[str], object] = print, runs: int = 3) -> None:
+    """The first ``step()`` of the built-in and of ours, each in fresh processes (medians)."""
+    out(f"first step() in a fresh process (median of {runs}; ours with a warm kernel cache)")
+    for name, model in FIRST_STEP_MODELS.items():
+        builtin = statistics.median(first_step_seconds("builtin", model, runs))
+        ours = statistics.median(first_step_seconds("ours", model, runs))
+        out(f"{name:<12} builtin {builtin:8.3f} s   ours {ours:8.3f} s   "
+            f"x builtin {ours / builtin:5.2f}   ours - builtin {ours - builtin:+.3f} s")
 
 
 # --------------------------------------------------------------------------------- measuring
@@ -405,7 +460,7 @@ def measure_extra_memory(workload_name: str, candidate_label: str, quick: bool) 
     _release_free_heap()
     baseline = _status_kb("VmRSS")
     peak_field = "VmHWM" if _reset_peak_rss() else "VmRSS"
-    optimizer = candidates[candidate_label].make(parameters)
+    optimizer = candidates[candidate_label].make(parameters, **workload.options)
     step = (TrainingLoopStep(optimizer, parameters, gradients) if workload.loop
             else optimizer.step)
     for _ in range(WARMUP_STEPS):
@@ -543,6 +598,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         default=True,
                         help=f"leave {SLOW_CANDIDATE} out of {SLOW_WORKLOAD} (default: on; "
                              f"when included it takes at most {SLOW_STEPS} timed steps)")
+    parser.add_argument("--first-step", action="store_true",
+                        help="measure only the first step() in fresh processes")
     parser.add_argument("--memory-probe", nargs=2, metavar=("WORKLOAD", "CANDIDATE"),
                         help=argparse.SUPPRESS)  # internal: one measurement, printed in MB
     args = parser.parse_args(argv)
@@ -552,6 +609,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.memory_probe:
         workload_name, candidate_label = args.memory_probe
         print(f"{measure_extra_memory(workload_name, candidate_label, args.quick):.1f}")
+        return 0
+    if args.first_step:
+        first_step_report()
         return 0
     run(args.workload, steps=args.steps, quick=args.quick, memory=args.memory,
         skip_composed_big=args.skip_composed_big)

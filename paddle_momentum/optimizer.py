@@ -110,6 +110,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         fused_l2, other_decay = split_weight_decay(weight_decay)
         # Grouped parameters' attribute objects at construction (read by _add_param_group).
         self._construction = _settings.ConstructionAttributes()
+        self._derivations = _settings.Derivations()
         super().__init__(
             learning_rate=float(learning_rate) if self._learning_rate_tensor is not None
             else learning_rate,
@@ -231,12 +232,12 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
 
     def _group_settings(self, group) -> _settings.GroupSettings:
         """``group``'s settings now (``group`` None: the optimizer's, without groups)."""
-        return _settings.group_settings(group, self)
+        return self._derivations.group(id(group), _settings.group_settings(group, self))
 
     def _settings_of(self, param, group_settings) -> ParamSettings:
         """``param``'s settings now: the one derivation every path uses (``_settings``)."""
-        return _settings.derive(param, group_settings, self._grouped(), self._construction,
-                                self._multi_precision)
+        return self._derivations.settings(param, group_settings, self._grouped(),
+                                          self._construction)
 
     def _uses_master_weight(self, param) -> bool:
         return self._multi_precision and _compat.is_low_precision(param.dtype)
@@ -269,6 +270,11 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             self._already_create_accumulator.add(param.name)
         return self._get_accumulator_master(self._velocity_acc_str, param)
 
+    def _accumulator_name(self, name):
+        """The key of an accumulator kind in ``_accumulators`` (the base class prefixes the
+        optimizer's ``name``)."""
+        return name if self._name is None else f"{self._name}_{name}"
+
     def _check_state_fits(self, param, settings: ParamSettings):
         """Raise ValueError when ``param`` no longer fits the state it already has: its dtype
         or shape changed in place (``paddle.assign(float32_tensor, output=float64_param)``).
@@ -276,16 +282,20 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         if param.name not in self._already_create_accumulator:
             return
         master = self._master_weights.get(param.name)
-        velocity = self._accumulators[self._velocity_acc_str].get(
+        velocity = self._accumulators[self._accumulator_name(self._velocity_acc_str)].get(
             param.name if master is None else master.name)
         expected_dtype = "float32" if settings.master_weight else settings.dtype
-        if (velocity is not None and (settings.master_weight != (master is not None)
-                                      or _compat.dtype_name(velocity.dtype) != expected_dtype
-                                      or list(velocity.shape) != list(param.shape))):
+        if velocity is not None and settings.master_weight != (master is not None):
+            raise ValueError(
+                f"parameter {param.name}'s state was created "
+                f"{'with' if master is not None else 'without'} a master weight, but "
+                f"multi_precision={self._multi_precision} now asks "
+                f"{'for' if settings.master_weight else 'not for'} one")
+        if velocity is not None and (_compat.dtype_name(velocity.dtype) != expected_dtype
+                                     or list(velocity.shape) != list(param.shape)):
             raise ValueError(
                 f"parameter {param.name} is now {settings.dtype} {list(param.shape)}, but its "
                 f"velocity is {_compat.dtype_name(velocity.dtype)} {list(velocity.shape)}"
-                + (" with a master weight" if master is not None else "")
                 + ": the optimizer state no longer fits the parameter")
 
     def _prepare_learning_rate(self):

@@ -1,8 +1,12 @@
-"""A process that makes its first optimizer steps with ours (kernel 'auto') and with the
-built-in, for ``test_kernel_cache.py``: ``THREADS`` threads (default 2) each train their own
-model at once, so the kernel is loaded (or built) while another thread wants it too. Prints
-one JSON line: whether the fused kernel and the gradient table are in use, whether every
-thread's parameters equal the built-in's bit for bit, and whether ``sys.stdout`` is intact.
+"""A process that makes its first use of ours (kernel 'auto') and trains with it and with the
+built-in, for ``test_kernel_cache.py``: ``THREADS`` threads (default 2) construct their
+optimizers at once, so the kernel and the gradient table are loaded (or built and checked)
+while another thread wants them too; then each model trains. Prints one JSON line: whether
+the fused kernel and the gradient table are in use, whether every model's parameters equal
+the built-in's bit for bit, and whether ``sys.stdout`` is intact.
+
+(The training itself runs one model at a time: Paddle's dygraph mode is not thread-safe, with
+the built-in as with ours: ``no_grad`` flips a process-wide flag, for one.)
 
 With ``READ_ONLY_CACHE=1`` every attempt to write below ``$PADDLE_MOMENTUM_CACHE`` raises
 PermissionError, as on a read-only file system (root ignores permission bits).
@@ -47,14 +51,22 @@ from paddle_momentum import _kernel  # noqa: E402
 SHAPES = [[64, 32], [32], [32, 8], [8], [300, 300]]
 
 
-def train(kind, seed):
-    rng = np.random.default_rng(seed)
+def model(seed):
     with paddle.utils.unique_name.guard():
         params = [paddle.create_parameter(shape, "float32") for shape in SHAPES]
+    rng = np.random.default_rng(seed)
     for param in params:
         param.set_value(rng.standard_normal(param.shape).astype("float32"))
+    return params
+
+
+def optimizer_for(kind, params):
     cls = paddle.optimizer.Momentum if kind == "builtin" else paddle_momentum.Momentum
-    optimizer = cls(0.05, 0.9, parameters=params, weight_decay=1e-3)
+    return cls(0.05, 0.9, parameters=params, weight_decay=1e-3)
+
+
+def train(params, optimizer, seed):
+    rng = np.random.default_rng(1000 + seed)
     for step in range(3):
         grads = [rng.standard_normal(p.shape).astype("float32") for p in params]
         paddle.add_n([(p * paddle.to_tensor(g)).sum() for p, g in zip(params, grads)]).backward()
@@ -65,24 +77,29 @@ def train(kind, seed):
 
 def main():
     count = int(os.environ.get("THREADS", "2"))
+    models = [model(i) for i in range(count)]
     barrier = threading.Barrier(count)
-    results, errors = {}, []
+    optimizers, errors = {}, []
 
-    def run(index):
+    def first_use(index):
         try:
             barrier.wait()
-            results[index] = train("ours", index)
+            optimizers[index] = optimizer_for("ours", models[index])
+            _kernel.gradient_table()
         except Exception as error:  # reported below
             errors.append(repr(error))
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    threads = [threading.Thread(target=first_use, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    same = not errors and all(
-        all(np.array_equal(a, b) for a, b in zip(results[i], train("builtin", i)))
-        for i in range(count))
+    same = not errors
+    for i in range(count if same else 0):
+        ours = train(models[i], optimizers[i], i)
+        reference_params = model(i)
+        reference = train(reference_params, optimizer_for("builtin", reference_params), i)
+        same = same and all(np.array_equal(a, b) for a, b in zip(ours, reference))
     print(json.dumps({"kernel": _kernel.load() is not None,
                       "table": _kernel.gradient_table() is not None,
                       "same_as_builtin": same, "errors": errors,

@@ -81,6 +81,9 @@ MUTATIONS = {
         ps[0], "main_grad", paddle.full([24], 0.5, ps[0].dtype))),
     "main_grad_of_another_dtype": ("plain", lambda ps, opt: setattr(
         ps[0], "main_grad", paddle.full(ps[0].shape, 0.5, "float64"))),
+    "velocity_replaced": ("plain groups", lambda ps, opt: [
+        opt._accumulators["velocity"].update({p.name: paddle.zeros_like(
+            opt._accumulators["velocity"][p.name])}) for p in ps[:3]]),  # a momentum reset
     "optimizer_regularization": ("plain groups", lambda ps, opt: setattr(
         opt, "regularization", L1Decay(0.1))),
     "optimizer_momentum": ("plain", lambda ps, opt: setattr(opt, "_momentum", 0.5)),
@@ -228,3 +231,24 @@ def test_parameter_appended_to_the_list_is_updated(path):
         results.append([p.numpy().copy() for p in params + [extra]])
     for i, (a, b) in enumerate(zip(*results)):
         assert_same(a, b, f"parameter {i}")
+
+
+@pytest.mark.parametrize("kernel", ["composed", "fused"])
+def test_multi_precision_switched_off_raises_before_writing(kernel):
+    """float16 parameters (the built-in has no CPU kernel for them, so ours is compared with
+    itself): turning ``_multi_precision`` off after the master weights exist raises
+    ValueError on every path, before anything is written (it used to be ignored by buckets)."""
+    params = [paddle.create_parameter([8], "float16") for _ in range(8)]
+    optimizer = paddle_momentum.Momentum(0.1, 0.9, parameters=params, multi_precision=True,
+                                         kernel=kernel)
+    for _ in range(2):
+        paddle.add_n([p.astype("float32").sum() for p in params]).backward()
+        optimizer.step()
+    tensors = params + [optimizer._get_accumulator_master("velocity", p) for p in params] \
+        + [optimizer._master_weights[p.name] for p in params]
+    before = [t.numpy().copy() for t in tensors]
+    optimizer._multi_precision = False
+    with pytest.raises(ValueError, match="master weight"):
+        optimizer.step()
+    for i, (tensor, value) in enumerate(zip(tensors, before)):
+        assert_same(value, tensor.numpy(), f"tensor {i}")
