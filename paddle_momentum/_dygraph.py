@@ -46,8 +46,7 @@ class DygraphStep:
             buckets = []
             if self._fused_active() and only is None and self._flat.built(group):
                 state = self._flat.ready(
-                    group, params, group_settings.structure(),
-                    self._accumulators[self._accumulator_name(self._velocity_acc_str)],
+                    group, params, group_settings.structure(), self._velocity_dict(),
                     self._master_weights,
                     lambda param: self._bucket_key(param, self._settings_of(param,
                                                                             group_settings)))
@@ -193,7 +192,7 @@ class DygraphStep:
                 key, [p for p, _, _ in entries], self._velocity_of,
                 self._create_master_weight if entries[0][2].master_weight else None)
             buckets.append(bucket)
-            grads = bucket.gradients()
+            grads = bucket.gradients(self._velocity_dict(), self._master_weights)
             if isinstance(grads, str):  # not whole this step: its members stay units
                 rest.extend(entries)
             else:

@@ -128,14 +128,24 @@ class FlatBucket:
     def _settings_changed(self) -> bool:
         return any(getattr(r, "_coeff", None) != coeff for r, coeff in self.coefficients)
 
-    def gradients(self):
+    def _states(self, velocities, master_weights):
+        """(dict, keys, tensors) triples: the members' state as the optimizer's dicts must
+        still hold it."""
+        states = [velocities, self.velocity_keys, self.velocities]
+        if self.masters is not None:
+            states += [master_weights, self.master_keys, self.masters]
+        return states
+
+    def gradients(self, velocities, master_weights):
         """The members' gradients in member order (as a filled gradient table where it is
         available, see ``csrc/gradient_table.cc``) when the bucket can be updated whole this
-        step; else ``NOT_WHOLE``, ``CHANGED`` or ``SETTINGS_CHANGED`` (see above)."""
+        step; else ``NOT_WHOLE``, ``CHANGED`` or ``SETTINGS_CHANGED`` (see above).
+        ``velocities`` and ``master_weights`` are the optimizer's dicts now."""
         if self.coefficients and self._settings_changed():
             return SETTINGS_CHANGED
+        states = self._states(velocities, master_weights)
         if self.table is not None:
-            result = self.fill_table(self.params, self.table, self.snapshot)
+            result = self.fill_table(self.params, self.table, self.snapshot, states)
             if result >= 0:
                 return self.table if result == 0 else NOT_WHOLE
             code = _kernel.table_problem(result)[1]
@@ -144,6 +154,9 @@ class FlatBucket:
         if not all(map(operator.is_, self.snapshot,
                        (obj for p in self.params for obj in attribute_objects(p)))):
             return SETTINGS_CHANGED
+        if not all(all(map(operator.is_, map(states[t].get, states[t + 1]), states[t + 2]))
+                   for t in range(0, len(states), 3)):
+            return CHANGED
         if not self.storage_intact() or [p.dtype for p in self.params] != self.dtypes \
                 or not all(p.is_contiguous() for p in self.params):
             return CHANGED
@@ -193,18 +206,12 @@ class FlatState:
             return None
         whole, by_member = [], []
         for bucket in self.buckets_of_group.get(id(group), ()):
-            if not all(map(operator.is_, map(velocities.get, bucket.velocity_keys),
-                           bucket.velocities)) or (
-                    bucket.masters is not None and not all(map(
-                        operator.is_, map(master_weights.get, bucket.master_keys),
-                        bucket.masters))):
-                return None
-            grads = bucket.gradients()
+            grads = bucket.gradients(velocities, master_weights)
             if grads is SETTINGS_CHANGED:
                 if any(key_of(p) != bucket.key for p in bucket.params):
                     return None
                 bucket.refresh_snapshot()  # replaced by equal settings
-                grads = bucket.gradients()
+                grads = bucket.gradients(velocities, master_weights)
             if grads is CHANGED or grads is SETTINGS_CHANGED:
                 return None
             if grads is NOT_WHOLE:

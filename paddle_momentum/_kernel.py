@@ -75,9 +75,10 @@ def table_problem(code: int):
 
 
 def gradient_table():
-    """``fill(params, table, snapshot) -> int`` (see ``csrc/gradient_table.cc``), or None where
-    it cannot be built or its checks against Paddle's own accessors fail. ``snapshot`` is the
-    flat list of the members' ``_settings.attribute_objects`` (or None: not checked). Off
+    """``fill(params, table, snapshot, states=None) -> int`` (see ``csrc/gradient_table.cc``),
+    or None where it cannot be built or its checks against Paddle's own accessors fail.
+    ``snapshot`` is the flat list of the members' ``_settings.attribute_objects`` (or None:
+    not checked); ``states`` a list of (dict, keys, state tensors) triples. Off
     with ``PADDLE_MOMENTUM_GRADIENT_TABLE=0``. Thread-safe; checked once per cache entry."""
     with _build.LOCK:
         return _gradient_table()
@@ -106,13 +107,13 @@ def _table_functions(library):
     for function in (library.pm_gradient_table, library.pm_gradient_table_selfcheck,
                      library.pm_tensor_dtype):
         function.restype = ctypes.c_int64
-    library.pm_gradient_table.argtypes = [ctypes.py_object] * 4
+    library.pm_gradient_table.argtypes = [ctypes.py_object] * 5
     library.pm_gradient_table_selfcheck.argtypes = [ctypes.py_object]
     library.pm_tensor_dtype.argtypes = [ctypes.py_object]
     stop_gradient = paddle.Tensor.__dict__["stop_gradient"]
 
-    def fill(params, table, snapshot) -> int:
-        return library.pm_gradient_table(params, table, stop_gradient, snapshot)
+    def fill(params, table, snapshot, states=None) -> int:
+        return library.pm_gradient_table(params, table, stop_gradient, snapshot, states)
 
     fill.dtype_code = library.pm_tensor_dtype
     fill.selfcheck = library.pm_gradient_table_selfcheck

@@ -270,10 +270,11 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             self._already_create_accumulator.add(param.name)
         return self._get_accumulator_master(self._velocity_acc_str, param)
 
-    def _accumulator_name(self, name):
-        """The key of an accumulator kind in ``_accumulators`` (the base class prefixes the
-        optimizer's ``name``)."""
-        return name if self._name is None else f"{self._name}_{name}"
+    def _velocity_dict(self):
+        """``{param (or master weight) name: velocity}`` (the base class prefixes the kind
+        with the optimizer's ``name``)."""
+        kind = self._velocity_acc_str
+        return self._accumulators[kind if self._name is None else f"{self._name}_{kind}"]
 
     def _check_state_fits(self, param, settings: ParamSettings):
         """Raise ValueError when ``param`` no longer fits the state it already has: its dtype
@@ -282,7 +283,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         if param.name not in self._already_create_accumulator:
             return
         master = self._master_weights.get(param.name)
-        velocity = self._accumulators[self._accumulator_name(self._velocity_acc_str)].get(
+        velocity = self._velocity_dict().get(
             param.name if master is None else master.name)
         expected_dtype = "float32" if settings.master_weight else settings.dtype
         if velocity is not None and settings.master_weight != (master is not None):

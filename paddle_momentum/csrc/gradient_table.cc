@@ -128,6 +128,28 @@ struct Member {
   bool frozen;
 };
 
+// The first member whose state in one of ``states``' (dict, keys, objects) triples is not its
+// object (a velocity replaced in the optimizer's dict, say), -1 when none is, -2 for a
+// malformed argument.
+Py_ssize_t FirstReplacedState(PyObject* states, Py_ssize_t n) {
+  if (!PyList_CheckExact(states) || PyList_GET_SIZE(states) % 3 != 0) return -2;
+  for (Py_ssize_t t = 0; t < PyList_GET_SIZE(states); t += 3) {
+    PyObject* dict = PyList_GET_ITEM(states, t);
+    PyObject* keys = PyList_GET_ITEM(states, t + 1);
+    PyObject* objects = PyList_GET_ITEM(states, t + 2);
+    if (!PyDict_Check(dict) || !PyList_CheckExact(keys) || !PyList_CheckExact(objects) ||
+        PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(objects) != n) {
+      return -2;
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      if (PyDict_GetItem(dict, PyList_GET_ITEM(keys, i)) != PyList_GET_ITEM(objects, i)) {
+        return i;
+      }
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
 // The Python tensor object's layout agrees with Paddle's own accessor: 1, else <= 0.
@@ -154,10 +176,13 @@ extern "C" int64_t pm_tensor_dtype(PyObject* tensor) {
 // (0 when it has no usable gradient). A gradient must be a dense contiguous CPU tensor of its
 // parameter's dtype and size. stop_gradient: the property descriptor of paddle.Tensor, whose
 // getter decides "frozen" as Paddle does. snapshot: a list of kAttributes objects per member
-// (see FirstChangedAttributes), or None to skip that check.
+// (see FirstChangedAttributes), or None to skip that check. states: None, or a list of
+// (dict, keys, objects) triples: every dict[keys[i]] must be objects[i] (the members' state
+// tensors as the optimizer's dicts hold them), else -(8 * i + kMoved).
 // Members are walked in three passes so that the cache misses of different members overlap.
 extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
-                                     PyObject* stop_gradient, PyObject* snapshot) {
+                                     PyObject* stop_gradient, PyObject* snapshot,
+                                     PyObject* states) {
   if (!PyList_CheckExact(params) || !paddle::pybind::PyCheckTensor(table_object) ||
       !PyObject_TypeCheck(stop_gradient, &PyGetSetDescr_Type)) {
     return -kTable;
@@ -210,6 +235,11 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
   if (snapshot != Py_None) {
     const Py_ssize_t changed = FirstChangedAttributes(params, snapshot);
     if (changed >= 0) return -(8 * changed + kSettings);
+  }
+  if (states != Py_None) {
+    const Py_ssize_t replaced = FirstReplacedState(states, n);
+    if (replaced == -2) return -kTable;
+    if (replaced >= 0) return -(8 * replaced + kMoved);
   }
   std::vector<const phi::DenseTensor*> grads(n, nullptr);
   for (Py_ssize_t i = 0; i < n; ++i) {
