@@ -16,8 +16,8 @@ import paddle
 from paddle.base import framework
 from paddle.base.layer_helper import LayerHelper
 
-from . import _clip, _compat, _flat, implementations
-from ._settings import GroupSettings, ParamSettings
+from . import _clip, _compat, _flat, _kernel, implementations
+from ._settings import GroupSettings, ParamSettings, fused_gradient_ops
 
 
 @dataclasses.dataclass
@@ -49,7 +49,8 @@ class DygraphStep:
                     group, params, group_settings.structure(), self._velocity_dict(),
                     self._master_weights,
                     lambda param: self._bucket_key(param, self._settings_of(param,
-                                                                            group_settings)))
+                                                                            group_settings)),
+                    clipped=group_settings.grad_clip is not None)
                 if state is None:  # something a bucket was built from changed: rebuild all
                     self._flat.clear()
                     return self._plan(only, use_main_grad)
@@ -157,14 +158,17 @@ class DygraphStep:
         return paddle.add_n([grad, term])
 
     def _bucket_key(self, param, settings: ParamSettings, grad=None):
-        """``settings.batch_key()`` when ``param`` (with ``grad``, when given) can join a flat
-        bucket, else None."""
-        if (not settings.gradient_untouched or settings.uses_main_grad or param._numel() == 0
+        """``settings.batch_key()`` and the gradient ops the kernel does for it (a clip by
+        value, an L1 decay: ``_settings.fused_gradient_ops``) when ``param`` (with ``grad``,
+        when given) can join a flat bucket, else None."""
+        gradient_ops = fused_gradient_ops(param, settings)
+        if (gradient_ops is None or (gradient_ops and _kernel.gradient_table() is None)
+                or settings.uses_main_grad or param._numel() == 0
                 or _compat.is_tensor(settings.lr_scale) or not param._is_initialized()
                 or (grad is not None and _compat.is_sparse(grad))
                 or not implementations.fused_supports(param, param if grad is None else grad)):
             return None
-        return settings.batch_key()
+        return settings.batch_key() + (gradient_ops,)
 
     def _repeated_params(self):
         """The ids of parameters listed more than once (in one group or across groups): the
@@ -211,5 +215,8 @@ class DygraphStep:
         update, params = ((implementations.fused_table, settings.dtype)
                           if bucket.table is not None
                           else (implementations.fused_multi, bucket.param_buffers))
+        options = settings.rule_options()
+        if bucket.table is not None:
+            options["gradient_ops"] = bucket.key[-1]
         update(params, grads, bucket.velocity_buffers, bucket.master_buffers,
-               self._param_lr(first, settings), **settings.rule_options())
+               self._param_lr(first, settings), **options)

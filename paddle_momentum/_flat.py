@@ -45,6 +45,11 @@ from ._settings import attribute_objects
 OWN_BUFFER_SIZE = 1 << 16
 
 _DATA_PTR = paddle.Tensor.data_ptr
+
+
+def _NEED_CLIP(param):
+    return getattr(param, "need_clip", True)
+
 _SIZE = paddle.Tensor._numel  # (Tensor.size goes through numpy: 5 us against 0.9 us)
 
 
@@ -124,6 +129,11 @@ class FlatBucket:
         self.snapshot = [obj for p in self.params for obj in attribute_objects(p)]
         regularizers = {id(r): r for r in self.snapshot[1::3] if r is not None}.values()
         self.coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers]
+        self.need_clips = list(map(_NEED_CLIP, self.params))
+
+    def need_clip_changed(self) -> bool:
+        """A member's ``need_clip`` (which a clip reads at every step) is another object."""
+        return not all(map(operator.is_, map(_NEED_CLIP, self.params), self.need_clips))
 
     def _settings_changed(self) -> bool:
         return any(getattr(r, "_coeff", None) != coeff for r, coeff in self.coefficients)
@@ -192,20 +202,23 @@ class FlatState:
         self.built_from[id(group)] = (list(params), structure)
         self.master_weights = master_weights
 
-    def ready(self, group, params, structure, velocities, master_weights, key_of):
+    def ready(self, group, params, structure, velocities, master_weights, key_of,
+              clipped=False):
         """``([(bucket, its gradients)] to update whole, [buckets to update member by
         member])`` for ``group``, whose parameter list is ``params`` and settings' structure
         ``structure`` now; None when the buckets must be rebuilt: the list or the structure
         changed, a member changed (``key_of(param)``, its batch key now, differs from its
         bucket's), or its velocity or master weight is no longer the tensor in ``velocities``
         or ``master_weights`` (the optimizer's dicts; the latter may have been replaced
-        whole)."""
+        whole), or, where the group is ``clipped``, a member's ``need_clip`` changed."""
         built_params, built_structure = self.built_from[id(group)]
         if (len(params) != len(built_params) or structure != built_structure
                 or not all(map(operator.is_, params, built_params))):
             return None
         whole, by_member = [], []
         for bucket in self.buckets_of_group.get(id(group), ()):
+            if clipped and bucket.need_clip_changed():
+                return None
             grads = bucket.gradients(velocities, master_weights)
             if grads is SETTINGS_CHANGED:
                 if any(key_of(p) != bucket.key for p in bucket.params):

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import operator
 
-from paddle.regularizer import L2Decay
+from paddle.nn.clip import ClipGradByValue
+from paddle.regularizer import L1Decay, L2Decay
 
 from . import _compat
 from . import _validation as check
@@ -79,8 +80,11 @@ class GroupSettings:
     multi_precision: bool
 
     def structure(self):
-        """What flat buckets are built from (the other settings are read at every step)."""
-        return (self.grad_clip, self.l2_coeff, self.regularizer, self.multi_precision)
+        """What flat buckets are built from (the other settings are read at every step),
+        with the values a clip or a regularizer reads from itself when it runs."""
+        return (self.grad_clip, getattr(self.grad_clip, "min", None),
+                getattr(self.grad_clip, "max", None), self.l2_coeff, self.regularizer,
+                getattr(self.regularizer, "_coeff", None), self.multi_precision)
 
 
 def group_settings(group, optimizer):
@@ -174,10 +178,24 @@ class ParamSettings:
         return dict(momentum=self.momentum, use_nesterov=self.use_nesterov,
                     l2_coeff=self.l2_coeff, rescale_grad=self.rescale_grad)
 
-    @property
-    def gradient_untouched(self) -> bool:
-        """No clip and no non-fused regularizer act on the gradient before the update."""
-        return self.grad_clip is None and self.regularizer is None
+
+def fused_gradient_ops(param, settings: ParamSettings):
+    """What the built-in does to ``param``'s gradient before its kernel, as the fused
+    kernel's ``gradient_ops`` spec ("" for nothing): a ``ClipGradByValue`` (unless the
+    parameter's ``need_clip`` is False) and an ``L1Decay``; None when a clip or regularizer
+    the kernel does not do is set (then the parameter is updated on its own)."""
+    ops = []
+    clip, regularizer = settings.grad_clip, settings.regularizer
+    if clip is not None:
+        if type(clip) is not ClipGradByValue:
+            return None
+        if getattr(param, "need_clip", True) is not False:
+            ops.append(f"clip:{float(clip.min)!r}:{float(clip.max)!r}")
+    if regularizer is not None:
+        if type(regularizer) is not L1Decay:
+            return None
+        ops.append(f"l1:{float(regularizer._coeff)!r}")
+    return ";".join(ops)
 
 
 def derive(param, group: GroupSettings, grouped: bool, construction):

@@ -92,16 +92,18 @@ def fused_multi(params, grads, velocities, masters, lr, *, momentum, use_nestero
 
 
 def fused_table(param_dtype, table, velocities, masters, lr, *, momentum, use_nesterov,
-                l2_coeff, rescale_grad):
+                l2_coeff, rescale_grad, gradient_ops=""):
     """``fused_multi`` (dygraph) with a filled gradient table (``_kernel.gradient_table``) in
     place of the parameter and gradient lists: the table holds their addresses, and
-    ``param_dtype`` names the parameters' dtype."""
+    ``param_dtype`` names the parameters' dtype. ``gradient_ops`` (see
+    ``_settings.fused_gradient_ops``) is what the built-in does to each gradient first."""
     scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
     ops = _kernel.load()
     if masters is None:
-        ops.pm_momentum_table(table, velocities, lr, param_dtype, *scalars)
+        ops.pm_momentum_table(table, velocities, lr, param_dtype, gradient_ops, *scalars)
     else:
-        ops.pm_momentum_table_master(table, velocities, lr, masters, param_dtype, *scalars)
+        ops.pm_momentum_table_master(table, velocities, lr, masters, param_dtype,
+                                     gradient_ops, *scalars)
 
 
 def fused_supports(param, grad) -> bool:

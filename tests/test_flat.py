@@ -271,3 +271,69 @@ def test_bad_gradient_in_a_bucket_changes_nothing(gradient_path):
     for p, (value, velocity) in zip(params, before):
         assert_same(value, p.numpy(), p.name)
         assert_same(velocity, velocity_of(p).numpy(), p.name)
+
+
+GRADIENT_OPS = {
+    "value_clip": dict(grad_clip=paddle.nn.ClipGradByValue(0.01)),
+    "l1": dict(weight_decay=paddle.regularizer.L1Decay(0.003)),
+    "value_clip_and_l1": dict(grad_clip=paddle.nn.ClipGradByValue(0.02, -0.005),
+                              weight_decay=paddle.regularizer.L1Decay(0.1)),
+}
+
+
+def _gradient_ops_run(kind, dtype, options, changes=None):
+    """Eight parameters (one of 70,000 elements), starting with zeros, -0, inf and a
+    denormal, gradients with NaN and -0; ``changes[step](params, optimizer)`` between
+    steps. Returns the parameters after each step, and the optimizer."""
+    rng = np.random.default_rng(0)
+    with paddle.utils.unique_name.guard():
+        params = [paddle.create_parameter([n], dtype) for n in (5, 7, 9, 4, 70000, 11, 4, 6)]
+    for param in params:
+        values = rng.standard_normal(param.shape).astype(dtype)
+        values[:4] = [0.0, -0.0, np.inf, -1e-40]
+        param.set_value(values)
+    cls = paddle.optimizer.Momentum if kind == "builtin" else paddle_momentum.Momentum
+    optimizer = cls(0.1, 0.9, parameters=params, use_nesterov=True, **options,
+                    **({} if kind == "builtin" else {"kernel": "fused"}))
+    history = []
+    for step in range(5):
+        (changes or {}).get(step, lambda *_: None)(params, optimizer)
+        grads = [rng.standard_normal(p.shape).astype(dtype) * 0.05 for p in params]
+        grads[0][:3] = [np.nan, -0.0, 0.01]
+        paddle.add_n([(p * paddle.to_tensor(g)).sum() for p, g in zip(params, grads)]).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        history.append([p.numpy().copy() for p in params])
+    return history, optimizer
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ops", list(GRADIENT_OPS))
+def test_value_clip_and_l1_are_fused_bitwise(ops, dtype):
+    """ClipGradByValue and L1Decay run inside the fused kernel (the buckets carry them),
+    with the built-in's bits: sign(NaN) is NaN, sign(-0) is +0, the clip keeps NaN."""
+    reference, _ = _gradient_ops_run("builtin", dtype, GRADIENT_OPS[ops])
+    ours, optimizer = _gradient_ops_run("ours", dtype, GRADIENT_OPS[ops])
+    assert all(b.key[-1] for b in _buckets(optimizer)), "the gradient ops are not fused"
+    for step, (expected, actual) in enumerate(zip(reference, ours)):
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            assert_same(a, b, f"step {step} parameter {i}")
+
+
+def _flip_need_clip(params, optimizer):
+    params[1].need_clip = False
+
+
+def _narrow_the_clip(params, optimizer):
+    optimizer._grad_clip.max = 0.001  # read by the clip at every step
+
+
+def test_fused_value_clip_follows_need_clip_and_bounds_changed_between_steps():
+    options = dict(grad_clip=paddle.nn.ClipGradByValue(0.01))
+    changes = {2: _flip_need_clip, 3: _narrow_the_clip}
+    reference, _ = _gradient_ops_run("builtin", "float32", options, changes)
+    options = dict(grad_clip=paddle.nn.ClipGradByValue(0.01))
+    ours, _ = _gradient_ops_run("ours", "float32", options, changes)
+    for step, (expected, actual) in enumerate(zip(reference, ours)):
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            assert_same(a, b, f"step {step} parameter {i}")

@@ -92,7 +92,67 @@ struct Hyper {
   bool has_l2;       // apply it (a coefficient of 0 still turns an infinite p into NaN)
   float rescale;     // rescale_grad (1: none)
   bool nesterov;
+  // What the built-in does to the gradient before its kernel (dygraph buckets only; doubles,
+  // because Paddle's clip and scale ops take them as double scalars):
+  bool has_clip = false;  // ClipGradByValue: g = min(max(g, clip_min), clip_max)
+  double clip_min = 0, clip_max = 0;
+  bool has_l1 = false;    // L1Decay: g = g + (sign(p) * l1 + 0)
+  double l1 = 0;
 };
+
+// The gradient ops of ``spec``: "" (none), or ';'-separated "clip:MIN:MAX" and "l1:COEFF",
+// each number as Python's repr of a float (which round-trips exactly through strtod).
+void ParseGradientOps(const std::string& spec, Hyper* h) {
+  size_t at = 0;
+  while (at < spec.size()) {
+    size_t end = spec.find(';', at);
+    if (end == std::string::npos) end = spec.size();
+    const std::string op = spec.substr(at, end - at);
+    if (op.rfind("clip:", 0) == 0) {
+      const size_t colon = op.find(':', 5);
+      PD_CHECK(colon != std::string::npos, "pm_momentum: bad clip spec ", op);
+      h->has_clip = true;
+      h->clip_min = std::strtod(op.substr(5, colon - 5).c_str(), nullptr);
+      h->clip_max = std::strtod(op.substr(colon + 1).c_str(), nullptr);
+    } else if (op.rfind("l1:", 0) == 0) {
+      h->has_l1 = true;
+      h->l1 = std::strtod(op.substr(3).c_str(), nullptr);
+    } else {
+      PD_THROW("pm_momentum: unknown gradient op ", op);
+    }
+    at = end + 1;
+  }
+}
+
+// A double scalar as Paddle's kernels of type T take it (narrow types through float).
+template <typename T>
+T ScalarAs(double value) {
+  if constexpr (kIsNarrow<T>) {
+    return static_cast<T>(static_cast<float>(value));
+  } else {
+    return static_cast<T>(value);
+  }
+}
+
+// The built-in's gradient ops before its kernel, in T (the gradient's type), as Paddle's CPU
+// ops compute them: clip (ClipGradByValue), then the L1 term added (L1Decay:
+// scale(sign(p), l1, bias 0) then add_n). sign(NaN) is NaN, sign(+-0) is +0.
+template <typename T, typename MT>
+inline T GradientOps(T grad, T param, const Hyper& h) {
+  if (h.has_clip) {
+    const MT g = static_cast<MT>(grad), low = static_cast<MT>(ScalarAs<T>(h.clip_min)),
+             high = static_cast<MT>(ScalarAs<T>(h.clip_max));
+    grad = g < low ? ScalarAs<T>(h.clip_min) : (g > high ? ScalarAs<T>(h.clip_max) : grad);
+  }
+  if (h.has_l1) {
+    const MT p = static_cast<MT>(param);
+    const MT sign = p > MT(0) ? MT(1) : (p < MT(0) ? MT(-1) : (p != p ? p : MT(0)));
+    const MT coeff = static_cast<MT>(ScalarAs<T>(h.l1));
+    const MT term = RoundTo<T, MT>(RoundTo<T, MT>(sign * coeff) + MT(0));
+    grad = static_cast<T>(RoundTo<T, MT>(static_cast<MT>(grad) + term));
+  }
+  return grad;
+}
 
 // T: parameter type; V: velocity type; MT: compute type; R: the type every intermediate result
 // is rounded to (T without a master weight, MT with one). master == nullptr: the parameter
@@ -107,8 +167,9 @@ void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, M
   const bool has_l2 = h.has_l2;
   const bool has_rescale = h.rescale != 1.0f;
   const bool nesterov = h.nesterov;
+  const bool gradient_ops = h.has_clip || h.has_l1;
   for (int64_t i = 0; i < n; ++i) {
-    MT g = static_cast<MT>(grad[i]);
+    MT g = static_cast<MT>(gradient_ops ? GradientOps<T, MT>(grad[i], param[i], h) : grad[i]);
     if (has_rescale) g = RoundTo<R, MT>(g * rescale);
     const MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
     if (has_l2) g = RoundTo<R, MT>(RoundTo<R, MT>(p * l2) + g);
@@ -444,34 +505,38 @@ PD_BUILD_OP(pm_momentum_multi_master)
 // above). param_dtype names the parameters' dtype.
 void MomentumTable(const paddle::Tensor& grad_table,
                    const std::vector<paddle::Tensor>& velocities, const paddle::Tensor& lr,
-                   const std::string& param_dtype, float mu, float l2, bool has_l2,
-                   float rescale, bool nesterov) {
+                   const std::string& param_dtype, const std::string& gradient_ops, float mu,
+                   float l2, bool has_l2, float rescale, bool nesterov) {
   std::vector<paddle::Tensor> no_params, written_velocities(velocities);
-  UpdateWithoutMaster(no_params, Gradients(grad_table), written_velocities, lr,
-                      {mu, l2, has_l2, rescale, nesterov}, DtypeNamed(param_dtype));
+  Hyper h{mu, l2, has_l2, rescale, nesterov};
+  ParseGradientOps(gradient_ops, &h);
+  UpdateWithoutMaster(no_params, Gradients(grad_table), written_velocities, lr, h,
+                      DtypeNamed(param_dtype));
 }
 
 void MomentumTableMaster(const paddle::Tensor& grad_table,
                          const std::vector<paddle::Tensor>& velocities,
                          const paddle::Tensor& lr, const std::vector<paddle::Tensor>& masters,
-                         const std::string& param_dtype, float mu, float l2, bool has_l2,
-                         float rescale, bool nesterov) {
+                         const std::string& param_dtype, const std::string& gradient_ops,
+                         float mu, float l2, bool has_l2, float rescale, bool nesterov) {
   std::vector<paddle::Tensor> no_params, written_velocities(velocities),
       written_masters(masters);
+  Hyper h{mu, l2, has_l2, rescale, nesterov};
+  ParseGradientOps(gradient_ops, &h);
   UpdateWithMaster(no_params, Gradients(grad_table), written_velocities, written_masters, lr,
-                   {mu, l2, has_l2, rescale, nesterov}, DtypeNamed(param_dtype));
+                   h, DtypeNamed(param_dtype));
 }
 
 PD_BUILD_OP(pm_momentum_table)
     .Inputs({"GradTable", paddle::Vec("Velocity"), "LearningRate"})
     .Outputs({})
-    .Attrs({"param_dtype: std::string", "mu: float", "l2: float", "has_l2: bool",
-            "rescale: float", "nesterov: bool"})
+    .Attrs({"param_dtype: std::string", "gradient_ops: std::string", "mu: float", "l2: float",
+            "has_l2: bool", "rescale: float", "nesterov: bool"})
     .SetKernelFn(PD_KERNEL(MomentumTable));
 
 PD_BUILD_OP(pm_momentum_table_master)
     .Inputs({"GradTable", paddle::Vec("Velocity"), "LearningRate", paddle::Vec("Master")})
     .Outputs({})
-    .Attrs({"param_dtype: std::string", "mu: float", "l2: float", "has_l2: bool",
-            "rescale: float", "nesterov: bool"})
+    .Attrs({"param_dtype: std::string", "gradient_ops: std::string", "mu: float", "l2: float",
+            "has_l2: bool", "rescale: float", "nesterov: bool"})
     .SetKernelFn(PD_KERNEL(MomentumTableMaster));
