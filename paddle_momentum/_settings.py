@@ -1,13 +1,17 @@
 """Each parameter's update settings, derived in one place, from what the built-in reads.
 
-The built-in ``Momentum.step()`` reads, every step: the optimizer's ``_grad_clip``; per group
-the dict's ``momentum``, ``use_nesterov``, ``rescale_grad`` and ``grad_clip``; per parameter
-``stop_gradient``, ``main_grad`` (without groups), ``optimize_attr['learning_rate']`` (the
-learning-rate scale) and ``regularizer`` (which routes weight decay), and the parameter's
-dtype, place, layout and size through its kernel. :func:`derive` turns exactly these into a
-:class:`ParamSettings`; the optimizer calls it at step time for every parameter it updates one
-by one, and a flat bucket (``_flat``) checks every step, cheaply, that what its members were
-derived from has not changed (:func:`attribute_objects`).
+The built-in ``Momentum.step()`` reads, every step: the optimizer's ``_grad_clip``,
+``regularization`` and ``_multi_precision``; without groups its ``_momentum``,
+``_use_nesterov``, ``_rescale_grad``, ``_regularization_method`` and
+``_regularization_coeff``, with groups the same keys of each group dict; per parameter
+``stop_gradient``, ``main_grad`` (``step()`` without groups), ``need_clip`` (through the
+clip), ``optimize_attr['learning_rate']`` (the learning-rate scale) and ``regularizer``
+(which routes weight decay), its velocity and master weight in the optimizer's dicts, and
+its dtype, place, layout and size through its kernel. :func:`group_settings` and
+:func:`derive` turn exactly these into a :class:`ParamSettings`; the optimizer derives them
+at step time for every parameter it updates on its own (:class:`Derivations` redoes it only
+when an input changed), and a flat bucket (``_flat``) checks every step, cheaply, that what
+its members were derived from has not changed (:func:`attribute_objects`).
 
 Parameter groups: the built-in writes a group's ``learning_rate`` and ``weight_decay`` into
 its parameters' ``optimize_attr`` and ``regularizer`` at construction and reads those at step
@@ -26,9 +30,6 @@ from paddle.regularizer import L1Decay, L2Decay
 
 from . import _compat
 from . import _validation as check
-
-_NOT_SET = None  # what attribute_objects reports for an attribute a parameter does not have
-
 
 def attribute_objects(param):
     """``(lr scale object, regularizer, main_grad)`` as they stand on ``param`` (None where
