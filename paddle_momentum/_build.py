@@ -167,7 +167,7 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
         entry = cache_entry(source, cxx)
         library = verified_library(entry)
         if library is not None:
-            return load(library)
+            return _loaded(load, library, what, consequence)
         failed = entry / "failed.json"
         if failed.exists() and os.environ.get("PADDLE_MOMENTUM_REBUILD") != "1":
             reason = _read_json(failed).get("reason", "reason not recorded")
@@ -185,7 +185,10 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
                         _warn(f"the {what} could not be built ({library}; see "
                               f"{entry / 'build.log'}); {consequence}")
                         return None
-                    loaded = load(library)
+                    loaded = _loaded(load, library, what, consequence)
+                    if loaded is None:
+                        _fail(entry, "it built but could not be loaded")
+                        return None
                     problem = check(loaded) if check is not None else None
                     if problem:
                         _fail(entry, problem)
@@ -200,7 +203,18 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
             _warn(f"the kernel cache {entry} is not usable ({error}); set "
                   f"PADDLE_MOMENTUM_CACHE to a writable directory; {consequence}")
             return None
+        return _loaded(load, library, what, consequence)
+
+
+def _loaded(load, library, what, consequence):
+    """``load(library)``, or None after one warning (Paddle's loading helpers are not a
+    public API: a release that changed them must not break the optimizer)."""
+    try:
         return load(library)
+    except Exception as error:  # noqa: BLE001 - any failure: the composed fallback
+        _warn(f"the {what} could not be loaded from {library} ({type(error).__name__}: "
+              f"{error}); {consequence}")
+        return None
 
 
 def _fail(entry, reason):
@@ -225,9 +239,12 @@ def _build(source, what, name, entry):
                          extra_include_paths=[sysconfig.get_paths()["include"]],
                          build_directory=os.path.join(workspace, "build"), verbose=False)
         with open(entry / "build.log", "w") as log:
-            done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=workspace,
-                                  timeout=1800)
+            try:
+                done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
+                                      stdout=log, stderr=subprocess.STDOUT, cwd=workspace,
+                                      timeout=1800)
+            except subprocess.TimeoutExpired:
+                return "the build took more than 30 minutes"
         built = pathlib.Path(workspace) / "build"
         if done.returncode != 0 or not any(built.glob(f"**/{name}*.so")):
             lines = [line for line in (entry / "build.log").read_text().splitlines()
