@@ -32,6 +32,7 @@ never held twice.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import operator
 
@@ -50,22 +51,31 @@ _DATA_PTR = paddle.Tensor.data_ptr
 def _NEED_CLIP(param):
     return getattr(param, "need_clip", True)
 
+
 _SIZE = paddle.Tensor._numel  # (Tensor.size goes through numpy: 5 us against 0.9 us)
 
 
 def _gather(tensors, sizes):
-    """A new contiguous buffer holding ``tensors`` (of ``sizes`` elements), each made a view of
-    it. ``tensors`` may be a lazy iterable: each tensor is then created just before it moves
-    in, and its own storage freed right after, so the next one can reuse it."""
+    """A new contiguous CPU buffer holding ``tensors`` (contiguous CPU tensors of ``sizes``
+    elements), each made a view of it. ``tensors`` may be a lazy iterable: each tensor is then
+    created just before it moves in, and its own storage freed right after, so the next one
+    can reuse it.
+
+    Done on the tensors' ``DenseTensor``s (slice, copy the bytes, share, restore the dims):
+    with eager tensors (``_slice``, ``reshape``, ``assign``, ``_share_buffer_to``) each member
+    cost about 40 us, most of a first step over 20,000 small parameters."""
     flat, offset = None, 0
-    with paddle.no_grad():
-        for tensor, size in zip(tensors, sizes):
-            if flat is None:
-                flat = paddle.empty([sum(sizes)], tensor.dtype)
-            view = flat._slice(offset, offset + size).reshape(tensor.shape)
-            _compat.write_into(view, tensor.detach())
-            view._share_buffer_to(tensor)
-            offset += size
+    for tensor, size in zip(tensors, sizes):
+        if flat is None:
+            flat = paddle.empty([sum(sizes)], tensor.dtype)
+            flat_dense, itemsize = flat.get_tensor(), flat.element_size()
+        dense = tensor.get_tensor()
+        piece = flat_dense._slice(offset, offset + size)
+        ctypes.memmove(piece._ptr(), tensor.data_ptr(), size * itemsize)
+        dims = dense.shape()
+        dense._share_data_with(piece)
+        dense._set_dims(dims)
+        offset += size
     return flat
 
 
