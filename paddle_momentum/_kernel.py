@@ -84,13 +84,6 @@ def gradient_table():
         return _gradient_table()
 
 
-def _gradient_table_cache_clear():
-    _gradient_table.cache_clear()
-
-
-gradient_table.cache_clear = _gradient_table_cache_clear
-
-
 @functools.lru_cache(maxsize=None)
 def _gradient_table():
     if os.environ.get("PADDLE_MOMENTUM_GRADIENT_TABLE", "1") == "0" or load() is None:
@@ -99,6 +92,9 @@ def _gradient_table():
         GRADIENT_TABLE_SOURCE, "gradient table", "paddle_momentum_grads_",
         "flat buckets pass their gradients as a tensor list (slower, same numbers)",
         _table_functions, lambda fill: _gradient_table_problem(fill, fill.selfcheck))
+
+
+gradient_table.cache_clear = _gradient_table.cache_clear
 
 
 def _table_functions(library):

@@ -261,12 +261,11 @@ class Derivations:
 
     def settings(self, param, group, grouped, construction) -> ParamSettings:
         objects = attribute_objects(param)
-        inputs = (group, grouped, param.dtype,
-                  getattr(objects[1], "_coeff", None))
+        inputs = (grouped, param.dtype, getattr(objects[1], "_coeff", None))
         entry = self._params.get(id(param))
-        if (entry is not None and entry[0] is param and entry[1] == inputs
-                and all(map(operator.is_, entry[2], objects)) and entry[1][0] is group):
-            return entry[3]
+        if (entry is not None and entry[0] is param and entry[1] is group
+                and entry[2] == inputs and all(map(operator.is_, entry[3], objects))):
+            return entry[4]
         settings = derive(param, group, grouped, construction)
-        self._params[id(param)] = (param, inputs, objects, settings)
+        self._params[id(param)] = (param, group, inputs, objects, settings)
         return settings
