@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import paddle
 from paddle.base.layer_helper import LayerHelper
-from paddle.nn.clip import ClipGradBase, ClipGradByGlobalNorm, _squared_l2_norm
+from paddle.nn.clip import (ClipGradBase, ClipGradByGlobalNorm, _can_inplace_clip_grad,
+                            _squared_l2_norm, merge_selected_rows)
 
 from . import _compat
 
@@ -93,3 +94,51 @@ def _legacy_global_norm_clip(grad_clip, params_grads):
                                           grad.dtype, {"axis": -1})))
     return clipped
 
+
+
+# ---- ClipGradByGlobalNorm with flat buckets (dygraph) ----
+# The buckets' squared norms come from the kernel (pm_squared_norms, Paddle's reduction bit for
+# bit); everything else is the built-in's own arithmetic, op for op, on the same values.
+
+def squared_norm(grad):
+    """The squared L2 norm ``ClipGradByGlobalNorm`` takes of one gradient (shape [1]); a
+    SelectedRows one merged first, as the built-in does."""
+    if _compat.is_sparse(grad):
+        grad = merge_selected_rows(grad)._get_tensor_from_selected_rows()
+    return _squared_l2_norm(grad)
+
+
+def global_norm_factor(grad_clip, sums_by_dtype):
+    """``ClipGradByGlobalNorm``'s factor (a [1] tensor), or None where it skips clipping
+    this step (``auto_skip_clip``). ``sums_by_dtype`` maps "float16" (any low precision),
+    "float32" and "float64" to the 1-D tensor of that class's squared norms in the built-in's
+    order (absent: none); ``paddle.stack(parts).sum()`` of the built-in sums the same values
+    as ``.sum()`` of their concatenation."""
+    sum_dtype = "float64" if "float64" in sums_by_dtype else "float32"
+    totals = []
+    for kind in ("float16", "float32", "float64"):
+        if kind in sums_by_dtype:
+            total = sums_by_dtype[kind].sum()
+            totals.append(total if kind == sum_dtype else total.astype(sum_dtype))
+    norm = paddle.sqrt(paddle.stack(totals).sum())
+    limit = paddle.full(shape=[1], dtype=sum_dtype, fill_value=grad_clip.clip_norm)
+    if not grad_clip.auto_skip_clip:
+        return paddle.divide(x=limit, y=paddle.maximum(x=norm, y=limit))
+    if norm > limit:
+        return paddle.divide(x=limit, y=norm)
+    return None
+
+
+def scale_gradients(params_grads, factor):
+    """The built-in's multiply of each gradient (of a parameter with ``need_clip``) by the
+    global-norm ``factor``: in place where Paddle can, else into a new gradient."""
+    scaled = []
+    for param, grad in params_grads:
+        if getattr(param, "need_clip", True) is not False and factor is not None:
+            factor_here = factor.astype(grad.dtype) if factor.dtype != grad.dtype else factor
+            if _can_inplace_clip_grad(grad, factor_here):
+                grad.multiply_(factor_here)
+            else:
+                grad = paddle.multiply(grad, factor_here)
+        scaled.append((param, grad))
+    return scaled

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import paddle
 from paddle.base import framework
 from paddle.base.layer_helper import LayerHelper
 
 from . import _clip, _compat, _flat, _kernel, implementations
-from ._settings import GroupSettings, ParamSettings, fused_gradient_ops
+from ._settings import (BY_NORM, GLOBAL_NORM, GroupSettings, ParamSettings,
+                        complete_gradient_ops, fused_gradient_ops)
 
 
 @dataclasses.dataclass
@@ -29,6 +31,9 @@ class GroupPlan:
     settings: GroupSettings
     buckets: list
     units: list
+    # ClipGradByGlobalNorm over buckets: the factor the kernel multiplies their gradients by
+    # (a [1] tensor; None: not clipped this step, or clipped already)
+    global_norm_factor: object = None
 
 
 class DygraphStep:
@@ -121,7 +126,9 @@ class DygraphStep:
         self._check_units(plan)
         for group_plan in plan:
             units = group_plan.units
-            if units and group_plan.settings.grad_clip is not None:
+            if any(_norm_bucket(bucket) for bucket, _ in group_plan.buckets):
+                units = self._clip_by_global_norm(group_plan)
+            elif units and group_plan.settings.grad_clip is not None:
                 clipped = _clip.clip_gradients(group_plan.settings.grad_clip,
                                                [(p, g) for p, g, _ in units])
                 units = [(p, g, s) for (p, g), (_, _, s) in zip(clipped, units)]
@@ -142,13 +149,57 @@ class DygraphStep:
                     self._build_buckets(group_plan, repeated)
                 self._create_accumulators(block, [p for p, _, _ in group_plan.units])
             if self._found_inf():
+                for group_plan in plan:  # the built-in clipped the gradients all the same
+                    for bucket, _ in group_plan.buckets:
+                        if _norm_bucket(bucket):
+                            _clip.scale_gradients(
+                                zip(bucket.params, _compat.all_gradients(bucket.params)),
+                                group_plan.global_norm_factor)
                 return
             for group_plan in plan:
                 for bucket, grads in group_plan.buckets:
-                    self._update_bucket(bucket, grads, group_plan.settings)
+                    self._update_bucket(bucket, grads, group_plan)
                 for param, grad, settings in group_plan.units:
                     if param._is_initialized():  # the built-in skips these too (e.g. empty)
                         self._update_param(param, grad, settings)
+
+    def _clip_by_global_norm(self, group_plan: GroupPlan):
+        """``ClipGradByGlobalNorm`` over a group with flat buckets, as the built-in computes
+        it: each gradient's squared norm (the buckets' in one kernel call each), summed per
+        dtype in the group's order of parameters, then the factor. The units' gradients are
+        multiplied here (returned: the new units), the buckets' in the kernel
+        (``group_plan.global_norm_factor``)."""
+        positions = self._flat.positions(group_plan.group, self._params_of(group_plan.group))
+        found = {}  # dtype class -> ([positions arrays], [squared norms tensors])
+
+        def add(kind, where, norms):
+            entry = found.setdefault(kind, ([], []))
+            entry[0].append(where)
+            entry[1].append(norms)
+
+        for bucket, table in group_plan.buckets:
+            if _norm_bucket(bucket):
+                add(bucket.key[0], bucket.positions(positions),
+                    implementations.squared_norms(bucket.key[0], table))
+        seen = {}
+        for param, grad, _ in group_plan.units:
+            occurrence = seen[id(param)] = seen.get(id(param), -1) + 1
+            if getattr(param, "need_clip", True) is not False:
+                norm = _clip.squared_norm(grad)
+                kind = "float16" if _compat.is_low_precision(norm.dtype) else \
+                    _compat.dtype_name(norm.dtype)
+                add(kind, np.array(positions[id(param)][occurrence:occurrence + 1]), norm)
+        sums = {}
+        for kind, (where, norms) in found.items():
+            where = np.concatenate(where)
+            order = np.argsort(where, kind="stable")
+            sums[kind] = paddle.concat(norms) if len(norms) > 1 else norms[0]
+            if np.any(order[1:] < order[:-1]):
+                sums[kind] = paddle.gather(sums[kind], paddle.to_tensor(order))
+        factor = _clip.global_norm_factor(group_plan.settings.grad_clip, sums)
+        group_plan.global_norm_factor = factor
+        scaled = _clip.scale_gradients([(p, g) for p, g, _ in group_plan.units], factor)
+        return [(p, g, s) for (p, g), (_, _, s) in zip(scaled, group_plan.units)]
 
     def _regularized(self, param, grad, settings: ParamSettings):
         """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""
@@ -163,6 +214,8 @@ class DygraphStep:
         when given) can join a flat bucket, else None."""
         gradient_ops = fused_gradient_ops(param, settings)
         if (gradient_ops is None or (gradient_ops and _kernel.gradient_table() is None)
+                or (any(op in gradient_ops.split(";") for op in (GLOBAL_NORM, BY_NORM))
+                    and not _kernel.norm_reductions_exact())
                 or settings.uses_main_grad or param._numel() == 0
                 or _compat.is_tensor(settings.lr_scale) or not param._is_initialized()
                 or (grad is not None and _compat.is_sparse(grad))
@@ -208,15 +261,24 @@ class DygraphStep:
                              outside, self._master_weights)
         group_plan.units = rest
 
-    def _update_bucket(self, bucket, grads, group_settings: GroupSettings):
+    def _update_bucket(self, bucket, grads, group_plan: GroupPlan):
         """One fused call updates every member of ``bucket``."""
         first = bucket.params[0]
-        settings = self._settings_of(first, group_settings)
+        settings = self._settings_of(first, group_plan.settings)
         update, params = ((implementations.fused_table, settings.dtype)
                           if bucket.table is not None
                           else (implementations.fused_multi, bucket.param_buffers))
         options = settings.rule_options()
         if bucket.table is not None:
-            options["gradient_ops"] = bucket.key[-1]
+            factor = None
+            if group_plan.global_norm_factor is not None and _norm_bucket(bucket):
+                factor = group_plan.global_norm_factor.astype(settings.dtype).item()
+            options["gradient_ops"] = complete_gradient_ops(
+                bucket.key[-1], group_plan.settings.grad_clip, factor)
         update(params, grads, bucket.velocity_buffers, bucket.master_buffers,
                self._param_lr(first, settings), **options)
+
+
+def _norm_bucket(bucket) -> bool:
+    """The bucket's members take part in their group's global-norm clip."""
+    return GLOBAL_NORM in bucket.key[-1].split(";")

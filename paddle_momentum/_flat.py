@@ -36,6 +36,7 @@ import ctypes
 import itertools
 import operator
 
+import numpy as np
 import paddle
 
 from . import _compat, _kernel
@@ -140,6 +141,7 @@ class FlatBucket:
         self.velocity_keys = [state.name for state in (self.masters or self.params)]
         self.param_ptrs = list(map(_DATA_PTR, self.params))
         self.dtypes = [p.dtype for p in self.params]
+        self._positions = None
         self.refresh_snapshot()
         self.table = (_kernel.new_gradient_table(self.params, self.fill_table)
                       if self.fill_table else None)
@@ -198,6 +200,14 @@ class FlatBucket:
             return NOT_WHOLE
         return grads
 
+    def positions(self, positions_in_group):
+        """The members' indices in their group's parameter list (``FlatState.positions``),
+        in member order (as a numpy array)."""
+        if self._positions is None:
+            self._positions = np.array([positions_in_group[id(p)][0] for p in self.params],
+                                       dtype=np.int64)
+        return self._positions
+
     def storage_intact(self) -> bool:
         """Members still live where the bucket put them (False: rebuild the buckets)."""
         return list(map(_DATA_PTR, self.params)) == self.param_ptrs
@@ -214,6 +224,17 @@ class FlatState:
         self.outside_buckets = {}  # id(group) -> the group's parameters in no bucket
         self.built_from = {}  # id(group) -> (its parameter list, its settings' structure)
         self.master_weights = None  # the optimizer's master-weight dict the buckets hold
+        self.positions_of_group = {}  # id(group) -> {id(param): its indices in the group}
+
+    def positions(self, group, params):
+        """``{id(param): [its indices in params]}`` for ``group``, whose parameter list is
+        ``params`` (the built one: kept until the buckets are rebuilt)."""
+        if id(group) not in self.positions_of_group:
+            positions = {}
+            for index, param in enumerate(params):
+                positions.setdefault(id(param), []).append(index)
+            self.positions_of_group[id(group)] = positions
+        return self.positions_of_group[id(group)]
 
     def built(self, group) -> bool:
         return id(group) in self.buckets_of_group

@@ -60,6 +60,56 @@ def _kernel_problem(ops):
     return None if same else f"one step gave {got}, numpy {wanted}"
 
 
+def norm_reductions_exact() -> bool:
+    """Whether the kernel's squared norms and norm clip (``pm_squared_norms``, the
+    ``norm:`` gradient op) equal Paddle's ``squared_l2_norm`` and ``clip_by_norm`` here, bit
+    for bit. They reproduce the order of the additions of Paddle's CPU reduction as its
+    x86-64 wheels compile it (docs/research/norm_reductions.md): a Paddle built otherwise
+    (another CPU architecture, say) keeps the norm clips out of the fused kernel. Checked
+    once per process (about 2 ms), on lengths that take every branch of the reduction."""
+    with _build.LOCK:
+        return _norm_reductions_problem() is None
+
+
+@functools.lru_cache(maxsize=None)
+def _norm_reductions_problem():
+    fill = gradient_table()
+    if fill is None:
+        return "no gradient table"
+    with _compat.isolated():
+        return _norm_disagreement(load(), fill)
+
+
+def _norm_disagreement(ops, fill):
+    from paddle import _C_ops
+
+    lengths = (1, 7, 8, 17, 1000, 8191, 8193, 40000, 65539)
+    for dtype in ("float32", "float64"):
+        values = np.random.RandomState(7).standard_normal(sum(lengths)) * 10.0 ** (
+            np.arange(sum(lengths)) % 7 - 3)
+        grads = [paddle.to_tensor(part.astype(dtype))
+                 for part in np.split(values, np.cumsum(lengths)[:-1])]
+        params = [paddle.zeros([n], dtype) for n in lengths]
+        table = new_gradient_table(params, fill)
+        table[2] = paddle.to_tensor([g.data_ptr() for g in grads], dtype="int64")
+        norms = paddle.empty([len(lengths)], dtype)
+        ops.pm_squared_norms(table, norms)
+        wanted = [_C_ops.squared_l2_norm(g).numpy()[0] for g in grads]
+        if norms.numpy().tolist() != wanted:
+            return f"{dtype} squared norms {norms.numpy().tolist()}, Paddle's {wanted}"
+        if dtype == "float64":  # (Paddle's clip_by_norm has no float64 CPU kernel)
+            continue
+        # lr 1, momentum 0, zero parameters: the update leaves -clip_by_norm(g) in each.
+        max_norm = float(np.sqrt(wanted[4]))  # one gradient exactly at the limit
+        velocities = [paddle.zeros([n], dtype) for n in lengths]
+        ops.pm_momentum_table(table, velocities, paddle.to_tensor([1.0], dtype), dtype,
+                              f"norm:{max_norm!r}", 0.0, 0.0, False, 1.0, False)
+        for param, grad in zip(params, grads):
+            if not np.array_equal(-param.numpy(), _C_ops.clip_by_norm(grad, max_norm).numpy()):
+                return f"{dtype} clip_by_norm of {grad.shape[0]} elements"
+    return None
+
+
 # Returned by the gradient table for member i's problem: -(8 * i + code).
 TABLE_PROBLEMS = {1: "not a paddle.Tensor", 2: "parameter not a dense contiguous tensor of the "
                   "bucket's dtype and size", 3: "parameter storage moved", 4: "gradient not a "

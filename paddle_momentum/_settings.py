@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 
-from paddle.nn.clip import ClipGradByValue
+from paddle.nn.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
 from paddle.regularizer import L1Decay, L2Decay
 
 from . import _compat
@@ -180,22 +180,56 @@ class ParamSettings:
                     l2_coeff=self.l2_coeff, rescale_grad=self.rescale_grad)
 
 
+# Gradient ops completed at step time (complete_gradient_ops) from the clip as it is then.
+GLOBAL_NORM = "global-norm"  # becomes "scale:FACTOR": the group's global-norm factor
+BY_NORM = "norm"  # becomes "norm:CLIP_NORM": each gradient scaled by its own norm
+
+
 def fused_gradient_ops(param, settings: ParamSettings):
     """What the built-in does to ``param``'s gradient before its kernel, as the fused
-    kernel's ``gradient_ops`` spec ("" for nothing): a ``ClipGradByValue`` (unless the
-    parameter's ``need_clip`` is False) and an ``L1Decay``; None when a clip or regularizer
-    the kernel does not do is set (then the parameter is updated on its own)."""
+    kernel's ``gradient_ops`` spec ("" for nothing): a clip (unless the parameter's
+    ``need_clip`` is False) and an ``L1Decay``; None when a clip or regularizer the kernel
+    does not do is set (then the parameter is updated on its own). ``ClipGradByNorm`` takes
+    float32 parameters (Paddle's ``clip_by_norm`` has no other CPU kernel), the global norm
+    float32 and float64 ones, but no 0-d one (the built-in multiplies those into a new
+    gradient instead of in place) and no sharded one."""
     ops = []
     clip, regularizer = settings.grad_clip, settings.regularizer
-    if clip is not None:
-        if type(clip) is not ClipGradByValue:
-            return None
-        if getattr(param, "need_clip", True) is not False:
+    if clip is not None and getattr(param, "need_clip", True) is not False:
+        if type(clip) is ClipGradByValue:
             ops.append(f"clip:{float(clip.min)!r}:{float(clip.max)!r}")
+        elif type(clip) is ClipGradByNorm and settings.dtype == "float32":
+            ops.append(BY_NORM)
+        elif type(clip) is not ClipGradByGlobalNorm or \
+                settings.dtype not in ("float32", "float64"):
+            return None
+        elif param.ndim == 0 or getattr(clip, "should_comm_on_shard_dim", False):
+            return None
+        else:
+            ops.append(GLOBAL_NORM)
+    elif clip is not None and type(clip) not in (ClipGradByValue, ClipGradByNorm,
+                                                 ClipGradByGlobalNorm):
+        return None
     if regularizer is not None:
         if type(regularizer) is not L1Decay:
             return None
         ops.append(f"l1:{float(regularizer._coeff)!r}")
+    return ";".join(ops)
+
+
+def complete_gradient_ops(spec, clip, scale):
+    """A bucket's ``gradient_ops`` spec for this step: :data:`GLOBAL_NORM` becomes the
+    group's factor ``scale`` (dropped where it is None: the clip skipped this step) and
+    :data:`BY_NORM` takes the clip's ``clip_norm`` now."""
+    ops = []
+    for op in spec.split(";"):
+        if op == GLOBAL_NORM:
+            if scale is not None:
+                ops.append(f"scale:{scale!r}")
+        elif op == BY_NORM:
+            ops.append(f"{BY_NORM}:{float(clip.clip_norm)!r}")
+        elif op:
+            ops.append(op)
     return ";".join(ops)
 
 

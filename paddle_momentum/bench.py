@@ -280,6 +280,8 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
     # The gradient clips and a non-L2 regularizer (each left the fast path before).
     _dygraph("many-small-globalnorm", "2000 x [512], ClipGradByGlobalNorm(1.0)",
              many_small_shapes, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
+    _dygraph("many-small-norm", "2000 x [512], ClipGradByNorm(0.1)", many_small_shapes,
+             grad_clip=paddle.nn.ClipGradByNorm(0.1)),
     _dygraph("many-small-value", "2000 x [512], ClipGradByValue(0.01)", many_small_shapes,
              grad_clip=paddle.nn.ClipGradByValue(0.01)),
     _dygraph("many-small-l1", "2000 x [512], weight_decay=L1Decay(1e-4)", many_small_shapes,

@@ -106,6 +106,14 @@ def fused_table(param_dtype, table, velocities, masters, lr, *, momentum, use_ne
                                      gradient_ops, *scalars)
 
 
+def squared_norms(dtype, table):
+    """The squared L2 norm of each gradient of a filled gradient table (of ``dtype``, float32
+    or float64), as Paddle's ``squared_l2_norm`` computes it, bit for bit: a 1-D tensor."""
+    norms = paddle.empty([table.shape[1]], dtype)
+    _kernel.load().pm_squared_norms(table, norms)
+    return norms
+
+
 def fused_supports(param, grad) -> bool:
     """Whether the fused kernel takes this parameter: same-dtype gradient, on CPU, both
     contiguous (the kernel writes a strided view's elements as if they were contiguous)."""

@@ -5,6 +5,7 @@ disruption to both between steps, and compares every parameter after every step,
 Every gradient-clearing mode (zero, release, ``Layer.clear_gradients``) runs in each.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -278,46 +279,109 @@ GRADIENT_OPS = {
     "l1": dict(weight_decay=paddle.regularizer.L1Decay(0.003)),
     "value_clip_and_l1": dict(grad_clip=paddle.nn.ClipGradByValue(0.02, -0.005),
                               weight_decay=paddle.regularizer.L1Decay(0.1)),
+    "global_norm": dict(grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
+    "global_norm_not_reached": dict(grad_clip=paddle.nn.ClipGradByGlobalNorm(1e6)),
+    "global_norm_auto_skip": dict(grad_clip=paddle.nn.ClipGradByGlobalNorm(
+        1.0, auto_skip_clip=True)),
+    "global_norm_and_l1": dict(grad_clip=paddle.nn.ClipGradByGlobalNorm(0.5),
+                               weight_decay=paddle.regularizer.L1Decay(0.01)),
+    "global_norm_and_l2": dict(grad_clip=paddle.nn.ClipGradByGlobalNorm(0.5),
+                               weight_decay=0.01),
+    "norm": dict(grad_clip=paddle.nn.ClipGradByNorm(0.1)),
+    "norm_and_l1": dict(grad_clip=paddle.nn.ClipGradByNorm(0.1),
+                        weight_decay=paddle.regularizer.L1Decay(0.01)),
 }
+NORM_CLIPS = [name for name in GRADIENT_OPS if "norm" in name]
+
+# Parameter sizes: one large member (own storage), the rest gathered in one buffer.
+SIZES = (5, 7, 9, 4, 70000, 11, 4, 6)
 
 
-def _gradient_ops_run(kind, dtype, options, changes=None):
-    """Eight parameters (one of 70,000 elements), starting with zeros, -0, inf and a
-    denormal, gradients with NaN and -0; ``changes[step](params, optimizer)`` between
-    steps. Returns the parameters after each step, and the optimizer."""
+def _gradient_ops_run(kind, dtype, options, changes=None, sizes=SIZES, special=True):
+    """Parameters of ``sizes`` elements (0: 0-d; ``dtype`` may be a list, one per
+    parameter), starting with zeros, -0, inf and a denormal, gradients (``special``: with
+    NaN and -0); ``changes[step](params, optimizer)`` between steps. Returns, after each
+    step, the parameters and the gradients (the built-in clips some in place), and the
+    optimizer."""
     rng = np.random.default_rng(0)
+    dtypes = dtype if isinstance(dtype, list) else [dtype] * len(sizes)
     with paddle.utils.unique_name.guard():
-        params = [paddle.create_parameter([n], dtype) for n in (5, 7, 9, 4, 70000, 11, 4, 6)]
+        params = [paddle.create_parameter([n] if n else [], d) for n, d in zip(sizes, dtypes)]
     for param in params:
-        values = rng.standard_normal(param.shape).astype(dtype)
-        values[:4] = [0.0, -0.0, np.inf, -1e-40]
+        values = rng.standard_normal(param.shape).astype(param.numpy().dtype)
+        if values.size >= 4:
+            values[:4] = [0.0, -0.0, np.inf, -1e-40]
         param.set_value(values)
     cls = paddle.optimizer.Momentum if kind == "builtin" else paddle_momentum.Momentum
     optimizer = cls(0.1, 0.9, parameters=params, use_nesterov=True, **options,
-                    **({} if kind == "builtin" else {"kernel": "fused"}))
+                    **({} if kind == "builtin" else {"kernel": kind}))
     history = []
     for step in range(5):
         (changes or {}).get(step, lambda *_: None)(params, optimizer)
-        grads = [rng.standard_normal(p.shape).astype(dtype) * 0.05 for p in params]
-        grads[0][:3] = [np.nan, -0.0, 0.01]
-        paddle.add_n([(p * paddle.to_tensor(g)).sum() for p, g in zip(params, grads)]).backward()
+        grads = [(rng.standard_normal(p.shape) * 0.05).astype(p.numpy().dtype) for p in params]
+        if special:
+            grads[0][:3] = [np.nan, -0.0, 0.01]
+        paddle.add_n([(p * paddle.to_tensor(g)).sum().astype("float32")
+                      for p, g in zip(params, grads)]).backward()
         optimizer.step()
+        history.append([p.numpy().copy() for p in params] +
+                       [p.grad.numpy().copy() for p in params])
         optimizer.clear_grad()
-        history.append([p.numpy().copy() for p in params])
     return history, optimizer
+
+
+def _assert_same_history(reference, ours):
+    for step, (expected, actual) in enumerate(zip(reference, ours)):
+        half = len(expected) // 2
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            where = f"parameter {i}" if i < half else f"gradient {i - half}"
+            assert_same(a, b, f"step {step} {where}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("ops", list(GRADIENT_OPS))
-def test_value_clip_and_l1_are_fused_bitwise(ops, dtype):
-    """ClipGradByValue and L1Decay run inside the fused kernel (the buckets carry them),
-    with the built-in's bits: sign(NaN) is NaN, sign(-0) is +0, the clip keeps NaN."""
-    reference, _ = _gradient_ops_run("builtin", dtype, GRADIENT_OPS[ops])
-    ours, optimizer = _gradient_ops_run("ours", dtype, GRADIENT_OPS[ops])
+def test_gradient_ops_are_fused_bitwise(ops, dtype):
+    """Clips and L1Decay run inside the fused kernel (the buckets carry them), with the
+    built-in's bits, in the parameters and in the gradients the built-in clips in place
+    (the global norm): sign(NaN) is NaN, sign(-0) is +0, the clip keeps NaN. ClipGradByNorm
+    is fused for float32 only: the built-in's float64 clip_by_norm raises, and so do we."""
+    options = GRADIENT_OPS[ops]
+    if ops.startswith("norm") and dtype == "float64":
+        for kind in ("builtin", "fused"):
+            with pytest.raises(RuntimeError, match="clip_by_norm"):
+                _gradient_ops_run(kind, dtype, options)
+        return
+    special = ops not in NORM_CLIPS  # (a NaN makes every clipped value NaN)
+    reference, _ = _gradient_ops_run("builtin", dtype, options, special=special)
+    ours, optimizer = _gradient_ops_run("fused", dtype, options, special=special)
     assert all(b.key[-1] for b in _buckets(optimizer)), "the gradient ops are not fused"
-    for step, (expected, actual) in enumerate(zip(reference, ours)):
-        for i, (a, b) in enumerate(zip(expected, actual)):
-            assert_same(a, b, f"step {step} parameter {i}")
+    _assert_same_history(reference, ours)
+
+
+@pytest.mark.parametrize("ops", ["global_norm", "global_norm_auto_skip", "norm"])
+def test_norm_clips_with_units_and_mixed_dtypes(ops):
+    """A global norm summed over buckets of two dtypes and single parameters (0-d ones) in
+    the group's order, with the built-in's float64 total; parameters with need_clip False
+    left out. (Low precision has no squared_l2_norm CPU kernel in Paddle.) The built-in
+    cannot update two dtypes with one optimizer (its learning rate has the first one's):
+    the reference is our composed kernel, which runs Paddle's own clip class on every
+    gradient (and equals the built-in wherever that runs, see test_parity)."""
+    sizes = (5, 0, 70000, 9, 0, 3000, 70001, 4, 6, 2)
+    dtypes = ["float32", "float32", "float64", "float64", "float64", "float32", "float32",
+              "float32", "float64", "float32"]
+    if ops == "norm":
+        dtypes = ["float32" if d == "float64" else d for d in dtypes]
+
+    def need_clip_off(params, _):
+        params[3].need_clip = False
+        params[6].need_clip = False
+
+    run = functools.partial(_gradient_ops_run, dtype=dtypes, options=GRADIENT_OPS[ops],
+                            changes={0: need_clip_off}, sizes=sizes, special=False)
+    reference, _ = run("composed")
+    ours, optimizer = run("fused")
+    assert any(b.key[-1] for b in _buckets(optimizer)), "the clip is not fused"
+    _assert_same_history(reference, ours)
 
 
 def _flip_need_clip(params, optimizer):
@@ -328,12 +392,24 @@ def _narrow_the_clip(params, optimizer):
     optimizer._grad_clip.max = 0.001  # read by the clip at every step
 
 
+def _scale_the_norms(params, optimizer):
+    optimizer._grad_clip.clip_norm = 0.02  # read by the clip at every step
+
+
 def test_fused_value_clip_follows_need_clip_and_bounds_changed_between_steps():
     options = dict(grad_clip=paddle.nn.ClipGradByValue(0.01))
     changes = {2: _flip_need_clip, 3: _narrow_the_clip}
     reference, _ = _gradient_ops_run("builtin", "float32", options, changes)
     options = dict(grad_clip=paddle.nn.ClipGradByValue(0.01))
-    ours, _ = _gradient_ops_run("ours", "float32", options, changes)
-    for step, (expected, actual) in enumerate(zip(reference, ours)):
-        for i, (a, b) in enumerate(zip(expected, actual)):
-            assert_same(a, b, f"step {step} parameter {i}")
+    ours, _ = _gradient_ops_run("fused", "float32", options, changes)
+    _assert_same_history(reference, ours)
+
+
+@pytest.mark.parametrize("clip", [paddle.nn.ClipGradByGlobalNorm, paddle.nn.ClipGradByNorm])
+def test_fused_norm_clip_follows_need_clip_and_clip_norm_changed_between_steps(clip):
+    changes = {2: _flip_need_clip, 3: _scale_the_norms}
+    reference, _ = _gradient_ops_run("builtin", "float32", dict(grad_clip=clip(0.5)), changes,
+                                     special=False)
+    ours, _ = _gradient_ops_run("fused", "float32", dict(grad_clip=clip(0.5)), changes,
+                                special=False)
+    _assert_same_history(reference, ours)

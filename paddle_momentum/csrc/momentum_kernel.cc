@@ -20,6 +20,7 @@
 // sizes that gradient_table.cc fills (cheaper than a list of 2000 tensors by about 1 us each).
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -98,10 +99,19 @@ struct Hyper {
   double clip_min = 0, clip_max = 0;
   bool has_l1 = false;    // L1Decay: g = g + (sign(p) * l1 + 0)
   double l1 = 0;
+  // ClipGradByGlobalNorm: g = g * scale, written back into the gradient (the built-in
+  // multiplies the gradient in place); the factor comes from Python (GlobalNormFactor there).
+  bool has_scale = false;
+  double scale = 1;
+  // ClipGradByNorm: g = g * scaling(norm of this gradient), not written back (the built-in
+  // makes a new gradient); the factors are computed in a pass before the update.
+  bool has_norm_clip = false;
+  double max_norm = 0;
 };
 
-// The gradient ops of ``spec``: "" (none), or ';'-separated "clip:MIN:MAX" and "l1:COEFF",
-// each number as Python's repr of a float (which round-trips exactly through strtod).
+// The gradient ops of ``spec``: "" (none), or ';'-separated "clip:MIN:MAX", "scale:FACTOR",
+// "norm:MAX_NORM" (at most one of these three) and "l1:COEFF", each number as Python's repr
+// of a float (which round-trips exactly through strtod).
 void ParseGradientOps(const std::string& spec, Hyper* h) {
   size_t at = 0;
   while (at < spec.size()) {
@@ -117,6 +127,12 @@ void ParseGradientOps(const std::string& spec, Hyper* h) {
     } else if (op.rfind("l1:", 0) == 0) {
       h->has_l1 = true;
       h->l1 = std::strtod(op.substr(3).c_str(), nullptr);
+    } else if (op.rfind("scale:", 0) == 0) {
+      h->has_scale = true;
+      h->scale = std::strtod(op.substr(6).c_str(), nullptr);
+    } else if (op.rfind("norm:", 0) == 0) {
+      h->has_norm_clip = true;
+      h->max_norm = std::strtod(op.substr(5).c_str(), nullptr);
     } else {
       PD_THROW("pm_momentum: unknown gradient op ", op);
     }
@@ -134,21 +150,49 @@ T ScalarAs(double value) {
   }
 }
 
-// The built-in's gradient ops before its kernel, in T (the gradient's type), as Paddle's CPU
-// ops compute them: clip (ClipGradByValue), then the L1 term added (L1Decay:
-// scale(sign(p), l1, bias 0) then add_n). sign(NaN) is NaN, sign(+-0) is +0.
+// The gradient ops a loop does, as bits of a compile-time choice: a test inside the loop
+// stops its vectorization (one-big took 3.5x as long, and 3.7x with the gradient ops' own
+// tests inside).
+enum GradientOpBits {
+  kClipBit = 1,       // ClipGradByValue: g = min(max(g, clip_min), clip_max)
+  kL1Bit = 2,         // L1Decay: g = g + (sign(p) * l1 + 0)
+  kScaleBit = 4,      // a norm clip: g = g * scale, before the L1 term
+  kWriteBackBit = 8,  // ... and the scaled gradient written back (the global norm)
+};
+
+int GradientOpBitsOf(const Hyper& h) {
+  return (h.has_clip ? kClipBit : 0) | (h.has_l1 ? kL1Bit : 0) |
+         (h.has_scale || h.has_norm_clip ? kScaleBit : 0) | (h.has_scale ? kWriteBackBit : 0);
+}
+
+// The gradient ops' constants, in the types the built-in's ops take them.
 template <typename T, typename MT>
-inline T GradientOps(T grad, T param, const Hyper& h) {
-  if (h.has_clip) {
-    const MT g = static_cast<MT>(grad), low = static_cast<MT>(ScalarAs<T>(h.clip_min)),
-             high = static_cast<MT>(ScalarAs<T>(h.clip_max));
-    grad = g < low ? ScalarAs<T>(h.clip_min) : (g > high ? ScalarAs<T>(h.clip_max) : grad);
+struct GradientOpConstants {
+  explicit GradientOpConstants(const Hyper& h)
+      : low(ScalarAs<T>(h.clip_min)), high(ScalarAs<T>(h.clip_max)),
+        low_mt(static_cast<MT>(low)), high_mt(static_cast<MT>(high)),
+        l1(static_cast<MT>(ScalarAs<T>(h.l1))) {}
+  T low, high;
+  MT low_mt, high_mt, l1;
+};
+
+// The built-in's gradient ops before its kernel, in T (the gradient's type), as Paddle's CPU
+// ops compute them: the scale of a norm clip (multiply) or the clip (ClipGradByValue), then the
+// L1 term added (L1Decay: scale(sign(p), l1, bias 0) then add_n). sign(NaN) is NaN, sign(+-0)
+// is +0.
+template <typename T, typename MT, int kOps>
+inline T GradientOps(T grad, T param, const GradientOpConstants<T, MT>& c, MT scale) {
+  if constexpr ((kOps & kScaleBit) != 0) {
+    grad = static_cast<T>(static_cast<MT>(grad) * scale);
   }
-  if (h.has_l1) {
+  if constexpr ((kOps & kClipBit) != 0) {
+    const MT g = static_cast<MT>(grad);
+    grad = g < c.low_mt ? c.low : (g > c.high_mt ? c.high : grad);
+  }
+  if constexpr ((kOps & kL1Bit) != 0) {
     const MT p = static_cast<MT>(param);
     const MT sign = p > MT(0) ? MT(1) : (p < MT(0) ? MT(-1) : (p != p ? p : MT(0)));
-    const MT coeff = static_cast<MT>(ScalarAs<T>(h.l1));
-    const MT term = RoundTo<T, MT>(RoundTo<T, MT>(sign * coeff) + MT(0));
+    const MT term = RoundTo<T, MT>(RoundTo<T, MT>(sign * c.l1) + MT(0));
     grad = static_cast<T>(RoundTo<T, MT>(static_cast<MT>(grad) + term));
   }
   return grad;
@@ -158,24 +202,28 @@ inline T GradientOps(T grad, T param, const Hyper& h) {
 // is rounded to (T without a master weight, MT with one). master == nullptr: the parameter
 // itself is the value updated; otherwise the float32 master is, and param = T(master).
 // A plain serial loop over n elements (vectorised by the compiler); Update() splits the work.
-// kGradientOps: with the built-in's gradient ops first (a compile-time choice: a test inside
-// the loop stopped its vectorization, one-big took 3.5x as long).
-template <typename T, typename V, typename MT, typename R, bool kGradientOps>
-void MomentumLoopOf(T* param, const T* grad, V* velocity, MT* master, int64_t n, MT lr,
-                    const Hyper& h) {
+// kOps: the gradient ops (GradientOpBits); scale: the gradient's factor (kScaleBit), as
+// Paddle's multiply takes it (type T).
+template <typename T, typename V, typename MT, typename R, int kOps>
+void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
+                    V* __restrict__ velocity, MT* __restrict__ master, int64_t n, MT lr,
+                    const Hyper& h, T scale) {
   const MT mu = static_cast<MT>(h.mu);
   const MT l2 = static_cast<MT>(h.l2);
   const MT rescale = static_cast<MT>(h.rescale);
   const bool has_l2 = h.has_l2;
   const bool has_rescale = h.rescale != 1.0f;
   const bool nesterov = h.nesterov;
+  const GradientOpConstants<T, MT> constants(h);
+  const MT grad_scale = static_cast<MT>(scale);
   for (int64_t i = 0; i < n; ++i) {
-    MT g;
-    if constexpr (kGradientOps) {
-      g = static_cast<MT>(GradientOps<T, MT>(grad[i], param[i], h));
-    } else {
-      g = static_cast<MT>(grad[i]);
+    T given = grad[i];
+    if constexpr ((kOps & kScaleBit) != 0) {
+      given = GradientOps<T, MT, kScaleBit>(given, param[i], constants, grad_scale);
+      if constexpr ((kOps & kWriteBackBit) != 0) const_cast<T*>(grad)[i] = given;
     }
+    MT g = static_cast<MT>(GradientOps<T, MT, kOps & (kClipBit | kL1Bit)>(
+        given, param[i], constants, grad_scale));
     if (has_rescale) g = RoundTo<R, MT>(g * rescale);
     const MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
     if (has_l2) g = RoundTo<R, MT>(RoundTo<R, MT>(p * l2) + g);
@@ -195,12 +243,111 @@ void MomentumLoopOf(T* param, const T* grad, V* velocity, MT* master, int64_t n,
 
 template <typename T, typename V, typename MT, typename R>
 void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, MT lr,
-                  const Hyper& h) {
-  if (h.has_clip || h.has_l1) {
-    MomentumLoopOf<T, V, MT, R, true>(param, grad, velocity, master, n, lr, h);
-  } else {
-    MomentumLoopOf<T, V, MT, R, false>(param, grad, velocity, master, n, lr, h);
+                  const Hyper& h, T scale) {
+#define PM_LOOP(bits) \
+  case bits:          \
+    return MomentumLoopOf<T, V, MT, R, bits>(param, grad, velocity, master, n, lr, h, scale)
+  switch (GradientOpBitsOf(h)) {
+    PM_LOOP(0);
+    PM_LOOP(kClipBit);
+    PM_LOOP(kL1Bit);
+    PM_LOOP(kClipBit | kL1Bit);
+    default:
+      break;
   }
+  if constexpr (!kIsNarrow<T>) {  // the norm clips: float32 and float64 only
+    switch (GradientOpBitsOf(h)) {
+      PM_LOOP(kScaleBit);
+      PM_LOOP(kScaleBit | kL1Bit);
+      PM_LOOP(kScaleBit | kWriteBackBit);
+      PM_LOOP(kScaleBit | kWriteBackBit | kL1Bit);
+      default:
+        break;
+    }
+  }
+#undef PM_LOOP
+  PD_THROW("pm_momentum: unsupported combination of gradient ops");
+}
+
+// ---- Paddle's CPU sum reduction, bit for bit (docs/research/norm_reductions.md). ----
+// squared_l2_norm, sum and clip_by_norm all reduce with Eigen's tree reducer as Paddle's CPU
+// wheel compiles it: AVX packets (8 floats, 4 doubles) without multiply-add, leaves of 1024
+// packets, two packet accumulators per leaf, a scalar tail, then the packet's lanes halved
+// down to one. The lanes below are plain arrays: the order of the additions, not the
+// instructions, decides the bits (and -ffp-contract=off forbids multiply-adds).
+template <typename T>
+constexpr int64_t kLanes = std::is_same<T, double>::value ? 4 : 8;
+constexpr int64_t kLeafPackets = 1024;
+
+template <typename T, bool kSquare>
+inline T Term(const T* x, int64_t i) {
+  if constexpr (kSquare) {
+    return x[i] * x[i];
+  } else {
+    return x[i];
+  }
+}
+
+// One leaf: x[first, first + n), n <= kLanes * kLeafPackets.
+template <typename T, bool kSquare>
+T LeafSum(const T* x, int64_t first, int64_t n) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t pairs_end = n / (2 * W) * 2 * W, packets_end = n / W * W;
+  T a[W], b[W];
+  for (int64_t k = 0; k < W; ++k) a[k] = b[k] = T(0);
+  for (int64_t j = 0; j < pairs_end; j += 2 * W) {
+    for (int64_t k = 0; k < W; ++k) a[k] = a[k] + Term<T, kSquare>(x, first + j + k);
+    for (int64_t k = 0; k < W; ++k) b[k] = b[k] + Term<T, kSquare>(x, first + j + W + k);
+  }
+  for (int64_t j = pairs_end; j < packets_end; j += W) {
+    for (int64_t k = 0; k < W; ++k) a[k] = a[k] + Term<T, kSquare>(x, first + j + k);
+  }
+  for (int64_t k = 0; k < W; ++k) a[k] = a[k] + b[k];
+  T tail = T(0);
+  for (int64_t j = packets_end; j < n; ++j) tail = tail + Term<T, kSquare>(x, first + j);
+  for (int64_t width = W; width > 1; width /= 2) {
+    for (int64_t k = 0; k < width / 2; ++k) a[k] = a[k] + a[k + width / 2];
+  }
+  return tail + a[0];
+}
+
+// x[first, first + n) summed (kSquare: its squares): halves split at a packet boundary
+// counted from x[0], down to leaves.
+template <typename T, bool kSquare>
+T EigenSum(const T* x, int64_t first, int64_t n) {
+  constexpr int64_t W = kLanes<T>;
+  if (n <= W * kLeafPackets) return LeafSum<T, kSquare>(x, first, n);
+  const int64_t split = (first + (n + 1) / 2 + W - 1) / W * W;
+  const int64_t left = std::min(split - first, n);
+  T sum = T(0) + EigenSum<T, kSquare>(x, first, left);
+  if (left < n) sum = sum + EigenSum<T, kSquare>(x, split, n - left);
+  return sum;
+}
+
+// The factor clip_by_norm multiplies a gradient by, from its squared norm (Paddle's
+// clip_by_norm kernel: temp = norm <= max; eps = (norm <= 1e-30) * 1e-6;
+// scaling = temp + (1 - temp) * max / (norm + eps), each in T).
+template <typename T>
+T NormClipScaling(T squared_norm, float max_norm) {
+  const T norm = std::sqrt(squared_norm), limit = static_cast<T>(max_norm);
+  const T within = norm <= limit ? T(1) : T(0);
+  const T eps = (norm <= static_cast<T>(1e-30) ? T(1) : T(0)) * static_cast<T>(1e-6);
+  return within + (T(1) - within) * limit / (norm + eps);
+}
+
+// Each gradient piece's squared L2 norm (Paddle's squared_l2_norm), in parallel over the
+// pieces when there is enough work.
+template <typename T>
+std::vector<T> SquaredNorms(const std::vector<const T*>& data,
+                            const std::vector<int64_t>& starts) {
+  const int64_t pieces = static_cast<int64_t>(data.size());
+  std::vector<T> norms(pieces);
+#pragma omp parallel for schedule(dynamic, 16) num_threads(UpdateThreads()) \
+    if (starts.back() > kParallelThreshold)
+  for (int64_t i = 0; i < pieces; ++i) {
+    norms[i] = EigenSum<T, true>(data[i], 0, starts[i + 1] - starts[i]);
+  }
+  return norms;
 }
 
 // The learning rate as the compute type (the lr tensor may be float32 or float64).
@@ -349,6 +496,20 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       if (!masters.empty()) master_data[j] = masters[j].data<float>();
     }
   }
+  // The gradients' factors: one for all (a global norm's), one per gradient (each one's own
+  // norm), or none.
+  std::vector<T> factors;
+  T factor = T(1);
+  if (h.has_scale || h.has_norm_clip) {
+    if constexpr (kIsNarrow<T>) {
+      PD_THROW("pm_momentum: norm clips take float32 or float64 gradients");
+    } else if (h.has_scale) {
+      factor = static_cast<T>(h.scale);
+    } else {
+      factors = SquaredNorms<T>(grad_data, grad_starts);
+      for (T& f : factors) f = NormClipScaling<T>(f, static_cast<float>(h.max_norm));
+    }
+  }
 #pragma omp parallel num_threads(UpdateThreads()) if (total > kParallelThreshold)
   {
 #ifdef _OPENMP
@@ -371,7 +532,8 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       MomentumLoop<T, V, MT, R>(param, grad_data[i] + (at - grad_starts[i]),
                                 velocity_data[j] + offset,
                                 master_data[j] == nullptr ? nullptr : master_data[j] + offset,
-                                stop - at, learning_rate, h);
+                                stop - at, learning_rate, h,
+                                factors.empty() ? factor : factors[i]);
       at = stop;
     }
   }
@@ -556,3 +718,31 @@ PD_BUILD_OP(pm_momentum_table_master)
     .Attrs({"param_dtype: std::string", "gradient_ops: std::string", "mu: float", "l2: float",
             "has_l2: bool", "rescale: float", "nesterov: bool"})
     .SetKernelFn(PD_KERNEL(MomentumTableMaster));
+
+// ---- The squared L2 norm of each gradient in a gradient table (ClipGradByGlobalNorm's
+// squared_l2_norm of each, bit for bit), written into Out (float32 or float64, one element
+// per member, of the parameters' dtype). ----
+void SquaredNormsOfTable(const paddle::Tensor& grad_table, const paddle::Tensor& out) {
+  const Gradients grads(grad_table);
+  grads.Check(out.dtype());
+  PD_CHECK(out.is_cpu() && out.numel() == grad_table.shape()[1],
+           "pm_squared_norms: Out must be a CPU tensor with one element per member");
+  auto write = [&](auto type_tag) {
+    using T = decltype(type_tag);
+    const GradientPieces<T> pieces = grads.Pieces<T>();
+    const std::vector<T> norms = SquaredNorms<T>(pieces.data, pieces.starts);
+    std::copy(norms.begin(), norms.end(), const_cast<T*>(out.data<T>()));
+  };
+  if (out.dtype() == paddle::DataType::FLOAT64) {
+    write(double{});
+  } else {
+    PD_CHECK(out.dtype() == paddle::DataType::FLOAT32,
+             "pm_squared_norms: float32 or float64 gradients only");
+    write(float{});
+  }
+}
+
+PD_BUILD_OP(pm_squared_norms)
+    .Inputs({"GradTable", "Out"})
+    .Outputs({})
+    .SetKernelFn(PD_KERNEL(SquaredNormsOfTable));
