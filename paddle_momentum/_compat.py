@@ -11,6 +11,19 @@ import contextlib
 import paddle
 from paddle.base import framework
 
+# The variable type of a dense tensor (named LOD_TENSOR before Paddle 3.1 or so).
+DENSE_TENSOR = getattr(framework.core.VarDesc.VarType, "DENSE_TENSOR", None) or \
+    framework.core.VarDesc.VarType.LOD_TENSOR
+
+
+def proto_dtype(dtype):
+    """``dtype`` as the ``VarDesc.VarType`` a ``Tensor(dtype, shape, name, type,
+    persistable)`` constructor takes."""
+    convert = getattr(framework, "convert_to_proto_type", None) or \
+        framework.convert_np_dtype_to_dtype_
+    return convert(dtype)
+
+
 LOW_PRECISION_DTYPES = ("float16", "bfloat16")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 

@@ -247,7 +247,8 @@ class DygraphStep:
         for key, entries in members.items():
             bucket = _flat.FlatBucket(
                 key, [p for p, _, _ in entries], self._velocity_of,
-                self._create_master_weight if entries[0][2].master_weight else None)
+                self._create_master_weight if entries[0][2].master_weight else None,
+                self._zero_velocities)
             buckets.append(bucket)
             grads = bucket.gradients(self._velocity_dict(), self._master_weights)
             if isinstance(grads, str):  # not whole this step: its members stay units

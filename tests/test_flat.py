@@ -413,3 +413,27 @@ def test_fused_norm_clip_follows_need_clip_and_clip_norm_changed_between_steps(c
     ours, _ = _gradient_ops_run("fused", "float32", dict(grad_clip=clip(0.5)), changes,
                                 special=False)
     _assert_same_history(reference, ours)
+
+
+def _first_step_velocities(cls):
+    with paddle.utils.unique_name.guard():
+        params = [paddle.create_parameter([3, 2] if i % 2 else [5], "float32")
+                  for i in range(6)]
+        optimizer = cls(0.1, 0.9, parameters=params)
+        paddle.add_n([p.sum() for p in params]).backward()
+        optimizer.step()
+        next_name = paddle.utils.unique_name.generate("x")
+    velocities = [optimizer._accumulators["velocity"][p.name] for p in params]
+    described = [(v.name, v.persistable, v.stop_gradient, v.shape, v.dtype, str(v.place),
+                  v.is_leaf, type(v), v.numpy().tolist()) for v in velocities]
+    return described, next_name, optimizer._opti_name_list, optimizer
+
+
+def test_bucket_velocities_are_made_like_the_builtins():
+    """Small bucket members' velocities are born as views of their buffer, with what the
+    built-in's _add_accumulator gives them: names (drawn in the same order), persistable,
+    stop_gradient, shape, dtype, place, values; the unique-name counter ends the same."""
+    *expected, _ = _first_step_velocities(paddle.optimizer.Momentum)
+    *actual, optimizer = _first_step_velocities(paddle_momentum.Momentum)
+    assert len(_buckets(optimizer)) == 1
+    assert actual == expected
