@@ -1,4 +1,4 @@
-"""Command line: ``python -m paddle_momentum {demo,parity,bench} [--help]``."""
+"""Command line: ``python -m paddle_momentum {demo,parity,bench,build} [--help]``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def main(argv=None) -> int:
         "parity", add_help=False,
         help="run the differential matrix against the built-in on this machine's CPU and any "
              "working GPU; see parity --help")
+    commands.add_parser(
+        "build", help="build (or check) the fused kernel's cache entry now, e.g. in a container "
+                      "image after pip install, instead of at the first step",
+        description="Builds the fused kernel and the gradient table for the installed Paddle "
+                    "into $PADDLE_MOMENTUM_CACHE (default ~/.cache/paddle_momentum), or loads "
+                    "them when they are there; exit code 0 when both can be used.")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" is the benchmark's own command line
         from .bench import main as bench_main
@@ -41,7 +47,25 @@ def main(argv=None) -> int:
 
     if args.command == "demo":
         return _demo(args)
+    if args.command == "build":
+        return _build_cache()
     return 2
+
+
+def _build_cache() -> int:
+    import time
+
+    from . import _build, _kernel
+
+    start = time.perf_counter()
+    kernel, table = _kernel.load(), _kernel.gradient_table()
+    norms = table is not None and _kernel.norm_reductions_exact()
+    print(f"cache: {_build.cache_root()}\n"
+          f"fused kernel: {'ready' if kernel is not None else 'unavailable'}\n"
+          f"gradient table: {'ready' if table is not None else 'unavailable'}\n"
+          f"norm clips fused: {'yes' if norms else 'no'}\n"
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0 if kernel is not None and table is not None else 1
 
 
 def _demo(args) -> int:

@@ -142,3 +142,12 @@ def scale_gradients(params_grads, factor):
                 grad = paddle.multiply(grad, factor_here)
         scaled.append((param, grad))
     return scaled
+
+
+def check_clip_norm(grad_clip):
+    """Raise what Paddle's ``clip_by_norm`` raises for ``grad_clip.clip_norm`` (the fused
+    kernel takes it as a float; set after construction it may be anything): an unusual
+    type is tried on Paddle's own op, before anything is written."""
+    if type(grad_clip.clip_norm) not in (float, int):
+        with _compat.isolated():
+            paddle._C_ops.clip_by_norm(paddle.zeros([1]), grad_clip.clip_norm)

@@ -126,6 +126,8 @@ class DygraphStep:
         self._check_units(plan)
         for group_plan in plan:
             units = group_plan.units
+            if any(BY_NORM in bucket.key[-1].split(";") for bucket, _ in group_plan.buckets):
+                _clip.check_clip_norm(group_plan.settings.grad_clip)
             if any(_norm_bucket(bucket) for bucket, _ in group_plan.buckets):
                 units = self._clip_by_global_norm(group_plan)
             elif units and group_plan.settings.grad_clip is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import struct
 
 from paddle.nn.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
 from paddle.regularizer import L1Decay, L2Decay
@@ -224,8 +225,8 @@ def complete_gradient_ops(spec, clip, scale):
     ops = []
     for op in spec.split(";"):
         if op == GLOBAL_NORM:
-            if scale is not None:
-                ops.append(f"scale:{scale!r}")
+            if scale is not None:  # its bits: a NaN factor keeps its sign
+                ops.append(f"scale:{struct.pack('>d', scale).hex()}")
         elif op == BY_NORM:
             ops.append(f"{BY_NORM}:{float(clip.clip_norm)!r}")
         elif op:

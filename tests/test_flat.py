@@ -320,7 +320,7 @@ def _gradient_ops_run(kind, dtype, options, changes=None, sizes=SIZES, special=T
         (changes or {}).get(step, lambda *_: None)(params, optimizer)
         grads = [(rng.standard_normal(p.shape) * 0.05).astype(p.numpy().dtype) for p in params]
         if special:
-            grads[0][:3] = [np.nan, -0.0, 0.01]
+            grads[0][:3] = [-np.nan if special == "-nan" else np.nan, -0.0, 0.01]
         paddle.add_n([(p * paddle.to_tensor(g)).sum().astype("float32")
                       for p, g in zip(params, grads)]).backward()
         optimizer.step()
@@ -356,6 +356,30 @@ def test_gradient_ops_are_fused_bitwise(ops, dtype):
     ours, optimizer = _gradient_ops_run("fused", dtype, options, special=special)
     assert all(b.key[-1] for b in _buckets(optimizer)), "the gradient ops are not fused"
     _assert_same_history(reference, ours)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_nan_global_norm_keeps_its_sign(dtype):
+    """A gradient with a negative NaN (x86's NaN from 0*inf or inf-inf) makes the global
+    norm, and so the factor, that NaN: every clipped gradient, velocity and parameter gets
+    its bits, sign included."""
+    options = GRADIENT_OPS["global_norm"]
+    reference, _ = _gradient_ops_run("builtin", dtype, options, special="-nan")
+    ours, _ = _gradient_ops_run("fused", dtype, options, special="-nan")
+    assert np.signbit(reference[-1][-1]).all(), "the test lost its negative NaN"
+    _assert_same_history(reference, ours)
+
+
+def test_clip_norm_set_to_another_type_raises_as_paddle_does():
+    """ClipGradByNorm.clip_norm changed after construction is passed to Paddle's
+    clip_by_norm, which takes a double: a str raises its TypeError, before any write."""
+    def odd_clip_norm(params, optimizer):
+        optimizer._grad_clip.clip_norm = "0.3"
+
+    for kind in ("builtin", "fused"):
+        with pytest.raises(TypeError, match="clip_by_norm"):
+            _gradient_ops_run(kind, "float32", dict(grad_clip=paddle.nn.ClipGradByNorm(0.1)),
+                              changes={3: odd_clip_norm}, special=False)
 
 
 @pytest.mark.parametrize("ops", ["global_norm", "global_norm_auto_skip", "norm"])

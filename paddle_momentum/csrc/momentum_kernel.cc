@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -109,9 +110,9 @@ struct Hyper {
   double max_norm = 0;
 };
 
-// The gradient ops of ``spec``: "" (none), or ';'-separated "clip:MIN:MAX", "scale:FACTOR",
+// The gradient ops of ``spec``: "" (none), or ';'-separated "clip:MIN:MAX", "scale:BITS",
 // "norm:MAX_NORM" (at most one of these three) and "l1:COEFF", each number as Python's repr
-// of a float (which round-trips exactly through strtod).
+// of a float (which round-trips exactly through strtod), BITS a double's 64 bits in hex.
 void ParseGradientOps(const std::string& spec, Hyper* h) {
   size_t at = 0;
   while (at < spec.size()) {
@@ -127,9 +128,10 @@ void ParseGradientOps(const std::string& spec, Hyper* h) {
     } else if (op.rfind("l1:", 0) == 0) {
       h->has_l1 = true;
       h->l1 = std::strtod(op.substr(3).c_str(), nullptr);
-    } else if (op.rfind("scale:", 0) == 0) {
+    } else if (op.rfind("scale:", 0) == 0) {  // the double's bits, in hex (a NaN keeps its sign)
       h->has_scale = true;
-      h->scale = std::strtod(op.substr(6).c_str(), nullptr);
+      const uint64_t bits = std::strtoull(op.substr(6).c_str(), nullptr, 16);
+      std::memcpy(&h->scale, &bits, sizeof(bits));
     } else if (op.rfind("norm:", 0) == 0) {
       h->has_norm_clip = true;
       h->max_norm = std::strtod(op.substr(5).c_str(), nullptr);
