@@ -115,13 +115,20 @@ def check_bool(value, name):
 
 
 def check_weight_decay(value, name="weight_decay"):
-    """None, a real number (an L2 coefficient) or a WeightDecayRegularizer."""
-    if value is None or isinstance(value, WeightDecayRegularizer):
+    """None, a real number (an L2 coefficient) or a WeightDecayRegularizer; one rule for
+    both: a coefficient must be finite (NaN or inf would turn every parameter into NaN)."""
+    if value is None:
+        return value
+    if isinstance(value, WeightDecayRegularizer):
+        coeff = getattr(value, "_coeff", None)
+        if _is_real(coeff) and not math.isfinite(float(coeff)):
+            raise ValueError(f"{name} coefficient must be finite, got {type(value).__name__}"
+                             f"({float(coeff)!r})")
         return value
     if _is_real(value):
         value = float(value)
-        if math.isnan(value):
-            raise ValueError(f"{name} must not be NaN, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
         return value
     raise TypeError(
         f"{name} must be None, a float or a paddle.regularizer.WeightDecayRegularizer, "

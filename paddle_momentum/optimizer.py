@@ -93,6 +93,9 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         weight_decay = check.check_weight_decay(weight_decay)
         grad_clip = check.check_grad_clip(grad_clip)
         rescale_grad = check.check_rescale_grad(rescale_grad)
+        use_nesterov = check.check_bool(use_nesterov, "use_nesterov")
+        multi_precision = check.check_bool(multi_precision, "multi_precision")
+        check.check_bool(use_multi_tensor, "use_multi_tensor")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be None or a str, got {name!r}")
 
@@ -372,8 +375,9 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
 
     @imperative_base.no_grad()
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
-        """Dygraph: ``step()`` restricted to ``parameters`` minus ``no_grad_set``; returns
-        ``([], params_grads)`` like the built-in (and also works with parameter groups).
+        """Dygraph: ``step()`` restricted to ``parameters`` (Tensors); returns ``([],
+        params_grads)`` like the built-in (and also works with parameter groups). As in the
+        built-in, ``no_grad_set`` is ignored in dygraph: the gradients exist already.
 
         Static graph: appends backward, clip, regularization and our update ops to the
         program and returns ``(optimize_ops, params_grads)``.
@@ -386,10 +390,12 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
                 )
             return super().minimize(loss, startup_program, parameters, no_grad_set)
         only = None  # (the built-in's dygraph minimize takes .grad, never main_grad)
-        if parameters or no_grad_set:
-            only = {id(p) for p in (parameters or [p for _, ps in self._group_params()
-                                                   for p in ps])}
-            only -= {id(p) for p in (no_grad_set or ())}
+        if parameters:
+            for param in parameters:
+                if not _compat.is_tensor(param):
+                    raise TypeError(f"minimize(parameters=...) takes a list of Tensors in "
+                                    f"dygraph mode (so does the built-in), got {param!r}")
+            only = {id(p) for p in parameters}
         params_grads = [pair for _, params in self._group_params()
                         for pair in self._gradient_pairs(params, False, only)]
         self._optimize(self._plan(only, use_main_grad=False))

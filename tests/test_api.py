@@ -44,6 +44,22 @@ def test_step_and_minimize_return_what_the_builtin_returns():
                          if not p.stop_gradient and p.grad is not None], kind
 
 
+def test_dygraph_minimize_takes_tensors_and_ignores_no_grad_set():
+    """As the built-in: ``parameters`` must be Tensors (names raise TypeError), and in
+    dygraph ``no_grad_set`` changes nothing (the gradients exist already)."""
+    pairs = _both()
+    for model, optimizer in pairs.values():
+        first = model.parameters()[0]
+        with pytest.raises(TypeError):
+            optimizer.minimize(model(paddle.ones([1, 6])).sum(), parameters=[first.name])
+        model.clear_gradients()
+        x = paddle.linspace(-1, 1, 48).reshape([8, 6])
+        loss = model(x).square().mean()
+        loss.backward()
+        optimizer.minimize(loss, parameters=model.parameters()[:2], no_grad_set={first})
+    _assert_models_equal(pairs, "minimize")
+
+
 def test_zero_gradient_still_updates_and_none_gradient_skips():
     """clear_grad() zero-fills: the next step still decays velocity and moves the parameter;
     clear_grad(set_to_zero=False) drops the gradient: the next step skips the parameter."""

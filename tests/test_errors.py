@@ -69,6 +69,18 @@ BAD_INPUTS = {
     "weight_decay_str": (lambda m: dict(weight_decay="x"), TypeError, "weight_decay"),
     "weight_decay_list": (lambda m: dict(weight_decay=[0.1]), TypeError, "weight_decay"),
     "weight_decay_nan": (lambda m: dict(weight_decay=float("nan")), ValueError, "weight_decay"),
+    # one rule for every weight-decay coefficient: finite (the built-in takes all of these)
+    "weight_decay_inf": (lambda m: dict(weight_decay=float("inf")), ValueError, "weight_decay"),
+    "weight_decay_l2_nan": (lambda m: dict(weight_decay=paddle.regularizer.L2Decay(float("nan"))),
+                            ValueError, "weight_decay"),
+    "weight_decay_l1_inf": (lambda m: dict(weight_decay=paddle.regularizer.L1Decay(float("inf"))),
+                            ValueError, "weight_decay"),
+    "group_weight_decay_inf": (lambda m: dict(parameters=_groups(m, weight_decay=float("-inf"))),
+                               ValueError, "weight_decay"),
+    # strict bools (the built-in takes any value's truth: "no" turns Nesterov on)
+    "use_nesterov_str": (lambda m: dict(use_nesterov="no"), TypeError, "use_nesterov"),
+    "multi_precision_str": (lambda m: dict(multi_precision="no"), TypeError, "multi_precision"),
+    "use_multi_tensor_int": (lambda m: dict(use_multi_tensor=1), TypeError, "use_multi_tensor"),
     "grad_clip_float": (lambda m: dict(grad_clip=1.0), TypeError, "grad_clip"),
     "grad_clip_str": (lambda m: dict(grad_clip="x"), TypeError, "grad_clip"),
     "group_grad_clip_str": (lambda m: dict(parameters=_groups(m, grad_clip="x")), TypeError,
