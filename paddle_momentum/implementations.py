@@ -52,6 +52,9 @@ def composed(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_co
         round_result=rounding,
         **torch_options,
     )
+    first_step = torch_options.get("first_step")
+    if _compat.is_tensor(first_step):
+        _compat.write_into(first_step, paddle.zeros_like(first_step))  # a static flag, spent
     _compat.write_into(velocity, _compat.cast(new_velocity, velocity.dtype))
     if master is not None:
         _compat.write_into(master, new_param)

@@ -137,6 +137,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         # fused kernel's flat buckets already update many parameters per call, and the base
         # class's multi-tensor hooks (which call Paddle's merged_momentum) stay off.
         self._master_weights = {}
+        self._new_velocities = set()  # names of parameters whose velocity is new, unused
         self._kernel = kernel
         self._flat = _flat.FlatState()
         self._static_batches = {}
@@ -270,6 +271,8 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
                 if _compat.is_low_precision(param.dtype):
                     warnings.warn(LOW_PRECISION_WARNING)
                 target = param
+            if not self._accumulators_holder:  # (else it comes from a loaded state dict)
+                self._new_velocities.add(param.name)
             self._add_accumulator(self._velocity_acc_str, target)
             self._already_create_accumulator.add(param.name)
         return self._get_accumulator_master(self._velocity_acc_str, param)
@@ -341,9 +344,23 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             # The built-in's sparse kernel = the dense update on the merged rows, zeros
             # elsewhere (so absent rows still decay), rescale_grad applied.
             grad = _compat.dense_gradient(grad, param)
+        options = settings.rule_options()
+        if self._torch_options.get("dampening"):
+            options["first_step"] = self._first_step(param)
         self._implementation_for(param, grad)(param, grad, velocity, master,
-                                              self._param_lr(param, settings),
-                                              **settings.rule_options())
+                                              self._param_lr(param, settings), **options)
+
+    def _first_step(self, param):
+        """Whether this is ``param``'s first update since its velocity was created (torch's
+        momentum buffer starts there, undamped): dygraph knows it now (a velocity loaded from
+        a state dict is not new); a static program gets a persistable [1] flag, 1 until its
+        first run (the update resets it)."""
+        if _compat.in_dygraph():
+            first = param.name in self._new_velocities
+            self._new_velocities.discard(param.name)
+            return first
+        return self._add_accumulator("torch_first_step", param, dtype="float32",
+                                     fill_value=1.0, shape=[1])
 
     def _fused_chosen(self) -> bool:
         """The fused kernel is wanted (kernel option, no torch option) and built."""

@@ -8,6 +8,7 @@ tensors in the compute dtype and writes the results back.
 from __future__ import annotations
 
 import numpy as np
+import paddle
 
 
 def as_float32_attribute(value: float) -> float:
@@ -38,6 +39,7 @@ def momentum_update(
     dampening: float = 0.0,
     maximize: bool = False,
     decoupled_weight_decay: float = 0.0,
+    first_step=False,
 ):
     r"""One momentum step; returns ``(new_param, new_velocity)``.
 
@@ -64,9 +66,11 @@ def momentum_update(
 
     Options from ``torch.optim.SGD`` (off by default, Paddle's behaviour): ``maximize`` negates
     the gradient first; ``dampening`` :math:`d` makes the velocity
-    :math:`v' = v \cdot \mu + (1 - d) \cdot g'`; ``decoupled_weight_decay`` :math:`\lambda`
-    (SGDW) shrinks the parameter before the step, :math:`p \leftarrow p \cdot (1 - \eta
-    \lambda)`, outside the velocity.
+    :math:`v' = v \cdot \mu + (1 - d) \cdot g'`, except at the parameter's ``first_step``,
+    where, as torch starts its momentum buffer, :math:`v' = g'` (undamped; ``first_step`` is
+    a bool, or in a static program a [1] tensor that is positive at the first step);
+    ``decoupled_weight_decay`` :math:`\lambda` (SGDW) shrinks the parameter before the step,
+    :math:`p \leftarrow p \cdot (1 - \eta \lambda)`, outside the velocity.
     """
     rnd = round_result or _exact
     mu = as_float32_attribute(momentum)
@@ -76,8 +80,11 @@ def momentum_update(
         grad = rnd(grad * as_float32_attribute(rescale_grad))
     if l2_coeff is not None:
         grad = rnd(rnd(param * as_float32_attribute(l2_coeff)) + grad)
-    if dampening:
-        velocity = rnd(rnd(velocity * mu) + rnd(grad * as_float32_attribute(1.0 - dampening)))
+    if dampening and first_step is True:
+        velocity = grad
+    elif dampening:
+        damped = rnd(rnd(velocity * mu) + rnd(grad * as_float32_attribute(1.0 - dampening)))
+        velocity = damped if first_step is False else paddle.where(first_step > 0, grad, damped)
     else:
         velocity = rnd(rnd(velocity * mu) + grad)
     if decoupled_weight_decay:

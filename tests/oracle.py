@@ -36,6 +36,7 @@ class OracleParam:
         # Narrow values are carried as float32 arrays holding exactly representable values.
         self.param = np.asarray(initial, dtype=self.compute)
         self.velocity = np.zeros_like(self.param)
+        self.started = False
         self.round = ROUNDING[dtype] if narrow and not multi_precision else (lambda x: x)
         self.store = ROUNDING.get(dtype, lambda x: x)
 
@@ -52,7 +53,9 @@ class OracleParam:
             g = r(g * scalar(rescale))
         if l2:
             g = r(r(self.param * scalar(l2)) + g)
-        if dampening:  # torch.optim.SGD's dampening, from the first step on
+        if dampening and not self.started:  # torch.optim.SGD: the buffer starts as g
+            v = g
+        elif dampening:  # torch.optim.SGD's dampening, after the first step
             v = r(r(self.velocity * mu) + r(g * scalar(1.0 - dampening)))
         else:
             v = r(r(self.velocity * mu) + g)
@@ -64,6 +67,7 @@ class OracleParam:
             update = r(lr * v)
         self.param = r(self.param - update)
         self.velocity = v
+        self.started = True
         return self.stored_param
 
     @property

@@ -5,6 +5,7 @@ the reference is the numpy oracle fed with each step's gradients, or the built-i
 where it does work.
 """
 
+import contextlib
 import copy
 import itertools
 import warnings
@@ -12,6 +13,7 @@ import warnings
 import numpy as np
 import paddle
 import pytest
+from paddle.utils import unique_name
 
 from harness import assert_same
 from oracle import OracleParam
@@ -178,6 +180,74 @@ def test_torch_sgd_options_against_oracle(options, dtype, nesterov):
             expected = oracle.step(g, 0.1, momentum=0.9, nesterov=nesterov, l2=0.01,
                                    **oracle_options)
             assert_same(expected, p.numpy(), f"step {step} param {i}")
+
+
+def _dampened_run(steps, reload_at=None):
+    """Parameters after ``steps`` steps with dampening (torch semantics); with ``reload_at``,
+    the optimizer is replaced at that step by a new one loading its state dict."""
+    params = [_leaf(p) for p in _make_params("float32")]
+
+    def new_optimizer():
+        return Momentum(learning_rate=0.1, momentum=0.9, parameters=params, dampening=0.5)
+
+    opt = new_optimizer()
+    rng = np.random.default_rng(5)
+    with contextlib.ExitStack() as resumed:
+        for step in range(steps):
+            if step == reload_at:
+                state = opt.state_dict()
+                opt = new_optimizer()
+                opt.set_state_dict(state)
+                # as in a new process: the velocities' names are drawn again from 0
+                resumed.enter_context(unique_name.guard())
+            for p in params:
+                grad = rng.standard_normal(p.shape).astype("float32")
+                (p * paddle.to_tensor(grad)).sum().backward()
+            opt.step()
+            opt.clear_grad()
+    return [p.numpy() for p in params]
+
+
+@pytest.mark.parametrize("reload_at", [0, 1, 3])
+def test_torch_dampening_resumes_from_a_state_dict(reload_at):
+    """torch starts its buffer undamped at a parameter's first step only: a velocity loaded
+    from a state dict (after 1 or 3 steps) is an existing buffer, damped from then on; an
+    empty state dict (step 0) leaves the first step first."""
+    uninterrupted = _dampened_run(5)
+    for i, (a, b) in enumerate(zip(uninterrupted, _dampened_run(5, reload_at))):
+        assert_same(a, b, f"parameter {i}")
+
+
+def test_torch_options_against_torch_itself():
+    """The same run in torch.optim.SGD (where torch is installed; float32). Tolerance: torch
+    computes ``buf * mu + (1 - d) * g`` and the step with its own kernels (add with alpha,
+    possibly multiply-add), so the last bits may differ; 1e-6 relative bounds that."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    initial = [rng.standard_normal(shape).astype("float32") for shape in SHAPES]
+    grads = [[rng.standard_normal(shape).astype("float32") for shape in SHAPES]
+             for _ in range(6)]
+    for options in ({"dampening": 0.5}, {"dampening": 0.5, "nesterov": True},
+                    {"maximize": True, "dampening": 0.3}):
+        options = dict(options)
+        nesterov = options.pop("nesterov", False)
+        if nesterov:
+            options["dampening"] = 0.0  # torch: Nesterov requires zero dampening
+        ours = [_leaf(paddle.to_tensor(a)) for a in initial]
+        theirs = [torch.tensor(a, requires_grad=True) for a in initial]
+        opt = Momentum(0.1, 0.9, parameters=ours, use_nesterov=nesterov, weight_decay=0.01,
+                       **options)
+        torch_opt = torch.optim.SGD(theirs, lr=0.1, momentum=0.9, nesterov=nesterov,
+                                    weight_decay=0.01, **options)
+        for step_grads in grads:
+            for p, t, g in zip(ours, theirs, step_grads):
+                (p * paddle.to_tensor(g)).sum().backward()
+                t.grad = torch.tensor(g)
+            opt.step()
+            opt.clear_grad()
+            torch_opt.step()
+        for p, t in zip(ours, theirs):
+            np.testing.assert_allclose(p.numpy(), t.detach().numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_torch_options_validated():

@@ -218,3 +218,29 @@ def test_small_and_large_batches_match_builtin(mode, layers):
                           for p in params]
     for i, (a, b) in enumerate(zip(runs["builtin"], runs["ours"])):
         assert_same(a, b, f"param {i}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_torch_dampening_in_static_programs_starts_like_torch(mode, nesterov):
+    """torch.optim.SGD's dampening in a static program: the first run puts the gradient
+    into the velocity undamped (a persistable flag per parameter says which run is first),
+    the later ones damp it; against the numpy oracle of torch's algorithm, on the gradients
+    the program computed."""
+    from oracle import OracleParam
+
+    with static_program(mode) as (main, startup):
+        _, _, _, _, (_, params_grads) = _regression("ours", dampening=0.5,
+                                                    use_nesterov=nesterov)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        scope = paddle.static.global_scope()
+        params, grads = [p for p, _ in params_grads], [g for _, g in params_grads]
+        oracles = [OracleParam(np.array(scope.find_var(p.name).get_tensor()), "float32", False)
+                   for p in params]
+        for step, feed in enumerate(_feeds(4)):
+            values = executor.run(main, feed=feed, fetch_list=grads + params)
+            for i, oracle in enumerate(oracles):
+                expected = oracle.step(values[i], 0.05, momentum=0.9, nesterov=nesterov,
+                                       dampening=0.5)
+                assert_same(expected, values[len(grads) + i], f"step {step} parameter {i}")
