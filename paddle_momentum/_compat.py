@@ -66,6 +66,8 @@ def is_float_dtype(dtype) -> bool:
 
 
 def is_tensor(value) -> bool:
+    if type(value) in (float, int, bool, type(None)):  # (Variable's isinstance is slow)
+        return False
     return isinstance(value, (paddle.Tensor, framework.Variable, paddle.pir.Value))
 
 

@@ -215,13 +215,19 @@ class DygraphStep:
         value, an L1 decay: ``_settings.fused_gradient_ops``) when ``param`` (with ``grad``,
         when given) can join a flat bucket, else None."""
         gradient_ops = fused_gradient_ops(param, settings)
-        if (gradient_ops is None or (gradient_ops and _kernel.gradient_table() is None)
-                or (any(op in gradient_ops.split(";") for op in (GLOBAL_NORM, BY_NORM))
-                    and not _kernel.norm_reductions_exact())
-                or settings.uses_main_grad or param._numel() == 0
-                or _compat.is_tensor(settings.lr_scale) or not param._is_initialized()
-                or (grad is not None and _compat.is_sparse(grad))
-                or not implementations.fused_supports(param, param if grad is None else grad)):
+        if gradient_ops is None or settings.uses_main_grad or \
+                _compat.is_tensor(settings.lr_scale):
+            return None
+        if gradient_ops and (_kernel.gradient_table() is None or (
+                not set(gradient_ops.split(";")).isdisjoint((GLOBAL_NORM, BY_NORM))
+                and not _kernel.norm_reductions_exact())):
+            return None
+        grad = param if grad is None else grad
+        # implementations.fused_supports, as dygraph tensors answer it (the first step asks
+        # for every parameter)
+        if (param._numel() == 0 or not param._is_initialized() or _compat.is_sparse(grad)
+                or grad.dtype != param.dtype or not param.place.is_cpu_place()
+                or not param.is_contiguous() or not grad.is_contiguous()):
             return None
         return settings.batch_key() + (gradient_ops,)
 
