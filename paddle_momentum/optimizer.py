@@ -290,7 +290,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             return None
         kind = self._velocity_acc_str
         kind = kind if self._name is None else f"{self._name}_{kind}"
-        self.need_refuse()
+        getattr(self, "need_refuse", lambda: None)()  # (as _add_accumulator; Paddle 3.3)
         names = [unique_name.generate(f"{p.name}_{kind}") for p in params]
         self._opti_name_list.extend(names)
         buffer = paddle.zeros([sum(sizes)], params[0].dtype)
