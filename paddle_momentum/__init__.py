@@ -26,7 +26,20 @@ def _require_paddle():
 
 _require_paddle()
 
+from . import _kernel  # noqa: E402
 from .optimizer import Momentum  # noqa: E402
 from .rule import momentum_update  # noqa: E402
 
-__all__ = ["Momentum", "momentum_update", "__version__"]
+
+def register_ops() -> bool:
+    """Make our fused kernel's operators known to Paddle (building the kernel into its cache
+    first if this machine has not yet): needed to run a saved static program that contains
+    them (``pm_momentum*`` ops) in a process that has not built an optimizer of ours. True
+    when they are registered; False where the kernel cannot be built (one warning says why).
+    ``import paddle_momentum`` already registers them when the cache holds the kernel."""
+    return _kernel.load() is not None
+
+
+_kernel.load_if_built()
+
+__all__ = ["Momentum", "momentum_update", "register_ops", "__version__"]

@@ -35,6 +35,17 @@ def load():
         return _load()
 
 
+def load_if_built():
+    """``load()`` when this machine's cache already holds the kernel, built and checked (a few
+    ms: the library is hashed and loaded), else None without building anything. Run at
+    import, so that a saved static program with our ops runs in a new process."""
+    with _build.LOCK:
+        cxx = _build.compiler()
+        if cxx is None or _build.verified_library(_build.cache_entry(SOURCE, cxx)) is None:
+            return None
+        return _load()
+
+
 @functools.lru_cache(maxsize=None)
 def _load():
     return _build.cached(SOURCE, "fused momentum kernel", "paddle_momentum_kernel_",

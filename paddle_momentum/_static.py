@@ -80,7 +80,8 @@ class StaticOps:
         for entries in batches.values():
             if len(entries) < STATIC_BATCH_MIN:
                 for param, grad, settings in entries:
-                    self._update_param(param, grad, settings)
+                    with _compat.optimizer_ops_guard([(param, grad)]):
+                        self._update_param(param, grad, settings)
                 continue
             params = [p for p, _, _ in entries]
             settings = entries[0][2]

@@ -244,3 +244,91 @@ def test_torch_dampening_in_static_programs_starts_like_torch(mode, nesterov):
                 expected = oracle.step(values[i], 0.05, momentum=0.9, nesterov=nesterov,
                                        dampening=0.5)
                 assert_same(expected, values[len(grads) + i], f"step {step} parameter {i}")
+
+
+VARIANTS = {"fused": {}, "composed": {"kernel": "composed"}, "torch": {"dampening": 0.5}}
+OPTIMIZE_ROLES = {2, 257}  # OpRole.Optimize, OpRole.Optimize | OpRole.LRSched
+
+
+def _train_eval_program(mode, kind, layers, options=None):
+    """A train program of ``layers`` Linear layers minimized by ``kind`` (``options`` for
+    ours) and its eval program: ``main.clone(for_test=True)`` after minimize under the legacy
+    IR, ``main.clone()`` before it under PIR (which has no for_test). Returns the roles of the
+    ops minimize appended (legacy; not backward ones), the eval program's op names, and its
+    output on a probe after three training steps."""
+    with static_program(mode) as (main, startup):
+        x = paddle.static.data("x", [None, 3], "float32")
+        hidden = x
+        for _ in range(layers):
+            hidden = paddle.nn.Linear(3, 3)(hidden)
+        loss = paddle.mean(paddle.square(hidden))
+        eval_program, eval_out = None, hidden
+        if mode == "pir":
+            mapping = paddle.pir.IrMapping()
+            eval_program = main.clone(mapping)
+            eval_out = mapping.look_up(hidden)
+        appended_from = len(main.global_block().ops)
+        cls = OPTIMIZERS[kind] if kind == "builtin" else paddle_momentum.Momentum
+        # (the built-in's ClipGradByValue has no PIR implementation)
+        clip = paddle.nn.ClipGradByValue(1.0) if mode == "legacy" else None
+        cls(0.05, 0.9, weight_decay=paddle.regularizer.L1Decay(1e-3), grad_clip=clip,
+            **(options or {})).minimize(loss)
+        roles = set()
+        if mode == "legacy":
+            roles = {op.attr("op_role") for op in main.global_block().ops[appended_from:]
+                     if not op.type.endswith("_grad")}
+            eval_program = main.clone(for_test=True)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        for feed in _feeds(3):
+            executor.run(main, feed={"x": feed["x"]})
+        output = executor.run(eval_program, feed={"x": _feeds(1, seed=4)[0]["x"]},
+                              fetch_list=[eval_out])[0]
+        return roles, [_op_name(op) for op in eval_program.global_block().ops], output
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("layers", [2, 8])
+def test_train_eval_programs_drop_every_update_op(mode, variant, layers):
+    """Every op ours appends (clip, regularizer, update: one per parameter or one batched
+    op, composed ops, the torch flag) carries the optimizer role, as the built-in's do, so
+    the eval program ``clone(for_test=True)`` makes is the built-in's, and computes the
+    same output after training. (Under PIR no optimizer op carries a role, the built-in's
+    neither; its eval program is cloned before minimize.)"""
+    roles, eval_ops, output = _train_eval_program(mode, "ours", layers, VARIANTS[variant])
+    builtin_roles, builtin_eval_ops, builtin_output = _train_eval_program(mode, "builtin",
+                                                                          layers)
+    assert roles <= OPTIMIZE_ROLES and builtin_roles <= OPTIMIZE_ROLES
+    assert eval_ops == builtin_eval_ops
+    if variant == "fused" or variant == "composed":
+        assert_same(builtin_output, output, "eval output")
+
+
+PROGRAM_WORKER = pathlib.Path(__file__).resolve().parent / "program_worker.py"
+
+
+def _program_stage(tmp_path, mode, kind, layers, stage):
+    """The parameters (name -> float32 bits) after ``program_worker.py``'s ``stage``, run in
+    a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(PROGRAM_WORKER), mode, kind, str(layers),
+                           str(tmp_path), stage], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode,kind,layers", [
+    ("legacy", "fused", 2), ("legacy", "fused", 8), ("legacy", "composed", 2),
+    ("pir", "fused", 2), ("pir", "fused", 8)])
+def test_saved_training_program_runs_in_a_new_process(tmp_path, mode, kind, layers):
+    """A training program with our update ops (one per parameter, or one batched op),
+    saved with ``paddle.static.save`` and its serialized program, runs in a new process
+    after ``import paddle_momentum`` (which registers our ops when the kernel cache holds
+    them): two steps there, then two here, equal four in one process, bit for bit."""
+    _program_stage(tmp_path, mode, kind, layers, "save")
+    resumed = _program_stage(tmp_path, mode, kind, layers, "resume")
+    assert resumed == _program_stage(tmp_path, mode, kind, layers, "whole")
