@@ -156,11 +156,13 @@ def test_an_unusable_cache_location_gives_one_warning(tmp_path):
 def test_a_library_that_cannot_be_loaded_gives_one_warning(cache_copy, tmp_path):
     """Loading goes through Paddle helpers that are not a public API: if a release changed
     them, the optimizer falls back to the composed ops with one warning instead of failing."""
-    script = ("import warnings, paddle, paddle_momentum\n"
-              "from paddle_momentum import _build, _kernel\n"
+    script = ("import warnings, paddle\n"
+              "from paddle.utils.cpp_extension import extension_utils\n"
               "def broken(library):\n"
               "    raise AttributeError('no such helper')\n"
-              "_build.import_ops = broken\n"
+              "extension_utils.load_op_meta_info_and_register_op = broken\n"
+              "import paddle_momentum\n"
+              "from paddle_momentum import _kernel\n"
               "p = paddle.create_parameter([3], 'float32')\n"
               "opt = paddle_momentum.Momentum(0.1, parameters=[p])\n"
               "(p * 2).sum().backward()\n"
