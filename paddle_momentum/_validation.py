@@ -62,7 +62,8 @@ def _is_real(value) -> bool:
 
 
 def check_learning_rate(value, name="learning_rate"):
-    """A float, an LRScheduler, or a 0-d / shape-[1] float tensor."""
+    """A float, an LRScheduler, a 0-d / shape-[1] float tensor, or in a static program a 0-d
+    / shape-[1] float graph value (a fed ``paddle.static.data``, or computed)."""
     if value is None:
         raise ValueError(f"{name} is not set")
     if isinstance(value, LRScheduler):
@@ -71,6 +72,15 @@ def check_learning_rate(value, name="learning_rate"):
         if math.isnan(value):
             raise ValueError(f"{name} must not be NaN, got {value!r}")
         return float(value)
+    if _compat.is_tensor(value) and not isinstance(value, paddle.Tensor):
+        # a static program's value (legacy Variable, PIR Value): fed or computed in the graph
+        shape = list(value.shape)
+        if not _compat.is_float_dtype(value.dtype) or len(shape) > 1 or shape not in ([], [1]):
+            raise TypeError(
+                f"{name} as a graph value must be a 0-d or shape [1] float value, got dtype "
+                f"{_compat.dtype_name(value.dtype)} and shape {shape}"
+            )
+        return value
     if isinstance(value, paddle.Tensor):
         if not _compat.is_float_dtype(value.dtype) or value.size != 1 or len(value.shape) > 1:
             raise TypeError(

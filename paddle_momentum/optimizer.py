@@ -110,14 +110,20 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         }
         parameters = self._checked_parameters(parameters)
 
-        self._learning_rate_tensor = learning_rate if _compat.is_tensor(learning_rate) else None
+        # A dygraph Tensor (read into the lr variable at every step), or a static program's
+        # value (the program's learning rate itself); the base class holds a float stand-in.
+        self._learning_rate_tensor = (learning_rate if isinstance(learning_rate, paddle.Tensor)
+                                      else None)
+        self._graph_learning_rate = (learning_rate if _compat.is_tensor(learning_rate)
+                                     and self._learning_rate_tensor is None else None)
         fused_l2, other_decay = split_weight_decay(weight_decay)
         # Grouped parameters' attribute objects at construction (read by _add_param_group).
         self._construction = _settings.ConstructionAttributes()
         self._derivations = _settings.Derivations()
         super().__init__(
-            learning_rate=float(learning_rate) if self._learning_rate_tensor is not None
-            else learning_rate,
+            learning_rate=(float(learning_rate) if self._learning_rate_tensor is not None
+                           else 0.0 if self._graph_learning_rate is not None
+                           else learning_rate),
             parameters=parameters,
             weight_decay=other_decay,
             grad_clip=grad_clip,
@@ -328,6 +334,17 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
                 f"velocity is {_compat.dtype_name(velocity.dtype)} {list(velocity.shape)}"
                 + ": the optimizer state no longer fits the parameter")
 
+    def _create_global_learning_rate(self):
+        """The program's learning rate: the graph value given as ``learning_rate`` (made 0-d,
+        in its own dtype: the update casts it as it casts a float's variable), else the base
+        class's variable."""
+        if self._graph_learning_rate is None or _compat.in_dygraph():
+            return super()._create_global_learning_rate()
+        program = paddle.static.default_main_program()
+        if program not in self._learning_rate_map:
+            self._learning_rate_map[program] = self._graph_learning_rate.reshape([])
+        return None
+
     def _prepare_learning_rate(self):
         self._create_global_learning_rate()
         if self._learning_rate_tensor is not None:
@@ -471,15 +488,18 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
     def get_lr(self) -> float:
         if self._learning_rate_tensor is not None:
             return float(self._learning_rate_tensor)
+        if self._graph_learning_rate is not None:
+            raise TypeError("the learning rate is a value of the static program (it has no "
+                            "value until the program runs): fetch it with Executor.run")
         return super().get_lr()
 
     def set_lr(self, value: float) -> None:
         super().set_lr(value)
-        self._learning_rate_tensor = None
+        self._learning_rate_tensor = self._graph_learning_rate = None
 
     def set_lr_scheduler(self, scheduler: LRScheduler) -> None:
         super().set_lr_scheduler(scheduler)
-        self._learning_rate_tensor = None
+        self._learning_rate_tensor = self._graph_learning_rate = None
 
 
 def _schedulers_in(learning_rate):

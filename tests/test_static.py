@@ -332,3 +332,68 @@ def test_saved_training_program_runs_in_a_new_process(tmp_path, mode, kind, laye
     _program_stage(tmp_path, mode, kind, layers, "save")
     resumed = _program_stage(tmp_path, mode, kind, layers, "resume")
     assert resumed == _program_stage(tmp_path, mode, kind, layers, "whole")
+
+
+LR_STEPS = [0.05, 0.05, 0.025, 0.025, 0.0125]  # PiecewiseDecay([2, 4], [0.05, 0.025, 0.0125])
+
+
+def _lr_run(mode, kind, lr_kind, kernel="auto", layers=2, shape=(1,), dtype="float32"):
+    """The parameters after five steps of ``layers`` Linear layers with the learning rate
+    given as ``lr_kind``: "fed" (``paddle.static.data`` of ``shape`` and ``dtype`` fed
+    LR_STEPS), "scheduler" (a PiecewiseDecay stepping through the same values), "computed"
+    (0.1 * 0.5 in the program) or "float" (0.05)."""
+    with static_program(mode) as (main, startup):
+        x = paddle.static.data("x", [None, 3], "float32")
+        hidden = x
+        for _ in range(layers):
+            hidden = paddle.nn.Linear(3, 3)(hidden)
+        loss = paddle.mean(paddle.square(hidden))
+        lr = {"fed": lambda: paddle.static.data("lr", list(shape), dtype),
+              "computed": lambda: paddle.to_tensor(0.1, dtype=dtype) * 0.5,
+              "float": lambda: 0.05,
+              "scheduler": lambda: paddle.optimizer.lr.PiecewiseDecay(
+                  [2, 4], [0.05, 0.025, 0.0125])}[lr_kind]()
+        optimizer = (paddle.optimizer.Momentum(lr, 0.9, weight_decay=1e-3) if kind == "builtin"
+                     else paddle_momentum.Momentum(lr, 0.9, weight_decay=1e-3, kernel=kernel))
+        _, params_grads = optimizer.minimize(loss)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        for step, feed in enumerate(_feeds(5)):
+            feed = {"x": feed["x"]}
+            if lr_kind == "fed":
+                feed["lr"] = np.full(shape, LR_STEPS[step], dtype)
+            executor.run(main, feed=feed)
+            if lr_kind == "scheduler":
+                lr.step()
+        return [np.array(paddle.static.global_scope().find_var(p.name).get_tensor())
+                for p, _ in params_grads]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kernel", ["fused", "composed"])
+@pytest.mark.parametrize("layers", [2, 8])
+def test_learning_rate_from_the_graph(mode, kernel, layers):
+    """A learning rate that lives in the program (a fed ``static.data``, 0-d or [1], float32
+    or float64; or computed there) equals the same values given as a scheduler or a float to
+    the built-in, bit for bit, one op per parameter or batched."""
+    scheduled = _lr_run(mode, "builtin", "scheduler", layers=layers)
+    for shape, dtype in (((1,), "float32"), ((), "float32"), ((1,), "float64")):
+        fed = _lr_run(mode, "ours", "fed", kernel, layers, shape, dtype)
+        for i, (a, b) in enumerate(zip(scheduled, fed)):
+            assert_same(a, b, f"fed {dtype} {list(shape)}: parameter {i}")
+    constant = _lr_run(mode, "builtin", "float", layers=layers)
+    computed = _lr_run(mode, "ours", "computed", kernel, layers)
+    for i, (a, b) in enumerate(zip(constant, computed)):
+        assert_same(a, b, f"computed: parameter {i}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_learning_rate_graph_value_must_be_one_float(mode):
+    with static_program(mode):
+        for shape, dtype in (([2], "float32"), ([1], "int32"), ([None], "float32")):
+            lr = paddle.static.data(f"lr_{shape}_{dtype}".replace(" ", ""), shape, dtype)
+            with pytest.raises(TypeError, match="learning_rate"):
+                paddle_momentum.Momentum(lr, 0.9)
+        optimizer = paddle_momentum.Momentum(paddle.static.data("lr", [1], "float32"), 0.9)
+        with pytest.raises(TypeError, match="Executor.run"):
+            optimizer.get_lr()
