@@ -397,3 +397,44 @@ def test_learning_rate_graph_value_must_be_one_float(mode):
         optimizer = paddle_momentum.Momentum(paddle.static.data("lr", [1], "float32"), 0.9)
         with pytest.raises(TypeError, match="Executor.run"):
             optimizer.get_lr()
+
+
+def _mixed_dtype_run(mode, kernel, layers=8):
+    """A float32 and a float64 tower of ``layers`` weights each (more than STATIC_BATCH_MIN:
+    one batched op per dtype with the fused kernel), five steps; the weights after."""
+    with static_program(mode) as (main, startup):
+        loss, weights = 0, []
+        for dtype in ("float32", "float64"):
+            hidden = paddle.static.data(f"x_{dtype}", [None, 3], dtype)
+            default_dtype = paddle.get_default_dtype()
+            paddle.set_default_dtype(dtype)  # (Linear takes the default dtype)
+            try:
+                for _ in range(layers):
+                    linear = paddle.nn.Linear(3, 3)
+                    weights.append(linear.weight)
+                    hidden = paddle.nn.functional.relu(linear(hidden))
+            finally:
+                paddle.set_default_dtype(default_dtype)
+            loss = loss + paddle.mean(paddle.square(hidden)).astype("float32")
+        paddle_momentum.Momentum(0.05, 0.9, weight_decay=1e-3, kernel=kernel).minimize(loss)
+        batched = sum("pm_momentum_multi" in _op_name(op) for op in main.global_block().ops)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        for feed in _feeds(5):
+            executor.run(main, feed={"x_float32": feed["x"],
+                                     "x_float64": feed["x"].astype("float64")})
+        return batched, [np.array(paddle.static.global_scope().find_var(w.name).get_tensor())
+                         for w in weights]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mixed_dtype_static_program_batches_per_dtype(mode):
+    """float32 and float64 parameters in one static program (the built-in cannot: its
+    learning rate has the first parameter's dtype). The fused kernel batches them per dtype
+    (it used to put both into one op and fail with a bare std::exception) and equals the
+    composed ops (Paddle's own ops, equal to the built-in wherever it runs) bit for bit."""
+    batched, fused = _mixed_dtype_run(mode, "fused")
+    assert batched == 2  # weights and biases of one dtype share their settings
+    _, composed = _mixed_dtype_run(mode, "composed")
+    for i, (a, b) in enumerate(zip(composed, fused)):
+        assert_same(a, b, f"weight {i}")
