@@ -123,6 +123,21 @@ def inplace_target(tensor):
     return tensor.detach() if in_dygraph() else tensor
 
 
+def program_of(value):
+    """The static program a legacy Variable or PIR Value belongs to."""
+    if in_pir():
+        return value.get_defining_op().get_parent_block().program
+    return value.block.program
+
+
+def optimizer_role(program):
+    """Marks ops appended inside as optimizer ops (legacy IR; a no-op under PIR, which has no
+    roles)."""
+    if in_legacy_static():
+        return program._optimized_guard([])
+    return contextlib.nullcontext()
+
+
 def optimizer_ops_guard(params_grads):
     """Marks ops appended inside as optimizer ops (the legacy IR's op role); a no-op elsewhere."""
     if in_legacy_static():

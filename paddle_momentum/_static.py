@@ -48,8 +48,9 @@ class StaticOps:
         built-in's global-norm clip does not run under the legacy IR at all); every other clip
         is per parameter, so the order changes no number.
         """
-        if self._grad_clip is not None:
-            params_grads = _clip.clip_gradients(self._grad_clip, params_grads)
+        if self._grad_clip is not None and params_grads:
+            with _compat.optimizer_ops_guard(params_grads):
+                params_grads = _clip.clip_gradients(self._grad_clip, params_grads)
         elif _compat.in_legacy_static():  # the legacy ``set_gradient_clip`` API
             params_grads = paddle.nn.clip.append_gradient_clip_ops(params_grads)
         if sort_by_name:

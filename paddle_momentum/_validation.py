@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 from paddle.nn.clip import GradientClipBase
 from paddle.optimizer.lr import LRScheduler
-from paddle.regularizer import WeightDecayRegularizer
+from paddle.regularizer import L2Decay, WeightDecayRegularizer
 
 from . import _compat
 
@@ -124,6 +124,15 @@ def check_bool(value, name):
     return bool(value)
 
 
+def _finite_coefficient(coeff, l2) -> bool:
+    """Finite, and an L2 coefficient (a float32 attribute of the update) also as float32."""
+    coeff = float(coeff)
+    if l2:
+        with np.errstate(over="ignore"):
+            coeff = float(np.float32(coeff))
+    return math.isfinite(coeff)
+
+
 def check_weight_decay(value, name="weight_decay"):
     """None, a real number (an L2 coefficient) or a WeightDecayRegularizer; one rule for
     both: a coefficient must be finite (NaN or inf would turn every parameter into NaN)."""
@@ -131,14 +140,15 @@ def check_weight_decay(value, name="weight_decay"):
         return value
     if isinstance(value, WeightDecayRegularizer):
         coeff = getattr(value, "_coeff", None)
-        if _is_real(coeff) and not math.isfinite(float(coeff)):
+        if _is_real(coeff) and not _finite_coefficient(coeff, isinstance(value, L2Decay)):
             raise ValueError(f"{name} coefficient must be finite, got {type(value).__name__}"
                              f"({float(coeff)!r})")
         return value
     if _is_real(value):
         value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
+        if not _finite_coefficient(value, l2=True):
+            raise ValueError(f"{name} must be finite (as the float32 the update takes), got "
+                             f"{value!r}")
         return value
     raise TypeError(
         f"{name} must be None, a float or a paddle.regularizer.WeightDecayRegularizer, "

@@ -119,8 +119,11 @@ def squared_norms(dtype, table):
 
 def fused_supports(param, grad) -> bool:
     """Whether the fused kernel takes this parameter: same-dtype gradient, on CPU, both
-    contiguous (the kernel writes a strided view's elements as if they were contiguous)."""
+    contiguous (the kernel writes a strided view's elements as if they were contiguous);
+    in a static program not a 0-d one (Paddle's PIR custom-op dtype inference aborts the
+    process on a 0-d in-place output)."""
     return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)
             and _compat.on_cpu(param) and _compat.is_contiguous(param)
-            and _compat.is_contiguous(grad))
+            and _compat.is_contiguous(grad)
+            and (_compat.in_dygraph() or len(param.shape) > 0))
 

@@ -88,6 +88,10 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         self._torch_options = check.check_torch_options(dampening, maximize,
                                                         decoupled_weight_decay)
+        if self._torch_options.get("dampening") and use_nesterov is True:
+            raise ValueError("Nesterov momentum requires zero dampening (as in "
+                             "torch.optim.SGD), got use_nesterov=True with dampening="
+                             f"{dampening!r}")
         learning_rate = check.check_learning_rate(learning_rate)
         momentum = check.check_momentum(momentum)
         weight_decay = check.check_weight_decay(weight_decay)
@@ -342,7 +346,12 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             return super()._create_global_learning_rate()
         program = paddle.static.default_main_program()
         if program not in self._learning_rate_map:
-            self._learning_rate_map[program] = self._graph_learning_rate.reshape([])
+            if _compat.program_of(self._graph_learning_rate) is not program:
+                raise TypeError("learning_rate is a value of another program than the one "
+                                "being minimized: give each program its own optimizer and "
+                                "learning-rate value")
+            with _compat.optimizer_role(program):
+                self._learning_rate_map[program] = self._graph_learning_rate.reshape([])
         return None
 
     def _prepare_learning_rate(self):
@@ -370,14 +379,14 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
     def _first_step(self, param):
         """Whether this is ``param``'s first update since its velocity was created (torch's
         momentum buffer starts there, undamped): dygraph knows it now (a velocity loaded from
-        a state dict is not new); a static program gets a persistable [1] flag, 1 until its
+        a state dict is not new); a static program gets a persistable 0-d flag, 1 until its
         first run (the update resets it)."""
         if _compat.in_dygraph():
             first = param.name in self._new_velocities
             self._new_velocities.discard(param.name)
             return first
         return self._add_accumulator("torch_first_step", param, dtype="float32",
-                                     fill_value=1.0, shape=[1])
+                                     fill_value=1.0, shape=[])
 
     def _fused_chosen(self) -> bool:
         """The fused kernel is wanted (kernel option, no torch option) and built."""
@@ -435,6 +444,11 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         self._optimize(self._plan(only, use_main_grad=False))
         return [], params_grads
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """``clear_grad(set_to_zero=not set_to_none)``, as Paddle 3.1+ defines it (the base
+        class of older releases has none)."""
+        self.clear_grad(set_to_zero=not set_to_none)
+
     @framework.dygraph_only
     def set_state_dict(self, state_dict) -> None:
         """Load a state dict (ours or the built-in's): every entry is checked before anything
@@ -444,6 +458,9 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         saved = [dict(scheduler.__dict__) for scheduler in schedulers]
         try:
             super().set_state_dict(state_dict)
+            # every velocity is now a loaded, existing buffer (for dampening: torch's first
+            # step is behind it), even one created, unused, in a skipped step before
+            self._new_velocities.clear()
         except BaseException:  # what the checks above cannot foresee: put the schedule back
             for scheduler, state in zip(schedulers, saved):
                 scheduler.__dict__.clear()

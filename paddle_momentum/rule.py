@@ -68,7 +68,8 @@ def momentum_update(
     the gradient first; ``dampening`` :math:`d` makes the velocity
     :math:`v' = v \cdot \mu + (1 - d) \cdot g'`, except at the parameter's ``first_step``,
     where, as torch starts its momentum buffer, :math:`v' = g'` (undamped; ``first_step`` is
-    a bool, or in a static program a [1] tensor that is positive at the first step);
+    a bool, or in a static program a 0-d tensor that is positive at the first step), and
+    without momentum (:math:`\mu = 0`: torch keeps no buffer, so nothing is damped);
     ``decoupled_weight_decay`` :math:`\lambda` (SGDW) shrinks the parameter before the step,
     :math:`p \leftarrow p \cdot (1 - \eta \lambda)`, outside the velocity.
     """
@@ -80,7 +81,9 @@ def momentum_update(
         grad = rnd(grad * as_float32_attribute(rescale_grad))
     if l2_coeff is not None:
         grad = rnd(rnd(param * as_float32_attribute(l2_coeff)) + grad)
-    if dampening and first_step is True:
+    if dampening and mu == 0:  # torch keeps no buffer without momentum: no dampening
+        velocity = rnd(rnd(velocity * mu) + grad)
+    elif dampening and first_step is True:
         velocity = grad
     elif dampening:
         damped = rnd(rnd(velocity * mu) + rnd(grad * as_float32_attribute(1.0 - dampening)))

@@ -53,7 +53,9 @@ class OracleParam:
             g = r(g * scalar(rescale))
         if l2:
             g = r(r(self.param * scalar(l2)) + g)
-        if dampening and not self.started:  # torch.optim.SGD: the buffer starts as g
+        if dampening and mu == 0:  # torch.optim.SGD: no momentum, no buffer, no dampening
+            v = r(r(self.velocity * mu) + g)
+        elif dampening and not self.started:  # torch.optim.SGD: the buffer starts as g
             v = g
         elif dampening:  # torch.optim.SGD's dampening, after the first step
             v = r(r(self.velocity * mu) + r(g * scalar(1.0 - dampening)))

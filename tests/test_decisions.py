@@ -159,13 +159,16 @@ TORCH_OPTIONS = [
 
 @pytest.mark.parametrize("options", TORCH_OPTIONS, ids=lambda o: "-".join(o))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_torch_sgd_options_against_oracle(options, dtype, nesterov):
-    """dampening, maximize and decoupled weight decay (SGDW) against the numpy oracle."""
+@pytest.mark.parametrize("nesterov,momentum", [(False, 0.9), (True, 0.9), (False, 0.0)])
+def test_torch_sgd_options_against_oracle(options, dtype, nesterov, momentum):
+    """dampening, maximize and decoupled weight decay (SGDW) against the numpy oracle of
+    torch.optim.SGD's algorithm (without momentum torch keeps no buffer: nothing damped)."""
+    if nesterov and options.get("dampening"):
+        pytest.skip("torch (and ours) refuse Nesterov with dampening")
     params = [_leaf(p) for p in _make_params(dtype)]
     oracles = [OracleParam(_as_float32(p), dtype, False) for p in params]
-    opt = Momentum(learning_rate=0.1, momentum=0.9, parameters=params, use_nesterov=nesterov,
-                   weight_decay=0.01, **options)
+    opt = Momentum(learning_rate=0.1, momentum=momentum, parameters=params,
+                   use_nesterov=nesterov, weight_decay=0.01, **options)
     oracle_options = dict(dampening=options.get("dampening", 0.0),
                           maximize=options.get("maximize", False),
                           decoupled=options.get("decoupled_weight_decay", 0.0))
@@ -177,9 +180,37 @@ def test_torch_sgd_options_against_oracle(options, dtype, nesterov):
         opt.step()
         opt.clear_grad()
         for i, (p, oracle, g) in enumerate(zip(params, oracles, grads)):
-            expected = oracle.step(g, 0.1, momentum=0.9, nesterov=nesterov, l2=0.01,
+            expected = oracle.step(g, 0.1, momentum=momentum, nesterov=nesterov, l2=0.01,
                                    **oracle_options)
             assert_same(expected, p.numpy(), f"step {step} param {i}")
+
+
+def test_loaded_velocity_after_a_skipped_step_is_not_first():
+    """A velocity created in a step that found_inf skipped, then loaded from a state dict,
+    is an existing buffer: the next step damps (torch would have loaded its buffer)."""
+    results = []
+    for skip_first in (False, True):
+        params = [_leaf(p) for p in _make_params("float32")]
+        source = Momentum(0.1, 0.9, parameters=params, dampening=0.5)
+        for _ in range(2):
+            sum((p * 2).sum() for p in params).backward()
+            source.step()
+            source.clear_grad()
+        state = source.state_dict()
+        with unique_name.guard():
+            resumed = Momentum(0.1, 0.9, parameters=params, dampening=0.5)
+            if skip_first:
+                sum((p * 2).sum() for p in params).backward()
+                resumed._set_auxiliary_var("found_inf", True)
+                resumed.step()
+                resumed._set_auxiliary_var("found_inf", False)
+                resumed.clear_grad()
+            resumed.set_state_dict(state)
+            sum((p * 3).sum() for p in params).backward()
+            resumed.step()
+            results.append([resumed._accumulators["velocity"][p.name].numpy() for p in params])
+    for i, (a, b) in enumerate(zip(*results)):
+        assert_same(a, b, f"velocity {i}")
 
 
 def _dampened_run(steps, reload_at=None):
@@ -253,7 +284,8 @@ def test_torch_options_against_torch_itself():
 def test_torch_options_validated():
     param = _leaf(_make_params("float32")[0])
     for bad, error in ((dict(dampening=1.5), ValueError), (dict(maximize=1), TypeError),
-                       (dict(decoupled_weight_decay=-1.0), ValueError)):
+                       (dict(decoupled_weight_decay=-1.0), ValueError),
+                       (dict(dampening=0.5, use_nesterov=True), ValueError)):
         with pytest.raises(error, match=next(iter(bad))):
             Momentum(0.1, parameters=[param], **bad)
 

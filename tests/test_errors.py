@@ -75,6 +75,8 @@ BAD_INPUTS = {
                             ValueError, "weight_decay"),
     "weight_decay_l1_inf": (lambda m: dict(weight_decay=paddle.regularizer.L1Decay(float("inf"))),
                             ValueError, "weight_decay"),
+    "weight_decay_float32_overflow": (lambda m: dict(weight_decay=1e39), ValueError,
+                                      "weight_decay"),  # (inf as the update's float32)
     "group_weight_decay_inf": (lambda m: dict(parameters=_groups(m, weight_decay=float("-inf"))),
                                ValueError, "weight_decay"),
     # strict bools (the built-in takes any value's truth: "no" turns Nesterov on)

@@ -246,7 +246,10 @@ def test_torch_dampening_in_static_programs_starts_like_torch(mode, nesterov):
                 assert_same(expected, values[len(grads) + i], f"step {step} parameter {i}")
 
 
-VARIANTS = {"fused": {}, "composed": {"kernel": "composed"}, "torch": {"dampening": 0.5}}
+VARIANTS = {"fused": {}, "composed": {"kernel": "composed"}, "torch": {"dampening": 0.5},
+            "fed_lr": {"learning_rate": "fed"},
+            # (the built-in's global-norm clip fails under the legacy IR: ours runs its own)
+            "global_norm": {"grad_clip": paddle.nn.ClipGradByGlobalNorm(1.0)}}
 OPTIMIZE_ROLES = {2, 257}  # OpRole.Optimize, OpRole.Optimize | OpRole.LRSched
 
 
@@ -270,9 +273,14 @@ def _train_eval_program(mode, kind, layers, options=None):
         appended_from = len(main.global_block().ops)
         cls = OPTIMIZERS[kind] if kind == "builtin" else paddle_momentum.Momentum
         # (the built-in's ClipGradByValue has no PIR implementation)
-        clip = paddle.nn.ClipGradByValue(1.0) if mode == "legacy" else None
-        cls(0.05, 0.9, weight_decay=paddle.regularizer.L1Decay(1e-3), grad_clip=clip,
-            **(options or {})).minimize(loss)
+        arguments = dict(learning_rate=0.05, momentum=0.9,
+                         weight_decay=paddle.regularizer.L1Decay(1e-3),
+                         grad_clip=paddle.nn.ClipGradByValue(1.0) if mode == "legacy" else None)
+        arguments.update(options or {})
+        fed_lr = arguments["learning_rate"] == "fed"
+        if fed_lr:
+            arguments["learning_rate"] = paddle.static.data("lr", [1], "float32")
+        cls(**arguments).minimize(loss)
         roles = set()
         if mode == "legacy":
             roles = {op.attr("op_role") for op in main.global_block().ops[appended_from:]
@@ -281,7 +289,9 @@ def _train_eval_program(mode, kind, layers, options=None):
         executor = paddle.static.Executor(paddle.CPUPlace())
         executor.run(startup)
         for feed in _feeds(3):
-            executor.run(main, feed={"x": feed["x"]})
+            executor.run(main, feed=dict({"x": feed["x"]},
+                                         **({"lr": np.array([0.05], "float32")} if fed_lr
+                                            else {})))
         output = executor.run(eval_program, feed={"x": _feeds(1, seed=4)[0]["x"]},
                               fetch_list=[eval_out])[0]
         return roles, [_op_name(op) for op in eval_program.global_block().ops], output
@@ -291,8 +301,9 @@ def _train_eval_program(mode, kind, layers, options=None):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("layers", [2, 8])
 def test_train_eval_programs_drop_every_update_op(mode, variant, layers):
-    """Every op ours appends (clip, regularizer, update: one per parameter or one batched
-    op, composed ops, the torch flag) carries the optimizer role, as the built-in's do, so
+    """Every op ours appends (clip, global-norm clip, regularizer, a fed learning rate's
+    reshape, update: one per parameter or one batched op, composed ops, the torch flag)
+    carries the optimizer role, as the built-in's do, so
     the eval program ``clone(for_test=True)`` makes is the built-in's, and computes the
     same output after training. (Under PIR no optimizer op carries a role, the built-in's
     neither; its eval program is cloned before minimize.)"""
@@ -301,7 +312,7 @@ def test_train_eval_programs_drop_every_update_op(mode, variant, layers):
                                                                           layers)
     assert roles <= OPTIMIZE_ROLES and builtin_roles <= OPTIMIZE_ROLES
     assert eval_ops == builtin_eval_ops
-    if variant == "fused" or variant == "composed":
+    if variant in ("fused", "composed", "fed_lr"):
         assert_same(builtin_output, output, "eval output")
 
 
@@ -438,3 +449,43 @@ def test_mixed_dtype_static_program_batches_per_dtype(mode):
     _, composed = _mixed_dtype_run(mode, "composed")
     for i, (a, b) in enumerate(zip(composed, fused)):
         assert_same(a, b, f"weight {i}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_learning_rate_of_another_program_is_refused(mode):
+    """A learning-rate value belongs to one program: minimizing another with it (a second
+    program, or a value made elsewhere) is a TypeError, not a crash at run or exit."""
+    with static_program(mode) as (main, _):
+        _regression("ours", learning_rate=paddle.static.data("lr", [1], "float32"))
+        other, other_startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(other, other_startup):
+            optimizer = paddle_momentum.Momentum(paddle.static.data("lr2", [1], "float32"))
+        x = paddle.static.data("x2", [None, 3], "float32")
+        loss = paddle.mean(paddle.nn.Linear(3, 1)(x))
+        with pytest.raises(TypeError, match="another program"):
+            optimizer.minimize(loss)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("count", [1, 8])
+def test_zero_dim_parameters_in_static_programs(mode, count):
+    """0-d parameters (alone: per-parameter ops; eight: a batched op) equal the built-in;
+    under PIR a single 0-d one takes the composed ops (Paddle's custom-op dtype inference
+    aborted the process on it)."""
+    runs = {}
+    for kind in OPTIMIZERS:
+        with static_program(mode) as (main, startup):
+            x = paddle.static.data("x", [None, 3], "float32")
+            scales = [paddle.static.create_parameter(
+                [], "float32", default_initializer=paddle.nn.initializer.Constant(0.5 + i))
+                for i in range(count)]
+            loss = paddle.mean(paddle.square(paddle.add_n([x * s for s in scales])))
+            _, params_grads = OPTIMIZERS[kind](0.05, 0.9, weight_decay=1e-3).minimize(loss)
+            executor = paddle.static.Executor(paddle.CPUPlace())
+            executor.run(startup)
+            for feed in _feeds(3):
+                executor.run(main, feed={"x": feed["x"]})
+            runs[kind] = [np.array(paddle.static.global_scope().find_var(p.name).get_tensor())
+                          for p, _ in params_grads]
+    for i, (a, b) in enumerate(zip(runs["builtin"], runs["ours"])):
+        assert_same(a, b, f"parameter {i}")

@@ -114,12 +114,17 @@ bool Fits(const phi::DenseTensor* dense, int64_t numel, phi::DataType dtype) {
   return plain_vector || meta.is_contiguous();
 }
 
-// The element data's address on the CPU; 0 without storage, -1 elsewhere.
+// The element data's address on the CPU; 0 without storage, -1 elsewhere. Public accessors
+// only (DenseTensor::Holder() is not public before Paddle 3.3); data() checks the storage
+// against the meta and may throw, which must not cross into Python.
 int64_t CpuAddress(const phi::DenseTensor* dense) {
-  const auto& holder = dense->Holder();
-  if (!holder || holder->ptr() == nullptr) return 0;
-  if (holder->place().GetType() != phi::AllocationType::CPU) return -1;
-  return reinterpret_cast<int64_t>(static_cast<char*>(holder->ptr()) + dense->meta().offset);
+  if (!dense->initialized()) return 0;
+  try {
+    if (dense->place().GetType() != phi::AllocationType::CPU) return -1;
+    return reinterpret_cast<int64_t>(dense->data());
+  } catch (...) {
+    return -1;
+  }
 }
 
 struct Member {
