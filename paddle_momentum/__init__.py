@@ -7,7 +7,8 @@ _MIN_PADDLE = (3, 0)
 
 def _require_paddle():
     message = (
-        "paddle_momentum needs PaddlePaddle >= 3.0. Install the CPU wheel with "
+        "paddle_momentum needs PaddlePaddle 3.0.0 or newer (tested: 3.0.0 to 3.3.1). "
+        "Install the CPU wheel with "
         "`pip install paddlepaddle` (or `pip install paddle_momentum[cpu]`), or the GPU wheel "
         "`paddlepaddle-gpu` that matches your CUDA version."
     )

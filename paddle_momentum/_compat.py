@@ -7,6 +7,7 @@ dygraph / PIR / legacy IR inline.
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import paddle
 from paddle.base import framework
@@ -164,10 +165,24 @@ def is_contiguous(tensor) -> bool:
     return not in_dygraph() or tensor.is_contiguous()
 
 
+def _step_reads_main_grad() -> bool:
+    """Whether this release's ``Optimizer.step()`` takes a parameter's ``main_grad`` (3.2
+    does, 3.0 does not): read from its source, so that ours follows the release it runs on."""
+    try:
+        return "main_grad" in inspect.getsource(paddle.optimizer.Optimizer.step)
+    except (OSError, TypeError):  # no source installed: the newer behaviour
+        return True
+
+
+STEP_READS_MAIN_GRAD = _step_reads_main_grad()
+
+
 def gradient_of(param, use_main_grad=True):
     """The gradient the built-in's ``step()`` uses: ``main_grad`` when set (and
-    ``use_main_grad``: the built-in ignores it in parameter groups), else ``.grad``."""
-    main_grad = getattr(param, "main_grad", None) if use_main_grad else None
+    ``use_main_grad``: the built-in ignores it in parameter groups, and releases before 3.1
+    or so everywhere: ``STEP_READS_MAIN_GRAD``), else ``.grad``."""
+    main_grad = (getattr(param, "main_grad", None)
+                 if use_main_grad and STEP_READS_MAIN_GRAD else None)
     return param._grad_ivar() if main_grad is None else main_grad
 
 

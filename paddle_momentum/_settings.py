@@ -254,7 +254,7 @@ def derive(param, group: GroupSettings, grouped: bool, construction):
     return ParamSettings(
         lr_scale, l2_coeff, regularizer, group.grad_clip, group.momentum, group.use_nesterov,
         group.rescale_grad, group.multi_precision and _compat.is_low_precision(param.dtype),
-        dtype, not grouped and main_grad is not None)
+        dtype, not grouped and main_grad is not None and _compat.STEP_READS_MAIN_GRAD)
 
 
 def _param_lr_scale(param, lr_object):

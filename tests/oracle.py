@@ -2,8 +2,9 @@
 
 Semantics (docs/differences.md): scalars are float32 attributes cast to the compute dtype;
 float32/float64 compute in their own dtype; float16/bfloat16 with a master weight compute in
-float32 on the master and store the parameter as its round-to-nearest-even cast; without a
-master weight every operation is computed in float32 and its result rounded to the narrow dtype.
+float32 on the master and store the parameter as its cast (to nearest, ties to even; float16
+toward zero on releases whose conversion does that); without a master weight every operation
+is computed in float32 and its result rounded to the narrow dtype.
 """
 
 from __future__ import annotations
@@ -18,8 +19,28 @@ def round_to_bfloat16(x):
     return bits.astype(np.uint32).view(np.float32)
 
 
+def _paddle_float16_truncates() -> bool:
+    """Whether this Paddle release converts float32 to float16 toward zero (3.0.0 and 3.1.1
+    on CPU) rather than to the nearest (3.2 and later): 1 + 3/4 ulp tells them apart. Ours
+    converts with Paddle's own conversion, so the oracle follows the release it runs on."""
+    import paddle
+
+    probe = np.array([1 + 0.75 * 2.0 ** -10], dtype=np.float32)
+    return paddle.to_tensor(probe).astype("float16").astype("float32").numpy()[0] == 1.0
+
+
+PADDLE_FLOAT16_TRUNCATES = _paddle_float16_truncates()
+
+
 def round_to_float16(x):
-    return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+    """float32 values rounded to float16 as Paddle converts them (to nearest, ties to even;
+    toward zero where PADDLE_FLOAT16_TRUNCATES), returned as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    nearest = x.astype(np.float16)
+    if PADDLE_FLOAT16_TRUNCATES:
+        away = np.abs(nearest.astype(np.float32)) > np.abs(x)
+        nearest = np.where(away, np.nextafter(nearest, np.float16(0)), nearest)
+    return nearest.astype(np.float32)
 
 
 ROUNDING = {"float16": round_to_float16, "bfloat16": round_to_bfloat16}

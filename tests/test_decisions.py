@@ -78,6 +78,8 @@ def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, kernel, p
             expected = oracle.step(g, lr, momentum=0.9, nesterov=nesterov, l2=l2, rescale=rescale)
             assert_same(expected.astype(np.float32) if dtype != "float64" else expected,
                         _as_float32(p), f"step {step} param {i}")
+            if p.size == 0:  # (Paddle 3.0 gives an empty parameter no gradient, no velocity)
+                continue
             velocity = opt._get_accumulator_master("velocity", p)
             assert velocity.dtype == (paddle.float32 if multi_precision or dtype == "float32"
                                       else p.dtype)
@@ -208,7 +210,8 @@ def test_loaded_velocity_after_a_skipped_step_is_not_first():
             resumed.set_state_dict(state)
             sum((p * 3).sum() for p in params).backward()
             resumed.step()
-            results.append([resumed._accumulators["velocity"][p.name].numpy() for p in params])
+            results.append([resumed._accumulators["velocity"][p.name].numpy() for p in params
+                            if p.size])  # (Paddle 3.0: no gradient, no velocity when empty)
     for i, (a, b) in enumerate(zip(*results)):
         assert_same(a, b, f"velocity {i}")
 
