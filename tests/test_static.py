@@ -221,8 +221,8 @@ def test_small_and_large_batches_match_builtin(mode, layers):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_torch_dampening_in_static_programs_starts_like_torch(mode, nesterov):
+@pytest.mark.parametrize("maximize", [False, True])
+def test_torch_dampening_in_static_programs_starts_like_torch(mode, maximize):
     """torch.optim.SGD's dampening in a static program: the first run puts the gradient
     into the velocity undamped (a persistable flag per parameter says which run is first),
     the later ones damp it; against the numpy oracle of torch's algorithm, on the gradients
@@ -231,7 +231,7 @@ def test_torch_dampening_in_static_programs_starts_like_torch(mode, nesterov):
 
     with static_program(mode) as (main, startup):
         _, _, _, _, (_, params_grads) = _regression("ours", dampening=0.5,
-                                                    use_nesterov=nesterov)
+                                                    maximize=maximize)
         executor = paddle.static.Executor(paddle.CPUPlace())
         executor.run(startup)
         scope = paddle.static.global_scope()
@@ -241,7 +241,7 @@ def test_torch_dampening_in_static_programs_starts_like_torch(mode, nesterov):
         for step, feed in enumerate(_feeds(4)):
             values = executor.run(main, feed=feed, fetch_list=grads + params)
             for i, oracle in enumerate(oracles):
-                expected = oracle.step(values[i], 0.05, momentum=0.9, nesterov=nesterov,
+                expected = oracle.step(values[i], 0.05, momentum=0.9, maximize=maximize,
                                        dampening=0.5)
                 assert_same(expected, values[len(grads) + i], f"step {step} parameter {i}")
 
