@@ -253,6 +253,14 @@ VARIANTS = {"fused": {}, "composed": {"kernel": "composed"}, "torch": {"dampenin
 OPTIMIZE_ROLES = {2, 257}  # OpRole.Optimize, OpRole.Optimize | OpRole.LRSched
 
 
+def _linear_stack(layers):
+    """``layers`` Linear(3, 3) layers on the fed ``x``: (their output, its mean square)."""
+    hidden = paddle.static.data("x", [None, 3], "float32")
+    for _ in range(layers):
+        hidden = paddle.nn.Linear(3, 3)(hidden)
+    return hidden, paddle.mean(paddle.square(hidden))
+
+
 def _train_eval_program(mode, kind, layers, options=None):
     """A train program of ``layers`` Linear layers minimized by ``kind`` (``options`` for
     ours) and its eval program: ``main.clone(for_test=True)`` after minimize under the legacy
@@ -260,11 +268,7 @@ def _train_eval_program(mode, kind, layers, options=None):
     ops minimize appended (legacy; not backward ones), the eval program's op names, and its
     output on a probe after three training steps."""
     with static_program(mode) as (main, startup):
-        x = paddle.static.data("x", [None, 3], "float32")
-        hidden = x
-        for _ in range(layers):
-            hidden = paddle.nn.Linear(3, 3)(hidden)
-        loss = paddle.mean(paddle.square(hidden))
+        hidden, loss = _linear_stack(layers)
         eval_program, eval_out = None, hidden
         if mode == "pir":
             mapping = paddle.pir.IrMapping()
@@ -354,11 +358,7 @@ def _lr_run(mode, kind, lr_kind, kernel="auto", layers=2, shape=(1,), dtype="flo
     LR_STEPS), "scheduler" (a PiecewiseDecay stepping through the same values), "computed"
     (0.1 * 0.5 in the program) or "float" (0.05)."""
     with static_program(mode) as (main, startup):
-        x = paddle.static.data("x", [None, 3], "float32")
-        hidden = x
-        for _ in range(layers):
-            hidden = paddle.nn.Linear(3, 3)(hidden)
-        loss = paddle.mean(paddle.square(hidden))
+        hidden, loss = _linear_stack(layers)
         lr = {"fed": lambda: paddle.static.data("lr", list(shape), dtype),
               "computed": lambda: paddle.to_tensor(0.1, dtype=dtype) * 0.5,
               "float": lambda: 0.05,
