@@ -35,7 +35,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, attempt
     subprocess.run(_worker(reference_dir, "--out", str(tmp_path / "reference.npz")),
                    check=True, capture_output=True, timeout=600)
 
-    kill_after = random.randint(0, STEPS - 3)
+    # random, but the same on every run (reproducible CI): a step chosen per attempt
+    kill_after = random.Random(attempt).randint(0, STEPS - 3)
     # the delay keeps the worker running after it reports step `kill_after`: the kill lands
     # after the next step's update and before its checkpoint
     process = subprocess.Popen(_worker(crash_dir, "--step-delay", "0.2"),
