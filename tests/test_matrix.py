@@ -59,6 +59,12 @@ def test_ulp_distance():
 def test_parity_command_reports_and_exits_zero():
     lines = []
     failures = parity.run_parity(kernels=("fused",), every=40, out=lines.append)
+    count = len(CASES[::40])
     assert failures == 0
-    assert lines[-1] == "0 failing case(s)"
-    assert sum(" PASS" in line for line in lines) == len(CASES[::40])
+    assert lines[-1] == f"{count} cases: {count} pass, 0 fail"
+    assert sum(" PASS" in line for line in lines) == count
+    noted = any("attributes*" in line for line in lines)
+    assert noted == (parity.ATTRIBUTE_NOTE in lines)  # a note is explained where it appears
+    summary = []
+    parity.run_parity(kernels=("fused",), every=40, out=summary.append, summary=True)
+    assert summary[-1] == lines[-1] and not any(" PASS" in line for line in summary)
