@@ -6,7 +6,7 @@ trained with paddle.optimizer.Momentum and with paddle_momentum side by side.
 
 import argparse
 
-from paddle_momentum import demo
+from paddle_momentum.tools import demo
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -9,7 +9,7 @@ MNIST with --dataset mnist when it can be downloaded, scikit-learn's 8x8 digits 
 
 import argparse
 
-from paddle_momentum import mlp_demo
+from paddle_momentum.tools import mlp_demo
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -69,7 +69,7 @@ def main():
     for step in range(0, args.steps, max(1, args.steps // 10)):
         print(f"step {step:4d}  loss ours {ours[step]:.6f}  built-in {builtin[step]:.6f}")
     print(f"final loss {ours[-1]:.6f}; identical to the built-in: {ours == builtin}")
-    from paddle_momentum.plotting import save_loss_plot
+    from paddle_momentum.tools.plotting import save_loss_plot
 
     save_loss_plot({"paddle_momentum": ours, "paddle.optimizer.Momentum (built-in)": builtin},
                    args.plot, "Static graph (Executor): MLP regression, StepDecay, Nesterov")

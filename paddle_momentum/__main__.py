@@ -37,11 +37,11 @@ def main(argv=None) -> int:
                     "them when they are there; exit code 0 when both can be used.")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" is the benchmark's own command line
-        from .bench import main as bench_main
+        from .tools.bench import main as bench_main
 
         return bench_main(argv[1:])
     if argv[:1] == ["parity"]:
-        from .parity import main as parity_main
+        from .tools.parity import main as parity_main
 
         return parity_main(argv[1:])
     args = parser.parse_args(argv)
@@ -77,7 +77,7 @@ def _demo(args) -> int:
         os.makedirs(args.plots, exist_ok=True)
     status = 0
     if args.example in ("regression", "all"):
-        from .demo import run
+        from .tools.demo import run
 
         results = run(momenta=tuple(args.momentum), plot=plot("linear_regression.png"))
         worst = max(r["max_abs_diff"] for r in results)
@@ -85,7 +85,7 @@ def _demo(args) -> int:
               + (" (bit-identical)" if worst == 0 else ""))
         status = 0 if worst == 0 else 1
     if args.example in ("mlp", "all"):
-        from .mlp_demo import run as run_mlp
+        from .tools.mlp_demo import run as run_mlp
 
         run_mlp(plot=plot("mlp_classifier.png"))
     return status

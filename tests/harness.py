@@ -1,11 +1,11 @@
-"""Test helpers. The side-by-side runner and the matrix live in ``paddle_momentum.parity``
+"""Test helpers. The side-by-side runner and the matrix live in ``paddle_momentum.tools.parity``
 (also behind ``python -m paddle_momentum parity``); this adds the bitwise assertion."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from paddle_momentum.parity import (  # noqa: F401  (re-exported for the tests)
+from paddle_momentum.tools.parity import (  # noqa: F401  (re-exported for the tests)
     OPTIMIZERS, Case, batch_arrays, batches, build_model, make_builtin, make_optimizer,
     run_dygraph, run_side_by_side, run_static, snapshot, train_step)
 

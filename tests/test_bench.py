@@ -2,7 +2,7 @@
 by ``python -m paddle_momentum bench``, not by tests)."""
 
 from harness import assert_same
-from paddle_momentum import bench
+from paddle_momentum.tools import bench
 
 
 def test_bench_smoke_reports_every_candidate():

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from paddle_momentum import demo
+from paddle_momentum.tools import demo
 
 
 def test_demo_is_bit_identical_and_recovers_the_generating_line():

@@ -45,7 +45,7 @@ def test_cli_demo_all_with_plots(tmp_path):
 def test_mlp_momentum_beats_plain_sgd():
     """The tutorial's point, checked on the data: momentum 0.9 ends with a lower loss and a
     higher accuracy than plain SGD at the same learning rate."""
-    from paddle_momentum import mlp_demo
+    from paddle_momentum.tools import mlp_demo
 
     results, curves = mlp_demo.run(epochs=2, out=lambda line: None, progress=False)
     assert results["momentum 0.9"]["final_loss"] < results["plain SGD"]["final_loss"]

@@ -1,4 +1,4 @@
-"""The differential matrix (``paddle_momentum.parity.matrix_cases``): ours against the built-in,
+"""The differential matrix (``paddle_momentum.tools.parity.matrix_cases``): ours against the built-in,
 every parameter and velocity after every step, for both kernels."""
 
 import dataclasses
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from harness import assert_same
-from paddle_momentum import parity
+from paddle_momentum.tools import parity
 
 CASES = parity.matrix_cases()
 

@@ -21,9 +21,9 @@ steps, measured for each candidate in a fresh subprocess.
 
 Command line::
 
-    python -m paddle_momentum.bench                       # all workloads, 15 timed steps
-    python -m paddle_momentum.bench --quick               # small sizes, no memory probes
-    python -m paddle_momentum.bench --workload resnet50 --workload one-big --steps 31
+    python -m paddle_momentum bench                       # all workloads, 15 timed steps
+    python -m paddle_momentum bench --quick               # small sizes, no memory probes
+    python -m paddle_momentum bench --workload resnet50 --workload one-big --steps 31
 """
 
 from __future__ import annotations
@@ -473,7 +473,7 @@ def measure_extra_memory(workload_name: str, candidate_label: str, quick: bool) 
 def probe_extra_memory(workload_name: str, candidate_label: str, quick: bool,
                        timeout: float = 600) -> Optional[float]:
     """:func:`measure_extra_memory` in a fresh Python process; None if the probe failed."""
-    command = [sys.executable, "-m", "paddle_momentum.bench",
+    command = [sys.executable, "-m", "paddle_momentum.tools.bench",
                "--memory-probe", workload_name, candidate_label] + (["--quick"] if quick else [])
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from .optimizer import Momentum
+from ..optimizer import Momentum
 
 TRUE_W = (2.0, -3.4)
 TRUE_B = 4.2

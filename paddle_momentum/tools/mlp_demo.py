@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import paddle
 
-from .optimizer import Momentum
+from ..optimizer import Momentum
 
 
 def load_digits():
