@@ -7,7 +7,7 @@ import numpy as np
 
 from paddle_momentum.tools.parity import (  # noqa: F401  (re-exported for the tests)
     OPTIMIZERS, Case, batch_arrays, batches, build_model, make_builtin, make_optimizer,
-    run_dygraph, run_side_by_side, run_static, snapshot, train_step)
+    run_dygraph, run_static, snapshot, train_step)
 
 
 def assert_same(expected, actual, where):

@@ -155,7 +155,7 @@ def make_builtin(case, model):
     """The built-in configured like ours, within its limits: its use_multi_tensor rejects
     float64 (its per-parameter mode, bitwise identical, is the reference there), it rejects a
     Tensor lr (the same value as a float is), and its dense CPU kernel ignores rescale_grad
-    (the gradients are pre-scaled instead, see ``run_side_by_side``)."""
+    (the gradients are pre-scaled instead, see ``comparisons``)."""
     overrides = {"rescale_grad": 1.0}  # the dense CPU kernel ignores it; grads are pre-scaled
     lr = _learning_rate(case.lr)
     if isinstance(lr, paddle.Tensor):  # the built-in rejects a Tensor lr; same value as float
@@ -233,15 +233,6 @@ def run_dygraph(case, kind, grad_scale=1.0):
         train_step(case, step, model, optimizer, x, y, grad_scale, use_minimize)
         snapshots.append(snapshot(model, optimizer))
     return snapshots
-
-
-def run_side_by_side(case):
-    """``(step, reference_snapshot, ours_snapshot)`` for every step, in dygraph. The built-in
-    gets gradients pre-scaled by ``case.rescale`` (exact for powers of 2), since its dense CPU
-    kernel ignores rescale_grad."""
-    reference = run_dygraph(case, "builtin", grad_scale=case.rescale)
-    ours = run_dygraph(case, "ours")
-    return [(step, ref, our) for step, (ref, our) in enumerate(zip(reference, ours))]
 
 
 def run_static(case, kind):
