@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -41,6 +42,13 @@ def main(argv=None) -> int:
 
         return bench_main(argv[1:])
     if argv[:1] == ["parity"]:
+        if "GLOG_minloglevel" not in os.environ:
+            # Paddle logs through glog, for the built-in's programs and ours alike ("New
+            # Executor is Running", "PIR not support input out tensor"), and glog reads its
+            # level once, when Paddle loads (done by our import already): run again with only
+            # errors logged, so that nothing interleaves with the table.
+            os.execve(sys.executable, [sys.executable, "-m", "paddle_momentum", *argv],
+                      {**os.environ, "GLOG_minloglevel": "2"})
         from .tools.parity import main as parity_main
 
         return parity_main(argv[1:])

@@ -11,8 +11,11 @@ difference in units in the last place (ulp) per case.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import logging
+import warnings
 
 import numpy as np
 import paddle
@@ -496,6 +499,27 @@ def main(argv=None) -> int:
     parser.add_argument("--summary", action="store_true",
                         help="print only the failing cases and the total")
     args = parser.parse_args(argv)
-    failures = run_parity(tuple(args.kernel or ("composed", "fused")), max(1, args.every),
-                          gpu_ulp=args.gpu_ulp, summary=args.summary)
+    with _quiet_paddle_loggers():
+        failures = run_parity(tuple(args.kernel or ("composed", "fused")), max(1, args.every),
+                              gpu_ulp=args.gpu_ulp, summary=args.summary)
     return 0 if failures == 0 else 1
+
+
+@contextlib.contextmanager
+def _quiet_paddle_loggers():
+    """Paddle's Python loggers and the root logger (Paddle's optimizer notes ParamAttr
+    regularizers through ``logging.info``, for the built-in's and ours alike) at ERROR
+    while the table prints, and Paddle's own PIR-backward warning off; restored after."""
+    loggers = [logging.root] + [
+        logger for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("paddle") and isinstance(logger, logging.Logger)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.ERROR))
+    try:
+        with warnings.catch_warnings():  # Paddle's PIR backward asks a Value for its place
+            warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
