@@ -127,6 +127,51 @@ def verified_library(entry: pathlib.Path):
         return None
 
 
+def built_library(entry: pathlib.Path, name: str):
+    """A library that a build (``_build``) left in the entry, not checked yet: the one its
+    ``built.json`` names, of this entry, with the hash recorded there; else None. (A library
+    built in the background, ``prebuild``, is checked by the first ``cached`` call.)"""
+    record = _read_json(entry / "built.json")
+    library = entry / str(record.get("library", ""))
+    try:
+        inside = (library.resolve().parent.parent.parent == entry.resolve()
+                  and library.name.startswith(name) and library.suffix == ".so")
+        return library if inside and _sha256(library) == record.get("sha256") else None
+    except OSError:
+        return None
+
+
+def prebuild(source: pathlib.Path, what: str, prefix: str):
+    """Start building ``source``'s library in a background thread when its entry holds none,
+    so that a first use compiles two libraries at once (2 cores: about 15 s instead of 30);
+    the first ``cached`` call for it then finds it built (and checks it). Does nothing where
+    the library is built or failed before, or there is no compiler; a failed build is
+    remembered (``failed.json``) as ``cached`` remembers one, and reported by it."""
+    cxx = compiler()
+    if cxx is None:
+        return None
+    entry = cache_entry(source, cxx)
+    name = prefix + entry.name
+    if (verified_library(entry) is not None or built_library(entry, name) is not None
+            or (entry / "failed.json").exists()):
+        return None
+
+    def build():
+        try:
+            entry.mkdir(parents=True, exist_ok=True)
+            with _exclusive(entry / "build.lock"):
+                if verified_library(entry) is None and built_library(entry, name) is None:
+                    library = _build(source, what, name, entry)
+                    if isinstance(library, str):
+                        _fail(entry, library)
+        except OSError:
+            pass  # (an unusable cache: cached() warns about it)
+
+    thread = threading.Thread(target=build, name=f"paddle_momentum build {what}", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def _exclusive(lock_path):
     """Hold an exclusive file lock (POSIX; elsewhere no lock)."""
@@ -179,7 +224,10 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
             with _exclusive(entry / "build.lock"):
                 library = verified_library(entry)  # another process may have built it
                 if library is None:
-                    library = _build(source, what, prefix + entry.name, entry)
+                    # built by prebuild (or a process that stopped before its check)
+                    library = built_library(entry, prefix + entry.name)
+                    if library is None:
+                        library = _build(source, what, prefix + entry.name, entry)
                     if isinstance(library, str):  # the build failed: remember why
                         _fail(entry, library)
                         _warn(f"the {what} could not be built ({library}; see "
@@ -219,6 +267,7 @@ def _loaded(load, library, what, consequence):
 
 def _fail(entry, reason):
     _write_json(entry / "failed.json", {"reason": reason, "paddle": paddle.__version__})
+    (entry / "built.json").unlink(missing_ok=True)  # a retry builds again
 
 
 def _build(source, what, name, entry):
@@ -229,6 +278,7 @@ def _build(source, what, name, entry):
     print(f"paddle_momentum: compiling the {what} once into {entry} (about 15 s)",
           file=sys.stderr)
     (entry / "verdict.json").unlink(missing_ok=True)
+    (entry / "built.json").unlink(missing_ok=True)
     shutil.copyfile(source, entry / source.name)  # what was built, kept beside it
     with tempfile.TemporaryDirectory(prefix="paddle_momentum_build_") as workspace:
         copy = pathlib.Path(workspace) / source.name
@@ -253,7 +303,10 @@ def _build(source, what, name, entry):
                     else f"the builder exited with {done.returncode}")
         shutil.rmtree(entry / "build", ignore_errors=True)  # a changed library, replaced
         shutil.copytree(built, entry / "build")
-    return sorted((entry / "build").glob(f"**/{name}*.so"))[0]
+    library = sorted((entry / "build").glob(f"**/{name}*.so"))[0]
+    _write_json(entry / "built.json", {"library": str(library.relative_to(entry)),
+                                       "sha256": _sha256(library)})
+    return library
 
 
 def import_ops(library: pathlib.Path):
