@@ -42,7 +42,8 @@ def load_if_built():
     import, so that a saved static program with our ops runs in a new process."""
     with _build.LOCK:
         cxx = _build.compiler()
-        if cxx is None or _build.verified_library(_build.cache_entry(SOURCE, cxx)) is None:
+        if (cxx is None or not SOURCE.exists()
+                or _build.verified_library(_build.cache_entry(SOURCE, cxx)) is None):
             return None
         return _load()
 
@@ -50,7 +51,8 @@ def load_if_built():
 @functools.lru_cache(maxsize=None)
 def _load():
     cxx = _build.compiler()
-    entry = _build.cache_entry(SOURCE, cxx) if cxx is not None else None
+    entry = (_build.cache_entry(SOURCE, cxx)
+             if cxx is not None and SOURCE.exists() and GRADIENT_TABLE_SOURCE.exists() else None)
     if (entry is not None and _build.verified_library(entry) is None
             and not (entry / "failed.json").exists()
             and os.environ.get("PADDLE_MOMENTUM_GRADIENT_TABLE", "1") != "0"):
