@@ -3,11 +3,14 @@ writes are get_all_grads' gradients' data_ptr(), it counts the members without a
 gradient as get_all_grads does, and it refuses (a negative code naming the member) whatever the
 kernel must not be given."""
 
+import json
+import shutil
+
 import numpy as np
 import paddle
 import pytest
 
-from paddle_momentum import _kernel
+from paddle_momentum import _build, _kernel
 from paddle_momentum._settings import attribute_objects
 
 
@@ -125,9 +128,17 @@ def test_table_refuses_a_table_or_snapshot_of_another_size(fill):
 
 
 def test_a_failed_self_check_falls_back_with_one_warning_and_is_remembered(
-        monkeypatch, tmp_path):
+        monkeypatch, tmp_path, fill):
     """A table that fails its check (once, right after its build) is not used: one warning,
-    and the verdict is remembered, so the next process does not build it again."""
+    and the verdict is remembered, so the next process does not build it again. The entry
+    is this machine's, copied as a build leaves it (built, not checked): nothing compiles."""
+    built = _build.cache_entry(_kernel.GRADIENT_TABLE_SOURCE)
+    entry = tmp_path / built.name
+    shutil.copytree(built, entry)
+    verdict = json.loads((entry / "verdict.json").read_text())
+    (entry / "built.json").write_text(json.dumps(verdict))  # (same fields: library, sha256)
+    (entry / "verdict.json").unlink()
+    compiled_at = (entry / "build.log").stat().st_mtime_ns
     monkeypatch.setenv("PADDLE_MOMENTUM_CACHE", str(tmp_path))
     monkeypatch.setattr(_kernel, "_gradient_table_problem", lambda fill, check: "layout")
     _kernel.gradient_table.cache_clear()
@@ -137,7 +148,8 @@ def test_a_failed_self_check_falls_back_with_one_warning_and_is_remembered(
         _kernel.gradient_table.cache_clear()
         with pytest.warns(RuntimeWarning, match="failed to build or check before.*layout"):
             assert _kernel.gradient_table() is None
-        assert len(list(tmp_path.glob("*/build.log"))) == 1  # built once
+        assert len(list(tmp_path.glob("*/build.log"))) == 1
+        assert (entry / "build.log").stat().st_mtime_ns == compiled_at  # nothing compiled
         monkeypatch.setenv("PADDLE_MOMENTUM_GRADIENT_TABLE", "0")
         _kernel.gradient_table.cache_clear()
         assert _kernel.gradient_table() is None  # off: no build, no warning
