@@ -47,8 +47,12 @@ def main(argv=None) -> int:
             # Executor is Running", "PIR not support input out tensor"), and glog reads its
             # level once, when Paddle loads (done by our import already): run again with only
             # errors logged, so that nothing interleaves with the table.
+            # (and without Paddle's import warning a second time)
+            warning_filters = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                     "ignore:No ccache found"]))
             os.execve(sys.executable, [sys.executable, "-m", "paddle_momentum", *argv],
-                      {**os.environ, "GLOG_minloglevel": "2"})
+                      {**os.environ, "GLOG_minloglevel": "2",
+                       "PYTHONWARNINGS": warning_filters})
         from .tools.parity import main as parity_main
 
         return parity_main(argv[1:])
@@ -69,10 +73,11 @@ def _build_cache() -> int:
     start = time.perf_counter()
     kernel, table = _kernel.load(), _kernel.gradient_table()
     norms = table is not None and _kernel.norm_reductions_exact()
+    norm_clips = "yes (its norms equal Paddle's here)" if norms else "no (per parameter)"
     print(f"cache: {_build.cache_root()}\n"
           f"fused kernel: {'ready' if kernel is not None else 'unavailable'}\n"
           f"gradient table: {'ready' if table is not None else 'unavailable'}\n"
-          f"norm clips fused: {'yes' if norms else 'no'}\n"
+          f"norm clips in the kernel: {norm_clips}\n"
           f"({time.perf_counter() - start:.1f} s)")
     return 0 if kernel is not None and table is not None else 1
 

@@ -48,6 +48,7 @@ import paddle
 CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 
 LOCK = threading.RLock()  # one thread loads or builds at a time
+_MESSAGE_LOCK = threading.Lock()
 
 _BUILD = """\
 import json, sys
@@ -275,8 +276,10 @@ def _build(source, what, name, entry):
     builder cannot take a path with a space, and a build killed halfway leaves nothing in the
     entry), then move the result into ``entry/build``; the library's path, or the reason the
     build failed (a str)."""
-    print(f"paddle_momentum: compiling the {what} once into {entry} (about 15 s)",
-          file=sys.stderr)
+    with _MESSAGE_LOCK:  # (two libraries may build at once: one whole line each)
+        sys.stderr.write(f"paddle_momentum: compiling the {what} once into {entry} "
+                         f"(about 15 s)\n")
+        sys.stderr.flush()
     (entry / "verdict.json").unlink(missing_ok=True)
     (entry / "built.json").unlink(missing_ok=True)
     shutil.copyfile(source, entry / source.name)  # what was built, kept beside it

@@ -534,7 +534,7 @@ def _table_row(row: dict, roof_gbps: float) -> str:
 
 def _describe(workload: Workload, quick: bool) -> str:
     """``name: description`` and, for a dygraph workload, its size and bytes per step."""
-    text = f"{workload.name}: {workload.description}"
+    text = f"{workload.name}: {workload.description}" + (" (--quick: smaller)" if quick else "")
     if not workload.is_dygraph:
         return text
     shapes = workload.shapes(quick)
@@ -572,7 +572,8 @@ def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
     out(f"step times: median of {steps} steps per candidate after {WARMUP_STEPS} warm-up, "
         f"interleaved; x builtin = time / builtin's time; extra MB = peak RSS increase of "
         f"constructing the optimizer and its first {WARMUP_STEPS} steps (MiB, own process; "
-        f"-loop: with their clear_grad and backward)")
+        f"-loop: with their clear_grad and backward; '-': not measured, e.g. --quick or "
+        f"--no-memory)")
     candidates = available_candidates(out)
     header = _format_row([name for name, _ in COLUMNS])
     out(header)

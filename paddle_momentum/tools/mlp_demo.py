@@ -91,6 +91,10 @@ def run(dataset="mnist5k", epochs=5, plot=None, out=print, progress=True):
     except Exception as error:  # no network here: say so and use the bundled digits
         out(f"MNIST could not be loaded ({error.__class__.__name__}); using digits")
         dataset, (features, labels) = "digits", load_digits()
+    out(f"MLP {features.shape[1]}-200-10 on {dataset} ({len(features)} examples), "
+        f"{epochs} epochs, batch 64, lr 0.01: paddle_momentum.Momentum with momentum 0.9 "
+        "against plain SGD (momentum 0), as in the PyTorch tutorial (the main demo compares "
+        "with the built-in)")
     curves, results = {}, {}
     for label, momentum in (("momentum 0.9", 0.9), ("plain SGD", 0.0)):
         losses, accuracy = train(momentum, features, labels, epochs=epochs, progress=progress)

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 def save_loss_plot(curves, path, title, xlabel="step"):
     """Write a semilog PNG of ``curves`` ({label: [loss, ...]}) to ``path``; returns ``path``."""
+    import logging
+
     import matplotlib
 
+    # Paddle gives the root logger an INFO handler when imported: matplotlib's first-run
+    # "generated new fontManager" would print through it.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
