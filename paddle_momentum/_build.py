@@ -316,9 +316,7 @@ def import_ops(library: pathlib.Path):
     """The custom operators in ``library`` as a module of Python functions, as Paddle's
     builder would return them, without writing a file or logging: the library's operators
     are registered and each function's source is Paddle's own generated API code."""
-    with warnings.catch_warnings():  # its import warns when there is no ccache
-        warnings.simplefilter("ignore")
-        from paddle.utils.cpp_extension import extension_utils
+    from paddle.utils.cpp_extension import extension_utils
 
     module_name = library.stem
     module = types.ModuleType(module_name)

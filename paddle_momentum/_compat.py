@@ -12,7 +12,7 @@ import inspect
 import paddle
 from paddle.base import framework
 
-# The variable type of a dense tensor (named LOD_TENSOR before Paddle 3.1 or so).
+# The variable type of a dense tensor (LOD_TENSOR in older Paddle releases).
 DENSE_TENSOR = getattr(framework.core.VarDesc.VarType, "DENSE_TENSOR", None) or \
     framework.core.VarDesc.VarType.LOD_TENSOR
 
