@@ -179,8 +179,8 @@ STEP_READS_MAIN_GRAD = _step_reads_main_grad()
 
 def gradient_of(param, use_main_grad=True):
     """The gradient the built-in's ``step()`` uses: ``main_grad`` when set (and
-    ``use_main_grad``: the built-in ignores it in parameter groups, and releases before 3.1
-    or so everywhere: ``STEP_READS_MAIN_GRAD``), else ``.grad``."""
+    ``use_main_grad``: the built-in ignores it in parameter groups, and release 3.0
+    everywhere: ``STEP_READS_MAIN_GRAD``), else ``.grad``."""
     main_grad = (getattr(param, "main_grad", None)
                  if use_main_grad and STEP_READS_MAIN_GRAD else None)
     return param._grad_ivar() if main_grad is None else main_grad

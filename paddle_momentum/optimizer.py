@@ -445,8 +445,8 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         return [], params_grads
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """``clear_grad(set_to_zero=not set_to_none)``, as Paddle 3.1+ defines it (the base
-        class of older releases has none)."""
+        """``clear_grad(set_to_zero=not set_to_none)``, as Paddle 3.3 defines it (the base
+        class of 3.0-3.2 has none)."""
         self.clear_grad(set_to_zero=not set_to_none)
 
     @framework.dygraph_only

@@ -128,7 +128,7 @@ def test_tensor_learning_rate_is_read_every_step():
 
 def test_clear_grad_aliases():
     """clear_grad, clear_gradients and zero_grad (ours on every release; the built-in's
-    zero_grad exists from Paddle 3.1 or so)."""
+    zero_grad exists from Paddle 3.3)."""
     for kind, (model, opt) in _both().items():
         aliases = [(opt.clear_grad, False), (opt.clear_gradients, False)]
         if kind != "builtin" or hasattr(opt, "zero_grad"):

@@ -206,7 +206,7 @@ def train_step(case, step_index, model, optimizer, x, y, grad_scale=1.0, use_min
     elif case.clear == "zero_grad":
         if hasattr(optimizer, "zero_grad"):
             optimizer.zero_grad()
-        else:  # the built-in before Paddle 3.1 has no zero_grad: what 3.3 defines it as
+        else:  # the built-in before Paddle 3.3 has no zero_grad: what 3.3 defines it as
             optimizer.clear_grad(set_to_zero=False)
     elif case.clear == "accumulate":
         if step_index % 2:
