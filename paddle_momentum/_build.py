@@ -193,10 +193,12 @@ def _warn(message):
     warnings.warn(f"paddle_momentum: {message}", RuntimeWarning, stacklevel=4)
 
 
-def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load, check=None):
+def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load, check=None,
+           before_build=None):
     """``load(library path)`` for ``source``'s library (named ``prefix`` + its entry's key),
     compiled once into its cache entry;
-    ``check(loaded)`` (a problem string or None) runs once per entry, after its build. None,
+    ``check(loaded)`` (a problem string or None) runs once per entry, after its build;
+    ``before_build()`` runs when this call is about to build (a first use). None,
     after one warning that names ``consequence``, where it cannot be built, loaded or
     checked."""
     with LOCK:
@@ -220,6 +222,8 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
             _warn(f"the {what} failed to build or check before ({reason}; details in "
                   f"{entry}, PADDLE_MOMENTUM_REBUILD=1 retries); {consequence}")
             return None
+        if before_build is not None:
+            before_build()
         try:
             entry.mkdir(parents=True, exist_ok=True)
             with _exclusive(entry / "build.lock"):

@@ -50,17 +50,17 @@ def load_if_built():
 
 @functools.lru_cache(maxsize=None)
 def _load():
-    cxx = _build.compiler()
-    entry = (_build.cache_entry(SOURCE, cxx)
-             if cxx is not None and SOURCE.exists() and GRADIENT_TABLE_SOURCE.exists() else None)
-    if (entry is not None and _build.verified_library(entry) is None
-            and not (entry / "failed.json").exists()
-            and os.environ.get("PADDLE_MOMENTUM_GRADIENT_TABLE", "1") != "0"):
-        # a first use: the gradient table compiles beside the kernel (2 cores: 15 s, not 30)
-        _build.prebuild(GRADIENT_TABLE_SOURCE, "gradient table", TABLE_PREFIX)
     return _build.cached(SOURCE, "fused momentum kernel", "paddle_momentum_kernel_",
                          "using the composed-ops implementation (slower, same numbers)",
-                         _build.import_ops, _kernel_problem)
+                         _build.import_ops, _kernel_problem, _prebuild_table)
+
+
+def _prebuild_table():
+    """The kernel is about to be built (a first use): the gradient table compiles beside it
+    (2 cores: about 15 s for both, not 30)."""
+    if (GRADIENT_TABLE_SOURCE.exists()
+            and os.environ.get("PADDLE_MOMENTUM_GRADIENT_TABLE", "1") != "0"):
+        _build.prebuild(GRADIENT_TABLE_SOURCE, "gradient table", TABLE_PREFIX)
 
 
 def _kernel_problem(ops):
