@@ -159,12 +159,6 @@ def on_cpu(tensor) -> bool:
     return paddle.get_device() == "cpu"
 
 
-def is_contiguous(tensor) -> bool:
-    """Whether a dygraph tensor's elements are laid out densely in order (static values are
-    always: their layout is the program's)."""
-    return not in_dygraph() or tensor.is_contiguous()
-
-
 def _step_reads_main_grad() -> bool:
     """Whether this release's ``Optimizer.step()`` takes a parameter's ``main_grad`` (3.2
     does, 3.0 does not): read from its source, so that ours follows the release it runs on."""

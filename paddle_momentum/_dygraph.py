@@ -223,11 +223,8 @@ class DygraphStep:
                 and not _kernel.norm_reductions_exact())):
             return None
         grad = param if grad is None else grad
-        # implementations.fused_supports, as dygraph tensors answer it (the first step asks
-        # for every parameter)
         if (param._numel() == 0 or not param._is_initialized() or _compat.is_sparse(grad)
-                or grad.dtype != param.dtype or not param.place.is_cpu_place()
-                or not param.is_contiguous() or not grad.is_contiguous()):
+                or not implementations.fused_supports(param, grad)):
             return None
         return settings.batch_key() + (gradient_ops,)
 

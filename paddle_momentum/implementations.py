@@ -122,8 +122,9 @@ def fused_supports(param, grad) -> bool:
     contiguous (the kernel writes a strided view's elements as if they were contiguous);
     in a static program not a 0-d one (Paddle's PIR custom-op dtype inference aborts the
     process on a 0-d in-place output)."""
+    if _compat.in_dygraph():  # (asked for every parameter at a first step: kept cheap)
+        return (grad.dtype == param.dtype and param.place.is_cpu_place()
+                and param.is_contiguous() and grad.is_contiguous())
     return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)
-            and _compat.on_cpu(param) and _compat.is_contiguous(param)
-            and _compat.is_contiguous(grad)
-            and (_compat.in_dygraph() or len(param.shape) > 0))
+            and _compat.on_cpu(param) and len(param.shape) > 0)
 
