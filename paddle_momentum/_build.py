@@ -43,9 +43,11 @@ import warnings
 
 import paddle
 
+from . import _layout
+
 # -ffp-contract=off: no fused multiply-add, so the rounding order (and every bit) matches
 # Paddle's CPU kernel and the composed reference.
-CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"] + _layout.compiler_defines()
 
 LOCK = threading.RLock()  # one thread loads or builds at a time
 _MESSAGE_LOCK = threading.Lock()

@@ -18,8 +18,8 @@ from paddle.base import framework
 from paddle.base.layer_helper import LayerHelper
 
 from . import _clip, _compat, _flat, _kernel, implementations
-from ._settings import (BY_NORM, GLOBAL_NORM, GroupSettings, ParamSettings,
-                        complete_gradient_ops, fused_gradient_ops)
+from ._settings import (GLOBAL_NORM_CLIP, NORM_CLIP, GroupSettings, ParamSettings,
+                        fused_gradient_ops, gradient_ops_now)
 
 
 @dataclasses.dataclass
@@ -53,8 +53,7 @@ class DygraphStep:
                 state = self._flat.ready(
                     group, params, group_settings.structure(), self._velocity_dict(),
                     self._master_weights,
-                    lambda param: self._bucket_key(param, self._settings_of(param,
-                                                                            group_settings)),
+                    lambda param: self._settings_of(param, group_settings), self._bucket_key,
                     clipped=group_settings.grad_clip is not None)
                 if state is None:  # something a bucket was built from changed: rebuild all
                     self._flat.clear()
@@ -126,7 +125,10 @@ class DygraphStep:
         self._check_units(plan)
         for group_plan in plan:
             units = group_plan.units
-            if any(BY_NORM in bucket.key[-1].split(";") for bucket, _ in group_plan.buckets):
+            if any(_clip_kind(bucket) == NORM_CLIP and bucket.clipped().any()
+                   for bucket, _ in group_plan.buckets):
+                # what Paddle's clip_by_norm checks of clip_norm, every step, before anything
+                # is written (the units' clip runs Paddle's own op)
                 _clip.check_clip_norm(group_plan.settings.grad_clip)
             if any(_norm_bucket(bucket) for bucket, _ in group_plan.buckets):
                 units = self._clip_by_global_norm(group_plan)
@@ -181,8 +183,14 @@ class DygraphStep:
 
         for bucket, table in group_plan.buckets:
             if _norm_bucket(bucket):
-                add(bucket.key[0], bucket.positions(positions),
-                    implementations.squared_norms(bucket.key[0], table))
+                norms = implementations.squared_norms(bucket.key[0], table)
+                where, clipped = bucket.positions(positions), bucket.clipped()
+                if not clipped.any():
+                    continue
+                if not clipped.all():  # members with need_clip False take no part
+                    norms = paddle.gather(norms, paddle.to_tensor(np.flatnonzero(clipped)))
+                    where = where[clipped]
+                add(bucket.key[0], where, norms)
         seen = {}
         for param, grad, _ in group_plan.units:
             occurrence = seen[id(param)] = seen.get(id(param), -1) + 1
@@ -198,7 +206,8 @@ class DygraphStep:
             sums[kind] = paddle.concat(norms) if len(norms) > 1 else norms[0]
             if np.any(order[1:] < order[:-1]):
                 sums[kind] = paddle.gather(sums[kind], paddle.to_tensor(order))
-        factor = _clip.global_norm_factor(group_plan.settings.grad_clip, sums)
+        # (nothing to clip, every need_clip False: the built-in computes no factor either)
+        factor = _clip.global_norm_factor(group_plan.settings.grad_clip, sums) if sums else None
         group_plan.global_norm_factor = factor
         scaled = _clip.scale_gradients([(p, g) for p, g, _ in group_plan.units], factor)
         return [(p, g, s) for (p, g), (_, _, s) in zip(scaled, group_plan.units)]
@@ -211,22 +220,21 @@ class DygraphStep:
         return paddle.add_n([grad, term])
 
     def _bucket_key(self, param, settings: ParamSettings, grad=None):
-        """``settings.batch_key()`` and the gradient ops the kernel does for it (a clip by
-        value, an L1 decay: ``_settings.fused_gradient_ops``) when ``param`` (with ``grad``,
-        when given) can join a flat bucket, else None."""
+        """``settings.batch_key()`` and the kinds of gradient ops the kernel does for it (a
+        clip, an L1 decay: ``_settings.fused_gradient_ops``) when ``param`` (with ``grad``,
+        when given) can join a flat bucket, else None. Buckets need the gradient table."""
         gradient_ops = fused_gradient_ops(param, settings)
         if gradient_ops is None or settings.uses_main_grad or \
-                _compat.is_tensor(settings.lr_scale):
+                _compat.is_tensor(settings.lr_scale) or _kernel.gradient_table() is None:
             return None
-        if gradient_ops and (_kernel.gradient_table() is None or (
-                not set(gradient_ops.split(";")).isdisjoint((GLOBAL_NORM, BY_NORM))
-                and not _kernel.norm_reductions_exact())):
+        if gradient_ops[0] in (GLOBAL_NORM_CLIP, NORM_CLIP) and \
+                not _kernel.norm_reductions_exact():
             return None
         grad = param if grad is None else grad
         if (param._numel() == 0 or not param._is_initialized() or _compat.is_sparse(grad)
                 or not implementations.fused_supports(param, grad)):
             return None
-        return settings.batch_key() + (gradient_ops,)
+        return settings.batch_key() + gradient_ops
 
     def _repeated_params(self):
         """The ids of parameters listed more than once (in one group or across groups): the
@@ -251,7 +259,9 @@ class DygraphStep:
         buckets = []
         for key, entries in members.items():
             bucket = _flat.FlatBucket(
-                key, [p for p, _, _ in entries], self._velocity_of,
+                key, [p for p, _, _ in entries], _kernel.gradient_table(), self._velocity_of,
+                [s.lr_scale for _, _, s in entries],
+                [getattr(p, "need_clip", True) for p, _, _ in entries],
                 self._create_master_weight if entries[0][2].master_weight else None,
                 self._zero_velocities)
             buckets.append(bucket)
@@ -267,24 +277,25 @@ class DygraphStep:
                              outside, self._master_weights)
         group_plan.units = rest
 
-    def _update_bucket(self, bucket, grads, group_plan: GroupPlan):
-        """One fused call updates every member of ``bucket``."""
-        first = bucket.params[0]
-        settings = self._settings_of(first, group_plan.settings)
-        update, params = ((implementations.fused_table, settings.dtype)
-                          if bucket.table is not None
-                          else (implementations.fused_multi, bucket.param_buffers))
-        options = settings.rule_options()
-        if bucket.table is not None:
-            factor = None
-            if group_plan.global_norm_factor is not None and _norm_bucket(bucket):
-                factor = group_plan.global_norm_factor.astype(settings.dtype).item()
-            options["gradient_ops"] = complete_gradient_ops(
-                bucket.key[-1], group_plan.settings.grad_clip, factor)
-        update(params, grads, bucket.velocity_buffers, bucket.master_buffers,
-               self._param_lr(first, settings), **options)
+    def _update_bucket(self, bucket, table, group_plan: GroupPlan):
+        """One fused call updates every member of ``bucket`` (its filled gradient ``table``
+        holds each member's learning-rate scale and clip flag)."""
+        settings = self._settings_of(bucket.params[0], group_plan.settings)
+        factor = None
+        if group_plan.global_norm_factor is not None and _norm_bucket(bucket):
+            factor = group_plan.global_norm_factor.astype(settings.dtype).item()
+        gradient_ops = gradient_ops_now(_clip_kind(bucket), bucket.key[-1],
+                                        group_plan.settings.grad_clip, factor)
+        implementations.fused_table(settings.dtype, table, bucket.velocity_buffers,
+                                    bucket.master_buffers, self._global_learning_rate(),
+                                    gradient_ops=gradient_ops, **settings.rule_options())
+
+
+def _clip_kind(bucket):
+    """The kind of clip the bucket's kernel call does (``_settings.fused_gradient_ops``)."""
+    return bucket.key[-2]
 
 
 def _norm_bucket(bucket) -> bool:
     """The bucket's members take part in their group's global-norm clip."""
-    return GLOBAL_NORM in bucket.key[-1].split(";")
+    return _clip_kind(bucket) == GLOBAL_NORM_CLIP

@@ -1,31 +1,35 @@
 """Flat buffers: many parameters updated by one fused-kernel call (dygraph, CPU).
 
-Parameters that share every update setting (dtype, master weight or not, momentum, Nesterov,
-rescale_grad, fused L2 coefficient, learning-rate scale) form a bucket. Its small members are
-moved into one contiguous buffer per kind of state (velocities, master weights; parameters too
-where the gradient table is unavailable): each becomes a view of its buffer (the same Python
-objects, their storage shared), so ``forward``, ``backward``, ``set_value``, ``state_dict`` and
-checkpoints keep working unchanged. Large members keep their own storage (no copy). With the
-gradient table the parameters stay where they are: the table gives the kernel their addresses.
+Parameters of one group that share their structural settings (dtype, master weight or not,
+fused L2 coefficient, the kind of clip and L1 term) form a bucket; their values (learning-rate
+scale, ``need_clip``, clip bounds and factors, momentum, Nesterov, rescale_grad) are read at
+every step and reach the kernel as the gradient table's rows and the op's attributes, so a
+value changed every step rebuilds nothing. The small members' state is moved into one
+contiguous buffer per kind (velocities, master weights): each state tensor becomes a view of
+its buffer (the same Python objects, their storage shared), so ``state_dict`` and checkpoints
+keep working unchanged. Large members' state keeps its own storage (no copy). The parameters
+themselves never move: the gradient table gives the kernel their addresses, so views, slices
+and DLPack exports of a parameter keep tracking it. Buckets exist only where the gradient
+table does; without it every parameter is updated on its own.
 
 Gradients stay wherever Paddle puts them: the kernel takes the members' gradients beside the
 buffers (two partitions of the same elements), so ``backward``, every form of ``clear_grad``
 and gradient hooks need no care, and one kernel call updates the whole bucket: the
 per-parameter cost of a step disappears. The gradients reach the kernel as a gradient table
-(their addresses, gathered and checked in one C call, ``csrc/gradient_table.cc``) or, where
-that is unavailable, as a tensor list from ``get_all_grads``.
+(their addresses, gathered and checked in one C call, ``csrc/gradient_table.cc``).
 
 A bucket is a cache of assumptions, so before each step it checks, cheaply, every one of them
-(in the gradient table's C pass where it is available, else in Python): that every member
-still lives where it was put, with the dtype, size and layout it had; that the attribute
-objects its settings were derived from (``_settings.attribute_objects``) are the same; and the
+(in the gradient table's C pass): that every member still lives where it was, with the dtype,
+size and layout it had; that the attribute objects its settings were derived from
+(``_settings.attribute_objects``) are the same (a learning-rate scale replaced by another
+number only updates its row); and the
 optimizer checks that the group's own settings, and its list of parameters, are as they were.
 A member without a gradient (frozen, unused in this backward, released) or with one that does
 not fit sends the bucket through the per-parameter path for that step (which checks, and
 raises, before anything is written). Anything else that changed makes the optimizer derive the
 settings again and rebuild its buckets (a replaced parameter storage, ``Layer.to``, a new
-learning-rate scale or regularizer, a master-weight dict replaced by ``set_state_dict``);
-attribute objects that were replaced by equal ones only refresh the snapshot. Members'
+regularizer, a master-weight dict replaced by ``set_state_dict``); attribute objects whose
+settings keep the bucket's key only refresh the snapshot and the rows. Members'
 velocities and master weights are created in their buffer, one at a time, so the state is
 never held twice.
 """
@@ -33,20 +37,17 @@ never held twice.
 from __future__ import annotations
 
 import ctypes
-import itertools
 import operator
 
 import numpy as np
 import paddle
 
-from . import _compat, _kernel
+from . import _compat, _kernel, _layout
 from ._settings import attribute_objects
 
 # Parameters of at least this many elements keep their own storage: their update dwarfs the
 # per-parameter overhead that gathering saves, and they cost no copy and no memory.
 OWN_BUFFER_SIZE = 1 << 16
-
-_DATA_PTR = paddle.Tensor.data_ptr
 
 
 def _need_clip(param):
@@ -113,21 +114,24 @@ SETTINGS_CHANGED = "settings changed"  # a member's attribute objects changed: d
 
 
 class FlatBucket:
-    """Parameters with identical update settings and the buffers one kernel call updates.
+    """Parameters with identical structural settings and the buffers one kernel call updates.
 
-    ``key`` is the members' ``ParamSettings.batch_key()``. ``params`` is the members' order,
-    the one the gradient list (or table) follows; ``velocity_buffers``, ``master_buffers``
-    (None without master weights) and, without a gradient table, ``param_buffers`` (else
-    None) hold the same elements in the same order: first one gathered buffer of the small
+    ``key`` is the members' ``ParamSettings.batch_key()`` with the gradient ops' kinds
+    (``_settings.fused_gradient_ops``). ``params`` is the members' order, the one the
+    gradient table follows; ``velocity_buffers`` and ``master_buffers`` (None without master
+    weights) hold the same elements in the same order: first one gathered buffer of the small
     members (when there are several), then each large member's own tensor.
     ``velocity_of(param)`` and ``master_of(param)`` (None: no master weights) return a
     member's state, creating it if it does not exist yet: a small member's is then born in
     its buffer (no second copy). ``zero_velocities(params, sizes)``, where given, creates
     the small members' velocities at once as views of a new zeros buffer and returns
-    ``(buffer, velocities)``, or None (then ``velocity_of`` does).
+    ``(buffer, velocities)``, or None (then ``velocity_of`` does). ``fill_table`` is
+    ``_kernel.gradient_table()`` (a bucket needs it). ``lr_scales`` and ``need_clips`` are
+    the members' values now (see :meth:`write_values`).
     """
 
-    def __init__(self, key, params, velocity_of, master_of=None, zero_velocities=None):
+    def __init__(self, key, params, fill_table, velocity_of, lr_scales, need_clips,
+                 master_of=None, zero_velocities=None):
         self.key = key
         numels = list(map(_SIZE, params))
         small = [i for i, n in enumerate(numels) if n < OWN_BUFFER_SIZE]
@@ -145,10 +149,7 @@ class FlatBucket:
             flat = [_gather(map(state_of, head), self.sizes[:len(head)])] if head else []
             return flat + [state_of(p) for p in self.params[len(head):]]
 
-        # With a gradient table the kernel finds each parameter where it lives (the table
-        # holds its address): the parameters are not moved, only their state is gathered.
-        self.fill_table = _kernel.gradient_table()
-        self.param_buffers = None if self.fill_table else buffers(lambda param: param)
+        self.fill_table = fill_table
         # The members' state tensors, as the optimizer's dicts hold them: replacing one
         # there (a momentum reset, say) must reach the update (see FlatState.ready).
         self.velocities = []
@@ -166,12 +167,12 @@ class FlatBucket:
         self.master_keys = [p.name for p in self.params] if master_of else None
         # (the velocity dict is keyed by the master weight's name where there is one)
         self.velocity_keys = [state.name for state in (self.masters or self.params)]
-        self.param_ptrs = list(map(_DATA_PTR, self.params))
-        self.dtypes = [p.dtype for p in self.params]
         self._positions = None
+        self.table = _kernel.new_gradient_table(self.params, self.fill_table)
         self.refresh_snapshot()
-        self.table = (_kernel.new_gradient_table(self.params, self.fill_table)
-                      if self.fill_table else None)
+        positions = {id(p): i for i, p in enumerate(params)}
+        self.write_values([lr_scales[positions[id(p)]] for p in self.params],
+                          [need_clips[positions[id(p)]] for p in self.params])
 
     def refresh_snapshot(self):
         """Remember the members' attribute objects as they are now (see ``gradients``), and
@@ -180,11 +181,31 @@ class FlatBucket:
         self.snapshot = [obj for p in self.params for obj in attribute_objects(p)]
         regularizers = {id(r): r for r in self.snapshot[1::3] if r is not None}.values()
         self.coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers]
-        self.need_clips = list(map(_need_clip, self.params))
+
+    def write_values(self, lr_scales=None, need_clips=None):
+        """Put the members' learning-rate scales (floats, in member order) and ``need_clip``
+        values (None: either kept) into the table's rows, which the kernel reads at every
+        step. (The table's fill itself keeps a scale up to date where a plain number
+        replaces it.)"""
+        n = len(self.params)
+        rows = np.frombuffer(
+            (ctypes.c_int64 * (_layout.TABLE_ROW_COUNT * n)).from_address(
+                self.table.data_ptr()), dtype=np.int64).reshape(_layout.TABLE_ROW_COUNT, n)
+        if lr_scales is not None:
+            rows[_layout.TABLE_ROWS["LR_SCALE"]] = np.array(lr_scales, np.float64).view(np.int64)
+        if need_clips is not None:
+            self.need_clips = list(need_clips)
+            rows[_layout.TABLE_ROWS["CLIPPED"]] = [need_clip is not False
+                                                    for need_clip in self.need_clips]
 
     def need_clip_changed(self) -> bool:
         """A member's ``need_clip`` (which a clip reads at every step) is another object."""
         return not all(map(operator.is_, map(_need_clip, self.params), self.need_clips))
+
+    def clipped(self):
+        """The members the group's clip applies to now (their ``need_clip``), as a numpy
+        bool array in member order."""
+        return np.array([need_clip is not False for need_clip in self.need_clips])
 
     def _settings_changed(self) -> bool:
         return any(getattr(r, "_coeff", None) != coeff for r, coeff in self.coefficients)
@@ -198,34 +219,18 @@ class FlatBucket:
         return states
 
     def gradients(self, velocities, master_weights):
-        """The members' gradients in member order (as a filled gradient table where it is
-        available, see ``csrc/gradient_table.cc``) when the bucket can be updated whole this
-        step; else ``NOT_WHOLE``, ``CHANGED`` or ``SETTINGS_CHANGED`` (see above).
-        ``velocities`` and ``master_weights`` are the optimizer's dicts now."""
+        """The filled gradient table (see ``csrc/gradient_table.cc``) when the bucket can be
+        updated whole this step; else ``NOT_WHOLE``, ``CHANGED`` or ``SETTINGS_CHANGED`` (see
+        above). ``velocities`` and ``master_weights`` are the optimizer's dicts now."""
         if self.coefficients and self._settings_changed():
             return SETTINGS_CHANGED
         states = self._states(velocities, master_weights)
-        if self.table is not None:
-            result = self.fill_table(self.params, self.table, self.snapshot, states)
-            if result >= 0:
-                return self.table if result == 0 else NOT_WHOLE
-            code = _kernel.table_problem(result)[1]
-            return {_kernel.SETTINGS_CHANGED: SETTINGS_CHANGED,
-                    _kernel.GRADIENT_UNFIT: NOT_WHOLE}.get(code, CHANGED)
-        if not all(map(operator.is_, self.snapshot,
-                       (obj for p in self.params for obj in attribute_objects(p)))):
-            return SETTINGS_CHANGED
-        if not all(all(map(operator.is_, map(states[t].get, states[t + 1]), states[t + 2]))
-                   for t in range(0, len(states), 3)):
-            return CHANGED
-        if not self.storage_intact() or [p.dtype for p in self.params] != self.dtypes \
-                or not all(p.is_contiguous() for p in self.params):
-            return CHANGED
-        grads = _compat.all_gradients(self.params)
-        if (any(map(operator.is_, grads, itertools.repeat(None)))
-                or list(map(_SIZE, grads)) != self.sizes):
-            return NOT_WHOLE
-        return grads
+        result = self.fill_table(self.params, self.table, self.snapshot, states)
+        if result >= 0:
+            return self.table if result == 0 else NOT_WHOLE
+        code = _kernel.table_problem(result)[1]
+        return {_kernel.SETTINGS_CHANGED: SETTINGS_CHANGED,
+                _kernel.GRADIENT_UNFIT: NOT_WHOLE}.get(code, CHANGED)
 
     def positions(self, positions_in_group):
         """The members' indices in their group's parameter list (``FlatState.positions``),
@@ -234,10 +239,6 @@ class FlatBucket:
             self._positions = np.array([positions_in_group[id(p)][0] for p in self.params],
                                        dtype=np.int64)
         return self._positions
-
-    def storage_intact(self) -> bool:
-        """Members still live where the bucket put them (False: rebuild the buckets)."""
-        return list(map(_DATA_PTR, self.params)) == self.param_ptrs
 
 
 class FlatState:
@@ -272,15 +273,17 @@ class FlatState:
         self.built_from[id(group)] = (list(params), structure)
         self.master_weights = master_weights
 
-    def ready(self, group, params, structure, velocities, master_weights, key_of,
-              clipped=False):
-        """``([(bucket, its gradients)] to update whole, [buckets to update member by
+    def ready(self, group, params, structure, velocities, master_weights, settings_of,
+              key_of, clipped=False):
+        """``([(bucket, its gradient table)] to update whole, [buckets to update member by
         member])`` for ``group``, whose parameter list is ``params`` and settings' structure
         ``structure`` now; None when the buckets must be rebuilt: the list or the structure
-        changed, a member changed (``key_of(param)``, its batch key now, differs from its
-        bucket's), or its velocity or master weight is no longer the tensor in ``velocities``
-        or ``master_weights`` (the optimizer's dicts; the latter may have been replaced
-        whole), or, where the group is ``clipped``, a member's ``need_clip`` changed."""
+        changed, a member changed (``key_of(param, settings_of(param))``, its batch key now,
+        differs from its bucket's), or its velocity or master weight is no longer the tensor
+        in ``velocities`` or ``master_weights`` (the optimizer's dicts; the latter may have
+        been replaced whole). Values change no bucket: where the group is ``clipped``, a
+        member's ``need_clip`` changed is written into its row, and attribute objects that
+        keep a member's key refresh the bucket's snapshot and its learning-rate scales."""
         built_params, built_structure = self.built_from[id(group)]
         if (len(params) != len(built_params) or structure != built_structure
                 or not all(map(operator.is_, params, built_params))):
@@ -288,12 +291,14 @@ class FlatState:
         whole, by_member = [], []
         for bucket in self.buckets_of_group.get(id(group), ()):
             if clipped and bucket.need_clip_changed():
-                return None
+                bucket.write_values(need_clips=map(_need_clip, bucket.params))
             grads = bucket.gradients(velocities, master_weights)
             if grads is SETTINGS_CHANGED:
-                if any(key_of(p) != bucket.key for p in bucket.params):
+                settings = list(map(settings_of, bucket.params))
+                if any(key_of(p, s) != bucket.key for p, s in zip(bucket.params, settings)):
                     return None
-                bucket.refresh_snapshot()  # replaced by equal settings
+                bucket.refresh_snapshot()
+                bucket.write_values(lr_scales=[s.lr_scale for s in settings])
                 grads = bucket.gradients(velocities, master_weights)
             if grads is CHANGED or grads is SETTINGS_CHANGED:
                 return None

@@ -6,8 +6,8 @@ checked once, right after its build: the kernel against numpy on one step, the t
 against Paddle's own accessors. Where the kernel cannot be built or fails its check,
 ``load()`` warns once and returns None and the optimizer uses the composed-ops
 implementation. Where the gradient table cannot, ``gradient_table()`` warns once and returns
-None and flat buckets pass their gradients to the kernel as a tensor list (same numbers,
-about 2 ms slower per 2000 members).
+None and there are no flat buckets: each parameter is updated by its own fused call (same
+numbers, the built-in's per-parameter cost; the parameters are never moved).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pathlib
 import numpy as np
 import paddle
 
-from . import _build, _compat
+from . import _build, _compat, _layout
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "csrc" / "momentum_kernel.cc"
 GRADIENT_TABLE_SOURCE = SOURCE.with_name("gradient_table.cc")
@@ -70,9 +70,11 @@ def _kernel_problem(ops):
                              ([1.0, -2.0, 3.5, 1e-3], [0.5, 0.25, -1.5, 3.0],
                               [0.25, 0.5, -1.0, 0.125]))
     lr, mu, coeff = np.float32(0.1), np.float32(0.9), np.float32(0.01)
+    from .implementations import _kernel_attributes
+
     with _compat.isolated():
         tensors = [paddle.to_tensor(a) for a in (param, grad, velocity, lr)]
-        ops.pm_momentum(*tensors, float(mu), float(coeff), True, 1.0, True)
+        ops.pm_momentum(*tensors, *_kernel_attributes(float(mu), True, float(coeff), 1.0))
         got = tensors[0].numpy(), tensors[2].numpy()
     decayed = param * coeff + grad
     new_velocity = velocity * mu + decayed
@@ -83,7 +85,7 @@ def _kernel_problem(ops):
 
 def norm_reductions_exact() -> bool:
     """Whether the kernel's squared norms and norm clip (``pm_squared_norms``, the
-    ``norm:`` gradient op) equal Paddle's ``squared_l2_norm`` and ``clip_by_norm`` here, bit
+    ``max_norm`` gradient op) equal Paddle's ``squared_l2_norm`` and ``clip_by_norm`` here, bit
     for bit. They reproduce the order of the additions of Paddle's CPU reduction as its
     x86-64 wheels compile it (docs/research/norm_reductions.md): a Paddle built otherwise
     (another CPU architecture, say) keeps the norm clips out of the fused kernel. Checked
@@ -104,6 +106,8 @@ def _norm_reductions_problem():
 def _norm_disagreement(ops, fill):
     from paddle import _C_ops
 
+    from .implementations import GradientOps, _kernel_attributes
+
     lengths = (1, 7, 8, 17, 1000, 8191, 8193, 40000, 65539)
     for dtype in ("float32", "float64"):
         values = np.random.RandomState(7).standard_normal(sum(lengths)) * 10.0 ** (
@@ -112,7 +116,8 @@ def _norm_disagreement(ops, fill):
                  for part in np.split(values, np.cumsum(lengths)[:-1])]
         params = [paddle.zeros([n], dtype) for n in lengths]
         table = new_gradient_table(params, fill)
-        table[2] = paddle.to_tensor([g.data_ptr() for g in grads], dtype="int64")
+        table[_layout.TABLE_ROWS["GRAD_ADDRESS"]] = paddle.to_tensor(
+            [g.data_ptr() for g in grads], dtype="int64")
         norms = paddle.empty([len(lengths)], dtype)
         ops.pm_squared_norms(table, norms)
         wanted = [_C_ops.squared_l2_norm(g).numpy()[0] for g in grads]
@@ -124,25 +129,23 @@ def _norm_disagreement(ops, fill):
         max_norm = float(np.sqrt(wanted[4]))  # one gradient exactly at the limit
         velocities = [paddle.zeros([n], dtype) for n in lengths]
         ops.pm_momentum_table(table, velocities, paddle.to_tensor([1.0], dtype), dtype,
-                              f"norm:{max_norm!r}", 0.0, 0.0, False, 1.0, False)
+                              *_kernel_attributes(0.0, False, None, 1.0,
+                                                  GradientOps(max_norm=max_norm)))
         for param, grad in zip(params, grads):
             if not np.array_equal(-param.numpy(), _C_ops.clip_by_norm(grad, max_norm).numpy()):
                 return f"{dtype} clip_by_norm of {grad.shape[0]} elements"
     return None
 
 
-# Returned by the gradient table for member i's problem: -(8 * i + code).
-TABLE_PROBLEMS = {1: "not a paddle.Tensor", 2: "parameter not a dense contiguous tensor of the "
-                  "bucket's dtype and size", 3: "parameter storage moved", 4: "gradient not a "
-                  "dense contiguous CPU tensor of the parameter's dtype and size",
-                  5: "bad table", 6: "settings attributes changed"}
-GRADIENT_UNFIT = 4
-SETTINGS_CHANGED = 6
+# What the gradient table reports for member i's problem: -(PROBLEM_STRIDE * i + code).
+TABLE_PROBLEMS = {code: text for code, text in _layout.TABLE_PROBLEMS.values()}
+GRADIENT_UNFIT = _layout.TABLE_PROBLEMS["GRAD"][0]
+SETTINGS_CHANGED = _layout.TABLE_PROBLEMS["SETTINGS"][0]
 
 
 def table_problem(code: int):
     """``(member index, problem code)`` of a negative table result."""
-    return (-code) // 8, (-code) % 8
+    return (-code) // _layout.PROBLEM_STRIDE, (-code) % _layout.PROBLEM_STRIDE
 
 
 def gradient_table():
@@ -161,7 +164,7 @@ def _gradient_table():
         return None
     return _build.cached(
         GRADIENT_TABLE_SOURCE, "gradient table", TABLE_PREFIX,
-        "flat buckets pass their gradients as a tensor list (slower, same numbers)",
+        "each parameter is updated by its own fused call (slower, same numbers)",
         _table_functions, lambda fill: _gradient_table_problem(fill, fill.selfcheck))
 
 
@@ -188,11 +191,17 @@ def _table_functions(library):
 
 
 def new_gradient_table(params, fill):
-    """The table ``fill`` (from ``gradient_table()``) fills for ``params``: int64 [4, n] on the
-    CPU (rows: each parameter's data address, its size, its gradient's address, its dtype)."""
-    return paddle.to_tensor([[p.data_ptr() for p in params], [p._numel() for p in params],
-                             [0] * len(params), [fill.dtype_code(p) for p in params]],
-                            dtype="int64", place=paddle.CPUPlace())
+    """The table ``fill`` (from ``gradient_table()``) fills for ``params``: int64
+    [TABLE_ROW_COUNT, n] on the CPU (rows: ``_layout.TABLE_ROWS``; each member's
+    learning-rate scale 1.0 and clip flag 1 until written)."""
+    rows = np.zeros([_layout.TABLE_ROW_COUNT, len(params)], np.int64)
+    layout = _layout.TABLE_ROWS
+    rows[layout["PARAM_ADDRESS"]] = [p.data_ptr() for p in params]
+    rows[layout["SIZE"]] = [p._numel() for p in params]
+    rows[layout["DTYPE"]] = [fill.dtype_code(p) for p in params]
+    rows[layout["LR_SCALE"]] = np.float64(1.0).view(np.int64)
+    rows[layout["CLIPPED"]] = 1
+    return paddle.to_tensor(rows, place=paddle.CPUPlace())
 
 
 def _gradient_table_problem(fill, selfcheck):
@@ -223,8 +232,15 @@ def _table_disagreement(fill, selfcheck):
     wanted = [0 if g is None else g.data_ptr() for g in _compat.all_gradients(params)]
     if table.numpy()[2].tolist() != wanted:
         return "gradient addresses"
-    params[1].optimize_attr["learning_rate"] = 0.25
+    params[1].optimize_attr["learning_rate"] = 0.25  # a plain number: taken into its row
     params[3].regularizer = paddle.regularizer.L1Decay(0.1)
+    if table_problem(fill(params, table, snapshot)) != (3, SETTINGS_CHANGED):
+        return "changed regularizer not seen"
+    scales = table.numpy()[_layout.TABLE_ROWS["LR_SCALE"]].view(np.float64).tolist()
+    if scales != [1.0, 0.25, 1.0, 1.0] or snapshot[3 * 1] is not \
+            params[1].optimize_attr["learning_rate"]:
+        return "changed learning-rate scale not taken"
+    params[1].optimize_attr["learning_rate"] = np.float64(0.5)  # not plain: Python decides
     if table_problem(fill(params, table, snapshot)) != (1, SETTINGS_CHANGED):
         return "changed learning-rate scale not seen"
     snapshot[3 * 1] = params[1].optimize_attr["learning_rate"]

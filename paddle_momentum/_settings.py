@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-import struct
 
 from paddle.nn.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
 from paddle.regularizer import L1Decay, L2Decay
 
 from . import _compat
 from . import _validation as check
+from .implementations import GradientOps
 
 def attribute_objects(param):
     """``(lr scale object, regularizer, main_grad)`` as they stand on ``param`` (None where
@@ -82,11 +82,13 @@ class GroupSettings:
     multi_precision: bool
 
     def structure(self):
-        """What flat buckets are built from (the other settings are read at every step),
-        with the values a clip or a regularizer reads from itself when it runs."""
-        return (self.grad_clip, getattr(self.grad_clip, "min", None),
-                getattr(self.grad_clip, "max", None), self.l2_coeff, self.regularizer,
-                getattr(self.regularizer, "_coeff", None), self.multi_precision)
+        """What flat buckets are built from: the kind of clip (its object and values are read
+        at every step: a new clip object of the same kind each step rebuilds nothing), the
+        fused decay, the regularizer and the coefficient it reads from itself when it runs,
+        and multi-precision. The other settings are read at every step."""
+        return (type(self.grad_clip), getattr(self.grad_clip, "should_comm_on_shard_dim", False),
+                self.l2_coeff, self.regularizer, getattr(self.regularizer, "_coeff", None),
+                self.multi_precision)
 
 
 def group_settings(group, optimizer):
@@ -171,9 +173,10 @@ class ParamSettings:
     def batch_key(self):
         """Parameters of one group (or of a static program) with equal keys can share one
         fused multi-parameter call, dygraph buckets and static batches alike: one dtype, one
-        learning-rate tensor, one fused decay. (``momentum``, ``use_nesterov`` and
-        ``rescale_grad`` are the group's, read at every step.)"""
-        return (self.dtype, self.master_weight, self.l2_coeff, self.lr_scale)
+        fused decay. (``momentum``, ``use_nesterov`` and ``rescale_grad`` are the group's,
+        read at every step; a bucket member's learning-rate scale is in its table row, read
+        at every step; a static batch adds it to the key.)"""
+        return (self.dtype, self.master_weight, self.l2_coeff)
 
     def rule_options(self):
         """The keyword arguments every implementation (``implementations``) takes."""
@@ -181,57 +184,51 @@ class ParamSettings:
                     l2_coeff=self.l2_coeff, rescale_grad=self.rescale_grad)
 
 
-# Gradient ops completed at step time (complete_gradient_ops) from the clip as it is then.
-GLOBAL_NORM = "global-norm"  # becomes "scale:FACTOR": the group's global-norm factor
-BY_NORM = "norm"  # becomes "norm:CLIP_NORM": each gradient scaled by its own norm
+# The clip a bucket's kernel call does to its members with ``need_clip`` (the group's clip,
+# by kind; its values are read at every step: gradient_ops_now).
+VALUE_CLIP = "value"  # ClipGradByValue
+NORM_CLIP = "norm"  # ClipGradByNorm: each gradient scaled by its own norm
+GLOBAL_NORM_CLIP = "global-norm"  # ClipGradByGlobalNorm: the group's factor
 
 
 def fused_gradient_ops(param, settings: ParamSettings):
-    """What the built-in does to ``param``'s gradient before its kernel, as the fused
-    kernel's ``gradient_ops`` spec ("" for nothing): a clip (unless the parameter's
-    ``need_clip`` is False) and an ``L1Decay``; None when a clip or regularizer the kernel
-    does not do is set (then the parameter is updated on its own). ``ClipGradByNorm`` takes
-    float32 parameters (Paddle's ``clip_by_norm`` has no other CPU kernel), the global norm
-    float32 and float64 ones, but no 0-d one (the built-in multiplies those into a new
-    gradient instead of in place) and no sharded one."""
-    ops = []
+    """``(clip kind or None, L1 coefficient or None)``: what the built-in does to ``param``'s
+    gradient before its kernel, as far as a bucket member's kernel call does it, or None when
+    a clip or regularizer the kernel does not do is set (then the parameter is updated on its
+    own). ``ClipGradByNorm`` takes float32 parameters (Paddle's ``clip_by_norm`` has no other
+    CPU kernel), the global norm float32 and float64 ones, but no 0-d one (the built-in
+    multiplies those into a new gradient instead of in place) and no sharded one. Whether the
+    clip applies to the member (its ``need_clip``) is a value of each step, not part of this."""
     clip, regularizer = settings.grad_clip, settings.regularizer
-    if clip is not None and getattr(param, "need_clip", True) is not False:
-        if type(clip) is ClipGradByValue:
-            ops.append(f"clip:{float(clip.min)!r}:{float(clip.max)!r}")
-        elif type(clip) is ClipGradByNorm and settings.dtype == "float32":
-            ops.append(BY_NORM)
-        elif type(clip) is not ClipGradByGlobalNorm or \
-                settings.dtype not in ("float32", "float64"):
-            return None
-        elif param.ndim == 0 or getattr(clip, "should_comm_on_shard_dim", False):
-            return None
-        else:
-            ops.append(GLOBAL_NORM)
-    elif clip is not None and type(clip) not in (ClipGradByValue, ClipGradByNorm,
-                                                 ClipGradByGlobalNorm):
+    kind = None
+    if type(clip) is ClipGradByValue:
+        kind = VALUE_CLIP
+    elif type(clip) is ClipGradByNorm and settings.dtype == "float32":
+        kind = NORM_CLIP
+    elif (type(clip) is ClipGradByGlobalNorm and settings.dtype in ("float32", "float64")
+          and param.ndim != 0 and not getattr(clip, "should_comm_on_shard_dim", False)):
+        kind = GLOBAL_NORM_CLIP
+    elif clip is not None:
         return None
+    l1 = None
     if regularizer is not None:
         if type(regularizer) is not L1Decay:
             return None
-        ops.append(f"l1:{float(regularizer._coeff)!r}")
-    return ";".join(ops)
+        l1 = float(regularizer._coeff)
+    return kind, l1
 
 
-def complete_gradient_ops(spec, clip, scale):
-    """A bucket's ``gradient_ops`` spec for this step: :data:`GLOBAL_NORM` becomes the
-    group's factor ``scale`` (dropped where it is None: the clip skipped this step) and
-    :data:`BY_NORM` takes the clip's ``clip_norm`` now."""
-    ops = []
-    for op in spec.split(";"):
-        if op == GLOBAL_NORM:
-            if scale is not None:  # its bits: a NaN factor keeps its sign
-                ops.append(f"scale:{struct.pack('>d', scale).hex()}")
-        elif op == BY_NORM:
-            ops.append(f"{BY_NORM}:{float(clip.clip_norm)!r}")
-        elif op:
-            ops.append(op)
-    return ";".join(ops)
+def gradient_ops_now(clip_kind, l1, clip, global_factor):
+    """A bucket's :class:`~paddle_momentum.implementations.GradientOps` for this step: the
+    values of ``clip`` (the group's clip object now) for a clip of ``clip_kind``, the global
+    norm's ``global_factor`` (None: the clip skipped this step), and the L1 coefficient."""
+    if clip_kind == VALUE_CLIP:
+        return GradientOps(clip_min=float(clip.min), clip_max=float(clip.max), l1=l1)
+    if clip_kind == NORM_CLIP:
+        return GradientOps(max_norm=float(clip.clip_norm), l1=l1)
+    if clip_kind == GLOBAL_NORM_CLIP:
+        return GradientOps(scale=global_factor, l1=l1)
+    return GradientOps(l1=l1)
 
 
 def derive(param, group: GroupSettings, grouped: bool, construction):

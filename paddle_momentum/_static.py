@@ -69,7 +69,7 @@ class StaticOps:
         settings = self._settings_of(param, self._group_settings(None))
         if self._implementation_for(param, grad) is implementations.fused \
                 and not settings.master_weight and not _compat.is_tensor(settings.lr_scale):
-            self._static_batches.setdefault(settings.batch_key(), []).append(
+            self._static_batches.setdefault(settings.batch_key() + (settings.lr_scale,), []).append(
                 (param, grad, settings))
             return
         self._update_param(param, grad, settings)

@@ -18,6 +18,9 @@ The optimizer picks one per parameter; tests check fused == composed == built-in
 
 from __future__ import annotations
 
+import dataclasses
+import struct
+
 import paddle
 
 from . import _compat, _kernel
@@ -61,10 +64,37 @@ def composed(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_co
     _compat.write_into(param, _compat.cast(new_param, param.dtype))
 
 
-def _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad):
-    """The kernel's attributes, in its order: mu, l2, has_l2, rescale, nesterov."""
+@dataclasses.dataclass(frozen=True)
+class GradientOps:
+    """What the built-in does to a bucket member's gradient before its kernel, with this
+    step's values (None: not done): ``ClipGradByValue`` (``clip_min``, ``clip_max``), a global
+    norm's factor (``scale``, written back into the gradient), ``ClipGradByNorm``
+    (``max_norm``: each gradient scaled by its own norm), and the ``L1Decay`` term (``l1``).
+    The clips apply to the members whose table row says so (their ``need_clip``)."""
+
+    clip_min: float | None = None
+    clip_max: float | None = None
+    scale: float | None = None
+    max_norm: float | None = None
+    l1: float | None = None
+
+
+NO_GRADIENT_OPS = GradientOps()
+
+
+def _bits(value) -> int:
+    """A double's 64 bits as an int64 attribute (0 for None): exact, NaN signs kept, no text."""
+    return 0 if value is None else struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad, ops=NO_GRADIENT_OPS):
+    """The kernel's attributes, in its order (``PM_ATTRIBUTES`` in csrc/momentum_kernel.cc, the
+    only other list of them)."""
     return (as_float32_attribute(momentum), as_float32_attribute(l2_coeff or 0.0),
-            l2_coeff is not None, as_float32_attribute(rescale_grad), bool(use_nesterov))
+            l2_coeff is not None, as_float32_attribute(rescale_grad), bool(use_nesterov),
+            ops.clip_min is not None, _bits(ops.clip_min), _bits(ops.clip_max),
+            ops.l1 is not None, _bits(ops.l1), ops.scale is not None, _bits(ops.scale),
+            ops.max_norm is not None, _bits(ops.max_norm))
 
 
 def fused(param, grad, velocity, master, lr, *, momentum, use_nesterov, l2_coeff,
@@ -95,18 +125,18 @@ def fused_multi(params, grads, velocities, masters, lr, *, momentum, use_nestero
 
 
 def fused_table(param_dtype, table, velocities, masters, lr, *, momentum, use_nesterov,
-                l2_coeff, rescale_grad, gradient_ops=""):
+                l2_coeff, rescale_grad, gradient_ops=NO_GRADIENT_OPS):
     """``fused_multi`` (dygraph) with a filled gradient table (``_kernel.gradient_table``) in
-    place of the parameter and gradient lists: the table holds their addresses, and
-    ``param_dtype`` names the parameters' dtype. ``gradient_ops`` (see
-    ``_settings.fused_gradient_ops``) is what the built-in does to each gradient first."""
-    scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad)
+    place of the parameter and gradient lists: the table holds their addresses and each
+    member's learning-rate scale and clip flag (``lr`` is the optimizer's, unscaled), and
+    ``param_dtype`` names the parameters' dtype. ``gradient_ops`` (:class:`GradientOps`) is
+    what the built-in does to each gradient first."""
+    scalars = _kernel_attributes(momentum, use_nesterov, l2_coeff, rescale_grad, gradient_ops)
     ops = _kernel.load()
     if masters is None:
-        ops.pm_momentum_table(table, velocities, lr, param_dtype, gradient_ops, *scalars)
+        ops.pm_momentum_table(table, velocities, lr, param_dtype, *scalars)
     else:
-        ops.pm_momentum_table_master(table, velocities, lr, masters, param_dtype,
-                                     gradient_ops, *scalars)
+        ops.pm_momentum_table_master(table, velocities, lr, masters, param_dtype, *scalars)
 
 
 def squared_norms(dtype, table):

@@ -414,7 +414,8 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         if _compat.in_to_static():
             self._declarative_step()
             return
-        self._optimize(self._plan())
+        with _compat.flags_kept():
+            self._optimize(self._plan())
 
     @imperative_base.no_grad()
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
@@ -441,7 +442,8 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             only = {id(p) for p in parameters}
         params_grads = [pair for _, params in self._group_params()
                         for pair in self._gradient_pairs(params, False, only)]
-        self._optimize(self._plan(only, use_main_grad=False))
+        with _compat.flags_kept():
+            self._optimize(self._plan(only, use_main_grad=False))
         return [], params_grads
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -89,7 +89,8 @@ def _dtype_changed(params):  # float32 storage overwritten with float64 data in 
 
 
 def _lr_scale_changed(params):
-    params[1].optimize_attr["learning_rate"] = 0.5
+    # (not a plain float or int: Python checks it; a plain one is taken, see below)
+    params[1].optimize_attr["learning_rate"] = np.float64(0.5)
     return 1, 6
 
 
@@ -157,3 +158,20 @@ def test_a_failed_self_check_falls_back_with_one_warning_and_is_remembered(
         monkeypatch.undo()
         _kernel.gradient_table.cache_clear()
     assert _kernel.gradient_table() is not None
+
+
+def test_table_takes_a_new_plain_lr_scale(fill):
+    """A learning-rate scale replaced by another plain number (a per-step schedule) is no
+    change: the fill writes its double into the member's row, which the kernel reads, and
+    the snapshot takes the new object."""
+    params = _params()
+    table = _kernel.new_gradient_table(params, fill)
+    snapshot = [obj for p in params for obj in attribute_objects(p)]
+    assert fill(params, table, snapshot) == 0
+    params[1].optimize_attr["learning_rate"] = 0.25
+    params[2].optimize_attr = {"learning_rate": 3}
+    assert fill(params, table, snapshot) == 0
+    from paddle_momentum import _layout
+    scales = table.numpy()[_layout.TABLE_ROWS["LR_SCALE"]].view(np.float64).tolist()
+    assert scales == [1.0, 0.25, 3.0] + [1.0] * (len(params) - 3)
+    assert snapshot[3] is params[1].optimize_attr["learning_rate"]

@@ -29,6 +29,7 @@
 #include <descrobject.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -44,11 +45,19 @@ class AutogradMeta : public paddle::AbstractAutogradMeta {
 namespace {
 
 // Result codes: >= 0 counts the members without a usable gradient (none, released, or
-// stop_gradient set); -(8 * i + code) reports member i's problem.
-enum Problem { kNotTensor = 1, kParam = 2, kMoved = 3, kGrad = 4, kTable = 5, kSettings = 6 };
+// stop_gradient set); -(kStride * i + code) reports member i's problem.
+// (The numbers come from paddle_momentum/_layout.py, as -D flags.)
+enum Problem {
+  kNotTensor = PM_PROBLEM_NOT_TENSOR, kParam = PM_PROBLEM_PARAM, kMoved = PM_PROBLEM_MOVED,
+  kGrad = PM_PROBLEM_GRAD, kTable = PM_PROBLEM_TABLE, kSettings = PM_PROBLEM_SETTINGS
+};
+constexpr int64_t kStride = PM_PROBLEM_STRIDE;
 
-// Rows of the table (int64 [kRows, n]).
-enum Row { kAddress = 0, kNumel = 1, kGradAddress = 2, kDtype = 3, kRows = 4 };
+// Rows of the table (int64 [kRows, n]); the kernel reads the ones after kDtype.
+enum Row {
+  kAddress = PM_ROW_PARAM_ADDRESS, kNumel = PM_ROW_SIZE, kGradAddress = PM_ROW_GRAD_ADDRESS,
+  kDtype = PM_ROW_DTYPE, kLrScale = PM_ROW_LR_SCALE, kRows = PM_TABLE_ROW_COUNT
+};
 
 // The attributes a member's settings are derived from, in the snapshot's order.
 constexpr int kAttributes = 3;
@@ -63,7 +72,12 @@ inline PyObject* Entry(PyObject* dict, PyObject* key) {
 // (kAttributes per member: optimize_attr['learning_rate'], regularizer, main_grad; None where
 // absent), or -1. In two passes over all members, so that their cache misses overlap: the
 // members' __dict__ entries, then the learning rates in their optimize_attr dicts.
-Py_ssize_t FirstChangedAttributes(PyObject* params, PyObject* snapshot) {
+//
+// A learning-rate scale replaced by another plain number (a float, or an int other than a bool:
+// a per-step schedule) is not a change: its value goes into the member's row of ``lr_scales``
+// (the 64 bits of the double, which the kernel reads) and the snapshot takes the new object.
+// The built-in takes any such number as it is, so there is nothing to check.
+Py_ssize_t FirstChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* lr_scales) {
   static PyObject* optimize_attr = PyUnicode_InternFromString("optimize_attr");
   static PyObject* learning_rate = PyUnicode_InternFromString("learning_rate");
   static PyObject* regularizer = PyUnicode_InternFromString("regularizer");
@@ -83,7 +97,22 @@ Py_ssize_t FirstChangedAttributes(PyObject* params, PyObject* snapshot) {
   }
   for (Py_ssize_t i = 0; i < changed; ++i) {
     PyObject* lr_scale = PyDict_CheckExact(attrs[i]) ? Entry(attrs[i], learning_rate) : Py_None;
-    if (lr_scale != PyList_GET_ITEM(snapshot, kAttributes * i)) return i;
+    if (lr_scale == PyList_GET_ITEM(snapshot, kAttributes * i)) continue;
+    double value;
+    if (PyFloat_CheckExact(lr_scale)) {
+      value = PyFloat_AS_DOUBLE(lr_scale);
+    } else if (PyLong_CheckExact(lr_scale)) {
+      value = PyLong_AsDouble(lr_scale);
+      if (value == -1.0 && PyErr_Occurred()) {  // too large: let Python say so
+        PyErr_Clear();
+        return i;
+      }
+    } else {
+      return i;
+    }
+    std::memcpy(&lr_scales[i], &value, sizeof(value));
+    Py_INCREF(lr_scale);
+    PyList_SetItem(snapshot, kAttributes * i, lr_scale);  // (drops the old object)
   }
   return changed == n ? -1 : changed;
 }
@@ -183,7 +212,7 @@ extern "C" int64_t pm_tensor_dtype(PyObject* tensor) {
 // getter decides "frozen" as Paddle does. snapshot: a list of kAttributes objects per member
 // (see FirstChangedAttributes), or None to skip that check. states: None, or a list of
 // (dict, keys, objects) triples: every dict[keys[i]] must be objects[i] (the members' state
-// tensors as the optimizer's dicts hold them), else -(8 * i + kMoved).
+// tensors as the optimizer's dicts hold them), else -(kStride * i + kMoved).
 // Members are walked in three passes so that the cache misses of different members overlap.
 extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
                                      PyObject* stop_gradient, PyObject* snapshot,
@@ -214,7 +243,7 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     PyObject* object = PyList_GET_ITEM(params, i);
     if (Py_TYPE(object) != checked_type) {
       if (!paddle::pybind::PyCheckTensor(object) || !PyObject_TypeCheck(object, tensor_type)) {
-        return -(8 * i + kNotTensor);
+        return -(kStride * i + kNotTensor);
       }
       PyObject* found = PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(object)),
                                                "stop_gradient");
@@ -222,7 +251,7 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
       Py_XDECREF(found);
       if (!same_getter) {
         PyErr_Clear();
-        return -(8 * i + kNotTensor);
+        return -(kStride * i + kNotTensor);
       }
       checked_type = Py_TYPE(object);
     }
@@ -232,43 +261,43 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     PyObject* frozen = getter->get(object, getter->closure);
     if (frozen == nullptr) {
       PyErr_Clear();
-      return -(8 * i + kParam);
+      return -(kStride * i + kParam);
     }
     members[i].frozen = frozen == Py_True;
     Py_DECREF(frozen);
   }
   if (snapshot != Py_None) {
-    const Py_ssize_t changed = FirstChangedAttributes(params, snapshot);
-    if (changed >= 0) return -(8 * changed + kSettings);
+    const Py_ssize_t changed = FirstChangedAttributes(params, snapshot, rows + kLrScale * n);
+    if (changed >= 0) return -(kStride * changed + kSettings);
   }
   if (states != Py_None) {
     const Py_ssize_t replaced = FirstReplacedState(states, n);
     if (replaced == -2) return -kTable;
-    if (replaced >= 0) return -(8 * replaced + kMoved);
+    if (replaced >= 0) return -(kStride * replaced + kMoved);
   }
   std::vector<const phi::DenseTensor*> grads(n, nullptr);
   for (Py_ssize_t i = 0; i < n; ++i) {
     if (!Fits(members[i].param, numel[i], static_cast<phi::DataType>(dtype[i]))) {
-      return -(8 * i + kParam);
+      return -(kStride * i + kParam);
     }
     if (members[i].meta != nullptr && !members[i].frozen) {
       const paddle::Tensor& grad = members[i].meta->Grad();
       grads[i] = DenseOf(grad);
-      if (grad.impl() != nullptr && grads[i] == nullptr) return -(8 * i + kGrad);  // sparse
+      if (grad.impl() != nullptr && grads[i] == nullptr) return -(kStride * i + kGrad);  // sparse
     }
   }
   int64_t without_gradient = 0;
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (CpuAddress(members[i].param) != expected[i]) return -(8 * i + kMoved);
+    if (CpuAddress(members[i].param) != expected[i]) return -(kStride * i + kMoved);
     const phi::DenseTensor* grad = grads[i];
     if (grad == nullptr || !grad->initialized()) {
       grad_address[i] = 0;
       ++without_gradient;
       continue;
     }
-    if (!Fits(grad, numel[i], members[i].param->meta().dtype)) return -(8 * i + kGrad);
+    if (!Fits(grad, numel[i], members[i].param->meta().dtype)) return -(kStride * i + kGrad);
     const int64_t address = CpuAddress(grad);
-    if (address <= 0) return -(8 * i + kGrad);
+    if (address <= 0) return -(kStride * i + kGrad);
     grad_address[i] = address;
   }
   return without_gradient;

@@ -88,7 +88,40 @@ inline MT RoundTo(MT x) {
   }
 }
 
+// The attributes every update op takes, listed once, as X(type, name): the op registrations,
+// the kernel functions' parameters and the Attributes struct below are all expanded from it
+// (the Python side lists them once too: implementations.KERNEL_ATTRIBUTES). mu, l2 and rescale
+// are float32 attributes as in Paddle's kernel. The gradient ops' numbers (Python doubles: the
+// clip bounds, the L1 coefficient, a norm clip's limit, a global-norm factor) cross as the 64
+// bits of the double: exact, NaN signs kept, and no text, so no locale can change them.
+#define PM_ATTRIBUTES(X)                                                                \
+  X(float, mu) X(float, l2) X(bool, has_l2) X(float, rescale) X(bool, nesterov)         \
+  X(bool, has_clip) X(int64_t, clip_min) X(int64_t, clip_max) X(bool, has_l1)           \
+  X(int64_t, l1) X(bool, has_scale) X(int64_t, scale) X(bool, has_norm_clip)            \
+  X(int64_t, max_norm)
+#define PM_ATTRIBUTE_SPEC(type, name) #name ": " #type,
+#define PM_ATTRIBUTE_PARAMETER(type, name) , type name
+#define PM_ATTRIBUTE_FIELD(type, name) type name;
+#define PM_ATTRIBUTE_NAME(type, name) name,
+
+struct Attributes {
+  PM_ATTRIBUTES(PM_ATTRIBUTE_FIELD)
+};
+
+double DoubleOfBits(int64_t bits) {
+  double value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// The update's scalars, from the attributes.
 struct Hyper {
+  explicit Hyper(const Attributes& a)
+      : mu(a.mu), l2(a.l2), has_l2(a.has_l2), rescale(a.rescale), nesterov(a.nesterov),
+        has_clip(a.has_clip), clip_min(DoubleOfBits(a.clip_min)),
+        clip_max(DoubleOfBits(a.clip_max)), has_l1(a.has_l1), l1(DoubleOfBits(a.l1)),
+        has_scale(a.has_scale), scale(DoubleOfBits(a.scale)), has_norm_clip(a.has_norm_clip),
+        max_norm(DoubleOfBits(a.max_norm)) {}
   float mu;          // momentum, a float32 attribute as in Paddle's kernel
   float l2;          // fused L2 coefficient
   bool has_l2;       // apply it (a coefficient of 0 still turns an infinite p into NaN)
@@ -96,51 +129,21 @@ struct Hyper {
   bool nesterov;
   // What the built-in does to the gradient before its kernel (dygraph buckets only; doubles,
   // because Paddle's clip and scale ops take them as double scalars):
-  bool has_clip = false;  // ClipGradByValue: g = min(max(g, clip_min), clip_max)
-  double clip_min = 0, clip_max = 0;
-  bool has_l1 = false;    // L1Decay: g = g + (sign(p) * l1 + 0)
-  double l1 = 0;
+  bool has_clip;  // ClipGradByValue: g = min(max(g, clip_min), clip_max)
+  double clip_min, clip_max;
+  bool has_l1;    // L1Decay: g = g + (sign(p) * l1 + 0)
+  double l1;
   // ClipGradByGlobalNorm: g = g * scale, written back into the gradient (the built-in
   // multiplies the gradient in place); the factor comes from Python (GlobalNormFactor there).
-  bool has_scale = false;
-  double scale = 1;
+  bool has_scale;
+  double scale;
   // ClipGradByNorm: g = g * scaling(norm of this gradient), not written back (the built-in
   // makes a new gradient); the factors are computed in a pass before the update.
-  bool has_norm_clip = false;
-  double max_norm = 0;
+  bool has_norm_clip;
+  double max_norm;
 };
 
-// The gradient ops of ``spec``: "" (none), or ';'-separated "clip:MIN:MAX", "scale:BITS",
-// "norm:MAX_NORM" (at most one of these three) and "l1:COEFF", each number as Python's repr
-// of a float (which round-trips exactly through strtod), BITS a double's 64 bits in hex.
-void ParseGradientOps(const std::string& spec, Hyper* h) {
-  size_t at = 0;
-  while (at < spec.size()) {
-    size_t end = spec.find(';', at);
-    if (end == std::string::npos) end = spec.size();
-    const std::string op = spec.substr(at, end - at);
-    if (op.rfind("clip:", 0) == 0) {
-      const size_t colon = op.find(':', 5);
-      PD_CHECK(colon != std::string::npos, "pm_momentum: bad clip spec ", op);
-      h->has_clip = true;
-      h->clip_min = std::strtod(op.substr(5, colon - 5).c_str(), nullptr);
-      h->clip_max = std::strtod(op.substr(colon + 1).c_str(), nullptr);
-    } else if (op.rfind("l1:", 0) == 0) {
-      h->has_l1 = true;
-      h->l1 = std::strtod(op.substr(3).c_str(), nullptr);
-    } else if (op.rfind("scale:", 0) == 0) {  // the double's bits, in hex (a NaN keeps its sign)
-      h->has_scale = true;
-      const uint64_t bits = std::strtoull(op.substr(6).c_str(), nullptr, 16);
-      std::memcpy(&h->scale, &bits, sizeof(bits));
-    } else if (op.rfind("norm:", 0) == 0) {
-      h->has_norm_clip = true;
-      h->max_norm = std::strtod(op.substr(5).c_str(), nullptr);
-    } else {
-      PD_THROW("pm_momentum: unknown gradient op ", op);
-    }
-    at = end + 1;
-  }
-}
+#define PM_HYPER Hyper(Attributes{PM_ATTRIBUTES(PM_ATTRIBUTE_NAME)})
 
 // A double scalar as Paddle's kernels of type T take it (narrow types through float).
 template <typename T>
@@ -162,9 +165,13 @@ enum GradientOpBits {
   kWriteBackBit = 8,  // ... and the scaled gradient written back (the global norm)
 };
 
-int GradientOpBitsOf(const Hyper& h) {
-  return (h.has_clip ? kClipBit : 0) | (h.has_l1 ? kL1Bit : 0) |
-         (h.has_scale || h.has_norm_clip ? kScaleBit : 0) | (h.has_scale ? kWriteBackBit : 0);
+// ``clipped``: the member takes part in its group's clip (its need_clip); the L1 term is not a
+// clip and applies to every member.
+int GradientOpBitsOf(const Hyper& h, bool clipped) {
+  const int clip_bits = (h.has_clip ? kClipBit : 0) |
+                        (h.has_scale || h.has_norm_clip ? kScaleBit : 0) |
+                        (h.has_scale ? kWriteBackBit : 0);
+  return (clipped ? clip_bits : 0) | (h.has_l1 ? kL1Bit : 0);
 }
 
 // The gradient ops' constants, in the types the built-in's ops take them.
@@ -245,11 +252,11 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
 
 template <typename T, typename V, typename MT, typename R>
 void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, MT lr,
-                  const Hyper& h, T scale) {
+                  const Hyper& h, int ops, T scale) {
 #define PM_LOOP(bits) \
   case bits:          \
     return MomentumLoopOf<T, V, MT, R, bits>(param, grad, velocity, master, n, lr, h, scale)
-  switch (GradientOpBitsOf(h)) {
+  switch (ops) {
     PM_LOOP(0);
     PM_LOOP(kClipBit);
     PM_LOOP(kL1Bit);
@@ -258,7 +265,7 @@ void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, M
       break;
   }
   if constexpr (!kIsNarrow<T>) {  // the norm clips: float32 and float64 only
-    switch (GradientOpBitsOf(h)) {
+    switch (ops) {
       PM_LOOP(kScaleBit);
       PM_LOOP(kScaleBit | kL1Bit);
       PM_LOOP(kScaleBit | kWriteBackBit);
@@ -352,15 +359,20 @@ std::vector<T> SquaredNorms(const std::vector<const T*>& data,
   return norms;
 }
 
-// The learning rate as the compute type (the lr tensor may be float32 or float64).
+// The learning rate as the compute type: the lr tensor's value (float32 or float64) times a
+// parameter's learning-rate scale as Paddle computes ``lr * scale`` (its scale op: x * s + 0
+// in lr's dtype, s rounded to it), or the value itself where the scale is 1 (the built-in
+// multiplies only then).
 template <typename MT>
-MT ReadLearningRate(const paddle::Tensor& lr) {
+MT ReadLearningRate(const paddle::Tensor& lr, double scale = 1.0) {
   PD_CHECK(lr.is_cpu() && lr.numel() == 1, "pm_momentum: lr must be one value on the CPU");
   if (lr.dtype() == paddle::DataType::FLOAT64) {
-    return static_cast<MT>(lr.data<double>()[0]);
+    const double value = lr.data<double>()[0];
+    return static_cast<MT>(scale == 1.0 ? value : value * scale + 0.0);
   }
   PD_CHECK(lr.dtype() == paddle::DataType::FLOAT32, "pm_momentum: lr must be float32 or float64");
-  return static_cast<MT>(lr.data<float>()[0]);
+  const float value = lr.data<float>()[0];
+  return static_cast<MT>(scale == 1.0 ? value : value * static_cast<float>(scale) + 0.0f);
 }
 
 // Offsets of each tensor in the concatenation of ``tensors``; back() is the total.
@@ -377,6 +389,17 @@ struct GradientPieces {
   std::vector<const T*> data;
   std::vector<int64_t> starts;  // data.size() + 1 entries; back() is the total
   std::vector<T*> params;
+  std::vector<double> lr_scales;  // from a table: each member's learning-rate scale
+  std::vector<bool> clipped;      // from a table: whether the group's clip applies to it
+};
+
+// Rows of a gradient table (int64 [kTableRows, n]; the numbers come from
+// paddle_momentum/_layout.py, as -D flags): gradient_table.cc fills the addresses, the Python
+// side each member's learning-rate scale and clip flag (_flat.FlatBucket.write_values).
+enum TableRow {
+  kParamAddressRow = PM_ROW_PARAM_ADDRESS, kSizeRow = PM_ROW_SIZE,
+  kGradAddressRow = PM_ROW_GRAD_ADDRESS, kLrScaleRow = PM_ROW_LR_SCALE,
+  kClippedRow = PM_ROW_CLIPPED, kTableRows = PM_TABLE_ROW_COUNT
 };
 
 // The gradients as the op received them: a tensor list, or a gradient table (int64 [rows, n],
@@ -389,8 +412,8 @@ class Gradients {
   explicit Gradients(const std::vector<paddle::Tensor>& tensors) : tensors_(&tensors) {}
   explicit Gradients(const paddle::Tensor& table) : table_(&table) {
     PD_CHECK(table.is_cpu() && table.dtype() == paddle::DataType::INT64 &&
-                 table.shape().size() == 2 && table.shape()[0] >= 3,
-             "pm_momentum: a gradient table is an int64 CPU tensor [rows >= 3, n]");
+                 table.shape().size() == 2 && table.shape()[0] == kTableRows,
+             "pm_momentum: a gradient table is an int64 CPU tensor [kTableRows, n]");
   }
 
   void Check(paddle::DataType dtype) const {
@@ -398,7 +421,7 @@ class Gradients {
       const int64_t n = table_->shape()[1];
       const int64_t* rows = table_->data<int64_t>();
       for (int64_t i = 0; i < n; ++i) {
-        PD_CHECK(rows[i] != 0 && rows[2 * n + i] != 0,
+        PD_CHECK(rows[kParamAddressRow * n + i] != 0 && rows[kGradAddressRow * n + i] != 0,
                  "pm_momentum: the gradient table lacks a parameter or gradient");
       }
       return;
@@ -413,7 +436,7 @@ class Gradients {
     int64_t total = 0;
     if (table_ != nullptr) {
       const int64_t n = table_->shape()[1];
-      for (int64_t i = 0; i < n; ++i) total += table_->data<int64_t>()[n + i];
+      for (int64_t i = 0; i < n; ++i) total += table_->data<int64_t>()[kSizeRow * n + i];
     } else {
       for (const paddle::Tensor& grad : *tensors_) total += grad.numel();
     }
@@ -428,9 +451,11 @@ class Gradients {
       const int64_t* rows = table_->data<int64_t>();
       pieces.starts.assign(n + 1, 0);
       for (int64_t i = 0; i < n; ++i) {
-        pieces.data.push_back(reinterpret_cast<const T*>(rows[2 * n + i]));
-        pieces.params.push_back(reinterpret_cast<T*>(rows[i]));
-        pieces.starts[i + 1] = pieces.starts[i] + rows[n + i];
+        pieces.data.push_back(reinterpret_cast<const T*>(rows[kGradAddressRow * n + i]));
+        pieces.params.push_back(reinterpret_cast<T*>(rows[kParamAddressRow * n + i]));
+        pieces.starts[i + 1] = pieces.starts[i] + rows[kSizeRow * n + i];
+        pieces.lr_scales.push_back(DoubleOfBits(rows[kLrScaleRow * n + i]));
+        pieces.clipped.push_back(rows[kClippedRow * n + i] != 0);
       }
     } else {
       pieces.starts = Starts(*tensors_);
@@ -481,9 +506,17 @@ template <typename T, typename V, typename MT, typename R>
 void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
             std::vector<paddle::Tensor>& velocities, std::vector<paddle::Tensor>& masters,
             const paddle::Tensor& lr, const Hyper& h) {
-  const MT learning_rate = ReadLearningRate<MT>(lr);
   const std::vector<int64_t> param_starts = Starts(velocities);  // the state's partition
   const GradientPieces<T> grad_pieces = grads.Pieces<T>();
+  // Each gradient piece's learning rate and gradient ops (a table's members each have their
+  // own learning-rate scale and need_clip; a list's pieces share the op's).
+  const size_t piece_count = grad_pieces.data.size();
+  std::vector<MT> piece_lr(piece_count, ReadLearningRate<MT>(lr));
+  std::vector<int> piece_ops(piece_count, GradientOpBitsOf(h, true));
+  for (size_t i = 0; i < grad_pieces.lr_scales.size(); ++i) {
+    piece_lr[i] = ReadLearningRate<MT>(lr, grad_pieces.lr_scales[i]);
+    piece_ops[i] = GradientOpBitsOf(h, grad_pieces.clipped[i]);
+  }
   const std::vector<int64_t>& grad_starts = grad_pieces.starts;
   const std::vector<const T*>& grad_data = grad_pieces.data;
   const int64_t total = param_starts.back();
@@ -534,7 +567,7 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       MomentumLoop<T, V, MT, R>(param, grad_data[i] + (at - grad_starts[i]),
                                 velocity_data[j] + offset,
                                 master_data[j] == nullptr ? nullptr : master_data[j] + offset,
-                                stop - at, learning_rate, h,
+                                stop - at, piece_lr[i], h, piece_ops[i],
                                 factors.empty() ? factor : factors[i]);
       at = stop;
     }
@@ -604,33 +637,31 @@ paddle::DataType DtypeNamed(const std::string& name) {
 
 // ---- One tensor (or one flat buffer and its one gradient). ----
 void MomentumInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
-                     paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
-                     float mu, float l2, bool has_l2, float rescale, bool nesterov) {
+                     paddle::Tensor& velocity,  // NOLINT
+                     const paddle::Tensor& lr PM_ATTRIBUTES(PM_ATTRIBUTE_PARAMETER)) {
   std::vector<paddle::Tensor> params{param}, grads{grad}, velocities{velocity};
-  UpdateWithoutMaster(params, Gradients(grads), velocities, lr,
-                      {mu, l2, has_l2, rescale, nesterov}, param.dtype());
+  UpdateWithoutMaster(params, Gradients(grads), velocities, lr, PM_HYPER, param.dtype());
 }
 
 void MomentumMasterInplace(paddle::Tensor& param, const paddle::Tensor& grad,  // NOLINT
                            paddle::Tensor& velocity, const paddle::Tensor& lr,  // NOLINT
-                           paddle::Tensor& master,  // NOLINT
-                           float mu, float l2, bool has_l2, float rescale, bool nesterov) {
+                           paddle::Tensor& master  // NOLINT
+                           PM_ATTRIBUTES(PM_ATTRIBUTE_PARAMETER)) {
   std::vector<paddle::Tensor> params{param}, grads{grad}, velocities{velocity}, masters{master};
-  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr,
-                   {mu, l2, has_l2, rescale, nesterov}, param.dtype());
+  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr, PM_HYPER, param.dtype());
 }
 
 PD_BUILD_OP(pm_momentum)
     .Inputs({"Param", "Grad", "Velocity", "LearningRate"})
     .Outputs({"ParamOut", "VelocityOut"})
-    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({PM_ATTRIBUTES(PM_ATTRIBUTE_SPEC)})
     .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}})
     .SetKernelFn(PD_KERNEL(MomentumInplace));
 
 PD_BUILD_OP(pm_momentum_master)
     .Inputs({"Param", "Grad", "Velocity", "LearningRate", "Master"})
     .Outputs({"ParamOut", "VelocityOut", "MasterOut"})
-    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({PM_ATTRIBUTES(PM_ATTRIBUTE_SPEC)})
     .SetInplaceMap({{"Param", "ParamOut"}, {"Velocity", "VelocityOut"}, {"Master", "MasterOut"}})
     .SetKernelFn(PD_KERNEL(MomentumMasterInplace));
 
@@ -638,31 +669,29 @@ PD_BUILD_OP(pm_momentum_master)
 void MomentumMultiInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                           const std::vector<paddle::Tensor>& grads,
                           std::vector<paddle::Tensor>& velocities,  // NOLINT
-                          const paddle::Tensor& lr, float mu, float l2, bool has_l2,
-                          float rescale, bool nesterov) {
+                          const paddle::Tensor& lr PM_ATTRIBUTES(PM_ATTRIBUTE_PARAMETER)) {
   if (params.empty() && grads.empty()) return;
   PD_CHECK(!params.empty(), "pm_momentum: gradients without parameters");
-  UpdateWithoutMaster(params, Gradients(grads), velocities, lr,
-                      {mu, l2, has_l2, rescale, nesterov}, params[0].dtype());
+  UpdateWithoutMaster(params, Gradients(grads), velocities, lr, PM_HYPER, params[0].dtype());
 }
 
 void MomentumMultiMasterInplace(std::vector<paddle::Tensor>& params,  // NOLINT
                                 const std::vector<paddle::Tensor>& grads,
                                 std::vector<paddle::Tensor>& velocities,  // NOLINT
                                 const paddle::Tensor& lr,
-                                std::vector<paddle::Tensor>& masters,  // NOLINT
-                                float mu, float l2, bool has_l2, float rescale, bool nesterov) {
+                                std::vector<paddle::Tensor>& masters  // NOLINT
+                                PM_ATTRIBUTES(PM_ATTRIBUTE_PARAMETER)) {
   if (params.empty() && grads.empty()) return;
   PD_CHECK(!params.empty(), "pm_momentum: gradients without parameters");
-  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr,
-                   {mu, l2, has_l2, rescale, nesterov}, params[0].dtype());
+  UpdateWithMaster(params, Gradients(grads), velocities, masters, lr, PM_HYPER,
+                   params[0].dtype());
 }
 
 PD_BUILD_OP(pm_momentum_multi)
     .Inputs({paddle::Vec("Param"), paddle::Vec("Grad"), paddle::Vec("Velocity"),
              "LearningRate"})
     .Outputs({paddle::Vec("ParamOut"), paddle::Vec("VelocityOut")})
-    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({PM_ATTRIBUTES(PM_ATTRIBUTE_SPEC)})
     .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
                     {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")}})
     .SetKernelFn(PD_KERNEL(MomentumMultiInplace));
@@ -671,54 +700,47 @@ PD_BUILD_OP(pm_momentum_multi_master)
     .Inputs({paddle::Vec("Param"), paddle::Vec("Grad"), paddle::Vec("Velocity"),
              "LearningRate", paddle::Vec("Master")})
     .Outputs({paddle::Vec("ParamOut"), paddle::Vec("VelocityOut"), paddle::Vec("MasterOut")})
-    .Attrs({"mu: float", "l2: float", "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({PM_ATTRIBUTES(PM_ATTRIBUTE_SPEC)})
     .SetInplaceMap({{paddle::Vec("Param"), paddle::Vec("ParamOut")},
                     {paddle::Vec("Velocity"), paddle::Vec("VelocityOut")},
                     {paddle::Vec("Master"), paddle::Vec("MasterOut")}})
     .SetKernelFn(PD_KERNEL(MomentumMultiMasterInplace));
 
 // ---- A gradient table (gradient_table.cc) in place of the parameter and gradient lists. ----
-// Dygraph only: the table holds the parameters' and gradients' addresses, velocities and
-// master weights come as lists (flat buffers and large members' own tensors), all written
-// through without being declared in-place outputs, which would cost ~2.5 us per list element
-// for the output tensors Paddle makes (a static program must see the writes: it uses the ops
-// above). param_dtype names the parameters' dtype.
+// Dygraph only: the table holds the parameters' and gradients' addresses and each member's
+// learning-rate scale and clip flag; velocities and master weights come as lists (flat
+// buffers and large members' own tensors), all written through without being declared
+// in-place outputs, which would cost ~2.5 us per list element for the output tensors Paddle
+// makes (a static program must see the writes: it uses the ops above). param_dtype names the
+// parameters' dtype.
 void MomentumTable(const paddle::Tensor& grad_table,
                    const std::vector<paddle::Tensor>& velocities, const paddle::Tensor& lr,
-                   const std::string& param_dtype, const std::string& gradient_ops, float mu,
-                   float l2, bool has_l2, float rescale, bool nesterov) {
+                   const std::string& param_dtype PM_ATTRIBUTES(PM_ATTRIBUTE_PARAMETER)) {
   std::vector<paddle::Tensor> no_params, written_velocities(velocities);
-  Hyper h{mu, l2, has_l2, rescale, nesterov};
-  ParseGradientOps(gradient_ops, &h);
-  UpdateWithoutMaster(no_params, Gradients(grad_table), written_velocities, lr, h,
+  UpdateWithoutMaster(no_params, Gradients(grad_table), written_velocities, lr, PM_HYPER,
                       DtypeNamed(param_dtype));
 }
 
 void MomentumTableMaster(const paddle::Tensor& grad_table,
                          const std::vector<paddle::Tensor>& velocities,
                          const paddle::Tensor& lr, const std::vector<paddle::Tensor>& masters,
-                         const std::string& param_dtype, const std::string& gradient_ops,
-                         float mu, float l2, bool has_l2, float rescale, bool nesterov) {
+                         const std::string& param_dtype PM_ATTRIBUTES(PM_ATTRIBUTE_PARAMETER)) {
   std::vector<paddle::Tensor> no_params, written_velocities(velocities),
       written_masters(masters);
-  Hyper h{mu, l2, has_l2, rescale, nesterov};
-  ParseGradientOps(gradient_ops, &h);
   UpdateWithMaster(no_params, Gradients(grad_table), written_velocities, written_masters, lr,
-                   h, DtypeNamed(param_dtype));
+                   PM_HYPER, DtypeNamed(param_dtype));
 }
 
 PD_BUILD_OP(pm_momentum_table)
     .Inputs({"GradTable", paddle::Vec("Velocity"), "LearningRate"})
     .Outputs({})
-    .Attrs({"param_dtype: std::string", "gradient_ops: std::string", "mu: float", "l2: float",
-            "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({"param_dtype: std::string", PM_ATTRIBUTES(PM_ATTRIBUTE_SPEC)})
     .SetKernelFn(PD_KERNEL(MomentumTable));
 
 PD_BUILD_OP(pm_momentum_table_master)
     .Inputs({"GradTable", paddle::Vec("Velocity"), "LearningRate", paddle::Vec("Master")})
     .Outputs({})
-    .Attrs({"param_dtype: std::string", "gradient_ops: std::string", "mu: float", "l2: float",
-            "has_l2: bool", "rescale: float", "nesterov: bool"})
+    .Attrs({"param_dtype: std::string", PM_ATTRIBUTES(PM_ATTRIBUTE_SPEC)})
     .SetKernelFn(PD_KERNEL(MomentumTableMaster));
 
 // ---- The squared L2 norm of each gradient in a gradient table (ClipGradByGlobalNorm's

@@ -1,0 +1,207 @@
+"""Values that change between steps, and what a step leaves behind, side by side with the
+built-in: a value the built-in reads at step time (a learning-rate scale, a clip object or
+its bounds, ``need_clip``, ``clip_norm``) flows into the next step without rebuilding the
+flat buckets and with the built-in's numbers and errors; a step leaves Paddle's flags and the
+parameters' storage as the built-in does; no number crosses into the kernel as text, so the
+process locale changes nothing."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_momentum
+from harness import assert_same
+
+CLIPS = {
+    "none": lambda: None,
+    "global-norm": lambda: paddle.nn.ClipGradByGlobalNorm(1.0),
+    "norm": lambda: paddle.nn.ClipGradByNorm(0.05),
+    "value": lambda: paddle.nn.ClipGradByValue(0.02),
+}
+
+
+def _twin_parameters(count=24, size=64, dtype="float32"):
+    values = np.random.RandomState(3).standard_normal((count, size)).astype(dtype)
+    twins = []
+    for _ in range(2):
+        params = [paddle.create_parameter([size], dtype) for _ in range(count)]
+        for param, value in zip(params, values):
+            param.set_value(value)
+        twins.append(params)
+    return twins
+
+
+def _backward(params, step):
+    paddle.add_n([(p * p * (0.5 + k + step)).sum() for k, p in enumerate(params)]).backward()
+
+
+def _count_builds(optimizer):
+    """Count the optimizer's bucket builds (wraps its ``_build_buckets``)."""
+    builds = []
+    build = optimizer._build_buckets
+    optimizer._build_buckets = lambda *args: (builds.append(1), build(*args))[1]
+    return builds
+
+
+@pytest.mark.parametrize("clip", sorted(CLIPS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_values_changed_every_step_equal_builtin_without_rebuild(clip, dtype):
+    """Every step: new learning-rate scales (per parameter, different ones), a new clip
+    object, ``need_clip`` toggled on every other parameter."""
+    if clip == "norm" and dtype == "float64":
+        pytest.skip("Paddle has no float64 clip_by_norm CPU kernel (the built-in raises)")
+    builtin_params, our_params = _twin_parameters(dtype=dtype)
+    builtin = paddle.optimizer.Momentum(0.1, 0.9, parameters=builtin_params,
+                                        weight_decay=1e-4, grad_clip=CLIPS[clip]())
+    ours = paddle_momentum.Momentum(0.1, 0.9, parameters=our_params, weight_decay=1e-4,
+                                    grad_clip=CLIPS[clip]())
+    builds = _count_builds(ours)
+    for step in range(5):
+        for optimizer, params in ((builtin, builtin_params), (ours, our_params)):
+            for index, param in enumerate(params):
+                param.optimize_attr["learning_rate"] = (1.0 / (1 + 0.1 * step) if index % 3
+                                                        else 0.5 + index / 100)
+                param.need_clip = bool((index + step) % 2)
+            optimizer._grad_clip = CLIPS[clip]()
+            _backward(params, step)
+            optimizer.step()
+        for index, (expected, actual) in enumerate(zip(builtin_params, our_params)):
+            assert_same(expected.numpy(), actual.numpy(), f"step {step} parameter {index}")
+            assert_same(expected.grad.numpy(), actual.grad.numpy(),
+                        f"step {step} gradient {index}")
+        for optimizer in (builtin, ours):
+            optimizer.clear_grad()
+    assert len(builds) == 1, f"the buckets were built {len(builds)} times"
+    assert all(bucket.table is not None for buckets in ours._flat.buckets_of_group.values()
+               for bucket in buckets)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan")])
+@pytest.mark.parametrize("kernel", ["auto", "composed"])
+def test_invalid_clip_norm_after_the_first_step_raises_as_the_builtin(bad, kernel):
+    builtin_params, our_params = _twin_parameters()
+    builtin = paddle.optimizer.Momentum(0.1, parameters=builtin_params,
+                                        grad_clip=paddle.nn.ClipGradByNorm(0.05))
+    ours = paddle_momentum.Momentum(0.1, parameters=our_params, kernel=kernel,
+                                    grad_clip=paddle.nn.ClipGradByNorm(0.05))
+    for optimizer, params in ((builtin, builtin_params), (ours, our_params)):
+        _backward(params, 0)
+        optimizer.step()
+        optimizer._grad_clip.clip_norm = bad
+    before = [p.numpy().copy() for p in our_params]
+    for step in range(2):  # at every step, not only the first after the change
+        errors = []
+        for optimizer in (builtin, ours):
+            with pytest.raises(ValueError) as raised:
+                optimizer.step()
+            errors.append(type(raised.value))
+        assert errors[0] is errors[1]
+    for expected, param in zip(before, our_params):
+        assert_same(expected, param.numpy(), "a parameter after the refused step")
+
+
+def test_a_step_leaves_paddle_flags_as_they_were():
+    _, params = _twin_parameters(count=4)
+    flags = ["FLAGS_tensor_operants_mode"]
+    before = paddle.get_flags(flags)
+    ours = paddle_momentum.Momentum(0.1, parameters=params,
+                                    grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    for step in range(2):
+        _backward(params, step)
+        ours.step()
+        assert paddle.get_flags(flags) == before
+        ours.clear_grad()
+
+
+_VIEWS = """
+import json, os, sys
+import numpy as np, paddle, paddle_momentum
+assert os.environ["PADDLE_MOMENTUM_GRADIENT_TABLE"] == "0"
+assert paddle_momentum._kernel.gradient_table() is None
+paddle.seed(0)
+params = [paddle.create_parameter([4, 8], "float32") for _ in range(30)]
+slice_view, reshaped = params[0][1:], params[1].reshape([32])
+exported = np.from_dlpack(params[2].detach())  # shares the parameter's storage
+twins = [paddle.create_parameter([4, 8], "float32") for _ in params]
+for twin, param in zip(twins, params):
+    twin.set_value(param)
+ours = paddle_momentum.Momentum(0.1, 0.9, parameters=params)
+builtin = paddle.optimizer.Momentum(0.1, 0.9, parameters=twins)
+for step in range(3):
+    for optimizer, group in ((ours, params), (builtin, twins)):
+        paddle.add_n([(p * p).sum() for p in group]).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+print(json.dumps({
+    "slice": bool(np.array_equal(slice_view.numpy(), params[0].numpy()[1:])),
+    "reshape": bool(np.array_equal(reshaped.numpy(), params[1].numpy().reshape(32))),
+    "dlpack": bool(np.array_equal(exported, params[2].numpy())),
+    "builtin": bool(all(np.array_equal(p.numpy(), t.numpy()) for p, t in zip(params, twins))),
+    "moved": [bool(p.numpy().tolist() == t.numpy().tolist()) for p, t in zip(params, twins)],
+}))
+"""
+
+
+def test_views_of_parameters_keep_tracking_without_the_gradient_table(tmp_path):
+    """Without the gradient table nothing is gathered into flat buffers: a slice, a
+    reshape and a DLPack export of a parameter see its updates, as with the built-in."""
+    env = dict(os.environ, PADDLE_MOMENTUM_GRADIENT_TABLE="0")
+    done = subprocess.run([sys.executable, "-c", _VIEWS], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    assert result["builtin"], result
+    assert result["slice"] and result["reshape"] and result["dlpack"], result
+
+
+_LOCALE = """
+import ctypes, json, locale
+import numpy as np, paddle, paddle_momentum
+# (after the imports: Paddle's own protobuf descriptors do not load under such a locale)
+locale.setlocale(locale.LC_ALL, "")
+libc = ctypes.CDLL(None)
+libc.strtod.restype = ctypes.c_double
+canary = libc.strtod(b"0.75", None)  # 0.0 where the decimal separator is a comma
+result = {"canary": canary}
+for name, options in {
+    "value": dict(grad_clip=paddle.nn.ClipGradByValue(0.75)),
+    "l1": dict(weight_decay=paddle.regularizer.L1Decay(0.25)),
+    "norm": dict(grad_clip=paddle.nn.ClipGradByNorm(0.5)),
+}.items():
+    values = np.random.RandomState(1).standard_normal((20, 16)).astype("float32")
+    runs = []
+    for cls in (paddle.optimizer.Momentum, paddle_momentum.Momentum):
+        params = [paddle.create_parameter([16], "float32") for _ in values]
+        for p, v in zip(params, values):
+            p.set_value(v)
+        optimizer = cls(0.1, 0.9, parameters=params, **options)
+        for step in range(3):
+            paddle.add_n([(p * p * 3).sum() for p in params]).backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        runs.append(np.stack([p.numpy() for p in params]))
+    result[name] = bool(np.array_equal(runs[0], runs[1]))
+print(json.dumps(result))
+"""
+
+
+def test_a_decimal_comma_locale_changes_nothing(tmp_path):
+    """A program that adopts a German locale (``setlocale(LC_ALL, "")``): clip bounds and
+    coefficients reach the kernel as bits, so the numbers stay the built-in's."""
+    locales = tmp_path / "locales"
+    locales.mkdir()
+    made = subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8",
+                           str(locales / "de_DE.UTF-8")], capture_output=True, text=True)
+    assert made.returncode in (0, 1), made.stderr  # 1: made, with warnings
+    env = dict(os.environ, LOCPATH=str(locales), LANG="de_DE.UTF-8", LC_ALL="de_DE.UTF-8")
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_LOCALE)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    assert result["canary"] == 0.0, "the locale did not take: the test would prove nothing"
+    assert result["value"] and result["l1"] and result["norm"], result
