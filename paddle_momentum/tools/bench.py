@@ -9,7 +9,8 @@ only ``opt.step()`` (or, for the static workload, ``Executor.run``) is inside th
 The dygraph workloads time ``step()`` on gradients computed once, as the issue's anchors did;
 their ``-loop`` twins time the same ``step()`` inside a training loop: before each step an
 untimed ``clear_grad()`` and ``backward()``, so every step sees freshly produced gradients, as
-in real training.
+in real training. The ``settings-`` workloads change a setting the step reads (a learning-rate
+scale, the clip object, ``need_clip``) before every step, untimed and alike for every candidate.
 
 Reported per workload and candidate: the median step time, its ratio to the built-in
 (``builtin``, i.e. ``paddle.optimizer.Momentum`` with default options; above 1 is slower), the
@@ -61,6 +62,8 @@ FLOAT32_BYTES = 4
 SEED = 0
 
 Stepper = Callable[[], object]
+# (optimizer, parameters, step index): a workload's untimed change before each step.
+BeforeStep = Callable[[paddle.optimizer.Optimizer, List[paddle.Tensor], int], object]
 
 
 # --------------------------------------------------------------------------------- candidates
@@ -118,7 +121,8 @@ class Workload:
     each step function taking one optimizer step of that candidate on its own state;
     ``shapes(quick)`` gives the parameter shapes of a dygraph workload (None for static ones,
     which then report no bandwidth and no memory); ``loop``: each step is a training-loop
-    step (:class:`TrainingLoopStep`).
+    step; ``before_step``: a change made before each step (both untimed, see
+    :class:`PreparedStep`).
     """
 
     name: str
@@ -128,6 +132,7 @@ class Workload:
     loop: bool = False
     min_steps: int = 0  # a cheap step's median needs more steps to be steady
     options: dict = dataclasses.field(default_factory=dict)  # over HYPERPARAMETERS
+    before_step: Optional[BeforeStep] = None
 
     @property
     def is_dygraph(self) -> bool:
@@ -152,6 +157,13 @@ def resnet50_shapes(quick: bool) -> List[List[int]]:
 def one_big_shapes(quick: bool) -> List[List[int]]:
     """A single tensor of 64M elements (1M with ``quick``): pure memory bandwidth."""
     return [[2**20 if quick else 2**26]]
+
+
+@functools.lru_cache(maxsize=None)
+def settings_shapes(quick: bool) -> List[List[int]]:
+    """300 vectors of 64 elements (the same with ``quick``): a step whose cost is mostly
+    per-step bookkeeping, where re-deriving changed settings shows."""
+    return [[64]] * 300
 
 
 def total_elements(shapes: Sequence[Sequence[int]]) -> int:
@@ -180,34 +192,54 @@ def backward_of_dot(parameters, gradients) -> None:
     paddle.add_n([(p * g).sum() for p, g in zip(parameters, gradients)]).backward()
 
 
-class TrainingLoopStep:
-    """``step()`` as in a training loop: ``prepare()`` (untimed) clears the gradients and runs
-    the backward pass of ``sum(p * G)``, which produces fresh gradient tensors equal to G."""
+class PreparedStep:
+    """``optimizer.step()`` with an untimed ``prepare()`` before each step, which, in a training
+    loop (``loop``), clears the gradients and runs the backward pass of ``sum(p * G)``
+    (producing fresh gradient tensors equal to G), then calls ``before_step(optimizer,
+    parameters, step_index)`` where given, ``step_index`` counting this stepper's steps from 0,
+    warm-up steps included (every candidate sees the same sequence of changes)."""
 
-    def __init__(self, optimizer, parameters, gradients):
+    def __init__(self, optimizer, parameters, gradients, loop: bool = False,
+                 before_step: Optional[BeforeStep] = None):
         self.optimizer, self.parameters, self.gradients = optimizer, parameters, gradients
+        self.loop, self.before_step, self.step_index = loop, before_step, 0
 
     def prepare(self):
-        self.optimizer.clear_grad()
-        backward_of_dot(self.parameters, self.gradients)
+        if self.loop:
+            self.optimizer.clear_grad()
+            backward_of_dot(self.parameters, self.gradients)
+        if self.before_step is not None:
+            self.before_step(self.optimizer, self.parameters, self.step_index)
+        self.step_index += 1
 
     def __call__(self):
         self.optimizer.step()
 
 
+def make_stepper(optimizer, parameters, gradients, loop: bool = False,
+                 before_step: Optional[BeforeStep] = None) -> Stepper:
+    """``optimizer.step`` itself, or a :class:`PreparedStep` where there is something to do
+    before each step (``loop``, ``before_step``)."""
+    if not loop and before_step is None:
+        return optimizer.step
+    return PreparedStep(optimizer, parameters, gradients, loop, before_step)
+
+
 @contextlib.contextmanager
 def dygraph_steppers(shapes: Callable[[bool], List[List[int]]],
                      candidates: Sequence[Candidate], quick: bool,
-                     loop: bool = False, options=None) -> Iterator[Dict[str, Stepper]]:
-    """``opt.step`` of every candidate, each over its own parameters and gradients (``loop``:
-    as a :class:`TrainingLoopStep`), built with ``options`` over the hyperparameters."""
+                     loop: bool = False, options=None,
+                     before_step: Optional[BeforeStep] = None) -> Iterator[Dict[str, Stepper]]:
+    """``opt.step`` of every candidate, each over its own parameters and gradients, built with
+    ``options`` over the hyperparameters (``loop``, ``before_step``: as a
+    :class:`PreparedStep`)."""
     values, gradients = gradient_values(shapes(quick))
     steppers = {}
     for candidate in candidates:
         parameters = parameters_with_gradients(values, gradients)
         optimizer = candidate.make(parameters, **(options or {}))
-        steppers[candidate.label] = (TrainingLoopStep(optimizer, parameters, gradients)
-                                     if loop else optimizer.step)
+        steppers[candidate.label] = make_stepper(optimizer, parameters, gradients, loop,
+                                                 before_step)
     del values, gradients
     gc.collect()
     try:
@@ -258,11 +290,38 @@ def static_mlp_steppers(candidates: Sequence[Candidate],
         paddle.disable_static()
 
 
-def _dygraph(name, description, shapes, loop=False, **options) -> Workload:
+def _dygraph(name, description, shapes, loop=False, before_step=None, **options) -> Workload:
     return Workload(
         name, description,
-        lambda candidates, quick: dygraph_steppers(shapes, candidates, quick, loop, options),
-        shapes, loop=loop, options=options)
+        lambda candidates, quick: dygraph_steppers(shapes, candidates, quick, loop, options,
+                                                   before_step),
+        shapes, loop=loop, options=options, before_step=before_step)
+
+
+# Per-step setting changes (``before_step``), each read by the built-in's step() and ours.
+def scale_learning_rates(optimizer, parameters, step_index) -> None:
+    """Every parameter's ``optimize_attr['learning_rate']`` := a fresh float,
+    ``1 / (1 + 0.01 * step_index)`` (the dict is made at the first call: these parameters
+    are plain tensors, which have none)."""
+    scale = 1.0 / (1 + 0.01 * step_index)
+    for param in parameters:
+        attributes = getattr(param, "optimize_attr", None)
+        if attributes is None:
+            attributes = param.optimize_attr = {}
+        attributes["learning_rate"] = scale
+
+
+def replace_clip(optimizer, parameters, step_index) -> None:
+    """The optimizer's clip := a new ``ClipGradByGlobalNorm(1.0)`` object."""
+    optimizer._grad_clip = paddle.nn.ClipGradByGlobalNorm(1.0)
+
+
+def toggle_need_clip(optimizer, parameters, step_index) -> None:
+    """``need_clip`` of every other parameter (0, 2, 4, ...) := True at even steps, False at
+    odd ones."""
+    need_clip = step_index % 2 == 0
+    for param in parameters[::2]:
+        param.need_clip = need_clip
 
 
 _LOOP = "; step() in a training loop (clear_grad + backward before each, untimed)"
@@ -287,6 +346,16 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
              weight_decay=paddle.regularizer.L1Decay(1e-4)),
     _dygraph("resnet50-globalnorm", "resnet50 trainable parameters, ClipGradByGlobalNorm(1.0)",
              resnet50_shapes, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
+    # A setting the step reads changes before every step (untimed, alike for all candidates).
+    _dygraph("settings-lr-scale", "300 x [64]; before each step every parameter's "
+             "optimize_attr['learning_rate'] := a new float 1/(1 + 0.01 * step)",
+             settings_shapes, before_step=scale_learning_rates),
+    _dygraph("settings-new-clip", "300 x [64]; before each step opt._grad_clip := a new "
+             "ClipGradByGlobalNorm(1.0)", settings_shapes, before_step=replace_clip),
+    _dygraph("settings-need-clip", "300 x [64], ClipGradByGlobalNorm(1.0); before each step "
+             "need_clip of every other parameter toggled (True at even steps, False at odd)",
+             settings_shapes, before_step=toggle_need_clip,
+             grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
 )}
 
 # First step in a fresh process (the kernel loaded from a warm cache, buckets built):
@@ -471,7 +540,8 @@ def measure_extra_memory(workload_name: str, candidate_label: str, quick: bool) 
     would reuse it unseen: a built-in velocity of 100 MB measured as 0). Where the kernel
     does not let us reset the peak, the RSS after the steps is used (transients then missed).
     A loop workload's steps each run its untimed part first (clear_grad and backward), so the
-    peak is that of a training loop, gradients included.
+    peak is that of a training loop, gradients included; so does a workload's
+    ``before_step`` change.
     """
     workload = WORKLOADS[workload_name]
     candidates = {c.label: c for c in available_candidates(out=lambda message: None)}
@@ -485,8 +555,8 @@ def measure_extra_memory(workload_name: str, candidate_label: str, quick: bool) 
     baseline = _status_kb("VmRSS")
     peak_field = "VmHWM" if _reset_peak_rss() else "VmRSS"
     optimizer = candidates[candidate_label].make(parameters, **workload.options)
-    step = (TrainingLoopStep(optimizer, parameters, gradients) if workload.loop
-            else optimizer.step)
+    step = make_stepper(optimizer, parameters, gradients if workload.loop else None,
+                        workload.loop, workload.before_step)
     for _ in range(WARMUP_STEPS):
         prepare(step)
         step()
