@@ -17,9 +17,10 @@ import paddle
 from paddle.base import framework
 from paddle.base.layer_helper import LayerHelper
 
-from . import _clip, _compat, _flat, _kernel, implementations
-from ._settings import (GLOBAL_NORM_CLIP, NORM_CLIP, GroupSettings, ParamSettings,
-                        fused_gradient_ops, gradient_ops_now)
+from . import _clip, _compat, _dispatch, _flat, _kernel, implementations
+from ._boundary import GradientOps
+from ._settings import (GLOBAL_NORM_CLIP, NORM_CLIP, VALUE_CLIP, GroupSettings,
+                        ParamSettings)
 
 
 @dataclasses.dataclass
@@ -31,6 +32,7 @@ class GroupPlan:
     settings: GroupSettings
     buckets: list
     units: list
+    can: _dispatch.Capabilities  # what this process can run (asked once per step)
     # ClipGradByGlobalNorm over buckets: the factor the kernel multiplies their gradients by
     # (a [1] tensor; None: not clipped this step, or clipped already)
     global_norm_factor: object = None
@@ -46,14 +48,18 @@ class DygraphStep:
         ``step()`` takes ``main_grad`` where it is set (not in groups), its ``minimize()``
         never."""
         plan = []
+        can = _dispatch.capabilities()
         for group, params in self._group_params():
             group_settings = self._group_settings(group)
             buckets = []
-            if self._fused_active() and only is None and self._flat.built(group):
+            if (_dispatch.buckets_possible(self._kernel, can) and only is None
+                    and self._flat.built(group)):
                 state = self._flat.ready(
                     group, params, group_settings.structure(), self._velocity_dict(),
                     self._master_weights,
-                    lambda param: self._settings_of(param, group_settings), self._bucket_key,
+                    lambda param: self._settings_of(param, group_settings),
+                    lambda param, settings: _dispatch.bucket_key(self._kernel, can, param,
+                                                                 settings),
                     clipped=group_settings.grad_clip is not None)
                 if state is None:  # something a bucket was built from changed: rebuild all
                     self._flat.clear()
@@ -67,7 +73,7 @@ class DygraphStep:
             units = [(param, grad, self._settings_of(param, group_settings))
                      for param, grad in self._gradient_pairs(
                          params, use_main_grad and group is None, only)]
-            plan.append(GroupPlan(group, group_settings, buckets, units))
+            plan.append(GroupPlan(group, group_settings, buckets, units, can))
         return plan
 
     def _group_params(self):
@@ -146,7 +152,8 @@ class DygraphStep:
             block = framework.default_main_program().global_block()
             repeated = None
             for group_plan in plan:
-                if self._fused_active() and not self._flat.built(group_plan.group):
+                if (_dispatch.buckets_possible(self._kernel, group_plan.can)
+                        and not self._flat.built(group_plan.group)):
                     if repeated is None:
                         repeated = self._repeated_params()
                     # Bucket members' state is created inside the buckets' buffers.
@@ -165,7 +172,8 @@ class DygraphStep:
                     self._update_bucket(bucket, grads, group_plan)
                 for param, grad, settings in group_plan.units:
                     if param._is_initialized():  # the built-in skips these too (e.g. empty)
-                        self._update_param(param, grad, settings)
+                        self._update_param(param, grad, settings, _dispatch.choose(
+                            self._kernel, group_plan.can, param, grad, settings))
 
     def _clip_by_global_norm(self, group_plan: GroupPlan):
         """``ClipGradByGlobalNorm`` over a group with flat buckets, as the built-in computes
@@ -219,23 +227,6 @@ class DygraphStep:
         term = settings.regularizer(param, grad, _compat.default_block(grad))
         return paddle.add_n([grad, term])
 
-    def _bucket_key(self, param, settings: ParamSettings, grad=None):
-        """``settings.batch_key()`` and the kinds of gradient ops the kernel does for it (a
-        clip, an L1 decay: ``_settings.fused_gradient_ops``) when ``param`` (with ``grad``,
-        when given) can join a flat bucket, else None. Buckets need the gradient table."""
-        gradient_ops = fused_gradient_ops(param, settings)
-        if gradient_ops is None or settings.uses_main_grad or \
-                _compat.is_tensor(settings.lr_scale) or _kernel.gradient_table() is None:
-            return None
-        if gradient_ops[0] in (GLOBAL_NORM_CLIP, NORM_CLIP) and \
-                not _kernel.norm_reductions_exact():
-            return None
-        grad = param if grad is None else grad
-        if (param._numel() == 0 or not param._is_initialized() or _compat.is_sparse(grad)
-                or not implementations.fused_supports(param, grad)):
-            return None
-        return settings.batch_key() + gradient_ops
-
     def _repeated_params(self):
         """The ids of parameters listed more than once (in one group or across groups): the
         built-in updates them once per listing, so they stay single-parameter units."""
@@ -251,7 +242,8 @@ class DygraphStep:
         changes); the buckets join ``group_plan.buckets``, the rest stay units."""
         members, rest = {}, []
         for param, grad, settings in group_plan.units:
-            key = None if id(param) in repeated else self._bucket_key(param, settings, grad)
+            key = _dispatch.bucket_key(self._kernel, group_plan.can, param, settings, grad,
+                                       repeated=id(param) in repeated)
             if key is None:
                 rest.append((param, grad, settings))
             else:
@@ -284,11 +276,24 @@ class DygraphStep:
         factor = None
         if group_plan.global_norm_factor is not None and _norm_bucket(bucket):
             factor = group_plan.global_norm_factor.astype(settings.dtype).item()
-        gradient_ops = gradient_ops_now(_clip_kind(bucket), bucket.key[-1],
-                                        group_plan.settings.grad_clip, factor)
+        gradient_ops = _gradient_ops_now(_clip_kind(bucket), bucket.key[-1],
+                                         group_plan.settings.grad_clip, factor)
         implementations.fused_table(settings.dtype, table, bucket.velocity_buffers,
                                     bucket.master_buffers, self._global_learning_rate(),
                                     gradient_ops=gradient_ops, **settings.rule_options())
+
+
+def _gradient_ops_now(clip_kind, l1, clip, global_factor) -> GradientOps:
+    """A bucket's gradient ops for this step: the values of ``clip`` (the group's clip object
+    now) for a clip of ``clip_kind``, the global norm's ``global_factor`` (None: the clip
+    skipped this step), and the L1 coefficient."""
+    if clip_kind == VALUE_CLIP:
+        return GradientOps(clip_min=float(clip.min), clip_max=float(clip.max), l1=l1)
+    if clip_kind == NORM_CLIP:
+        return GradientOps(max_norm=float(clip.clip_norm), l1=l1)
+    if clip_kind == GLOBAL_NORM_CLIP:
+        return GradientOps(scale=global_factor, l1=l1)
+    return GradientOps(l1=l1)
 
 
 def _clip_kind(bucket):

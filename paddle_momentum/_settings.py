@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from typing import Callable
 
 from paddle.nn.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
 from paddle.regularizer import L1Decay, L2Decay
 
 from . import _compat
 from . import _validation as check
-from .implementations import GradientOps
 
 def attribute_objects(param):
     """``(lr scale object, regularizer, main_grad)`` as they stand on ``param`` (None where
@@ -68,14 +68,70 @@ def fused_decay(method, coeff, where):
 
 
 @dataclasses.dataclass(frozen=True)
+class Setting:
+    """One per-group scalar setting of the update rule, declared once.
+
+    ``name`` is at once the constructor's argument, a group dict's key, the keyword of
+    :func:`paddle_momentum.rule.momentum_update` and the fused kernel's attribute
+    (``PM_ATTRIBUTES`` in csrc/momentum_kernel.cc). The built-in reads it at every step: from
+    the optimizer's attribute ``_<name>`` without groups, from the group dict's key with
+    them; so do we, and ``check(value, where)`` validates it each time (at construction, in a
+    group, at every step), with the error the constructor would raise. ``kernel`` is how the
+    kernel takes the value: "float32" (a float32 attribute, as Paddle's kernel takes mu),
+    "double" (the double's 64 bits), "bool". ``keyword_only``: one of our keyword-only
+    constructor arguments (the built-in has none of these)."""
+
+    name: str
+    default: object
+    check: Callable
+    kernel: str
+    keyword_only: bool = False
+
+    def read(self, group, optimizer):
+        """The setting's value now: ``group``'s key (a normalized group dict), or without
+        groups (``group`` None) the optimizer's attribute, checked."""
+        if group is None:
+            return self.check(getattr(optimizer, f"_{self.name}"), self.name)
+        return self.check(group[self.name], f"parameter group '{self.name}'")
+
+
+RULE_SETTINGS = (
+    Setting("momentum", 0.9, check.check_momentum, "float32"),
+    Setting("use_nesterov", False, check.check_bool, "bool"),
+    Setting("rescale_grad", 1.0, check.check_rescale_grad, "float32"),
+    # torch.optim.SGD's options; the defaults are Paddle's behaviour
+    Setting("dampening", 0.0, check.check_dampening, "double", keyword_only=True),
+    Setting("maximize", False, check.check_bool, "bool", keyword_only=True),
+    Setting("decoupled_weight_decay", 0.0, check.check_decoupled_weight_decay, "float32",
+            keyword_only=True),
+)
+RULE_SETTING_NAMES = tuple(setting.name for setting in RULE_SETTINGS)
+# (the keyword-only ones are the torch.optim.SGD options)
+KEYWORD_ONLY = tuple(setting.name for setting in RULE_SETTINGS if setting.keyword_only)
+
+
+def check_rule_values(values: dict):
+    """What the settings refuse together (``values``: name -> checked value)."""
+    if values["dampening"] and values["use_nesterov"]:
+        raise ValueError("Nesterov momentum requires zero dampening (as in torch.optim.SGD), "
+                         f"got use_nesterov=True with dampening={values['dampening']!r}")
+
+
+def read_rule_values(group, optimizer):
+    """``(value, ...)`` of every :data:`RULE_SETTINGS` entry now, in their order, checked."""
+    values = {s.name: s.read(group, optimizer) for s in RULE_SETTINGS}
+    check_rule_values(values)
+    return tuple(values.values())
+
+
+@dataclasses.dataclass(frozen=True)
 class GroupSettings:
     """What a group (or the optimizer, without groups) contributes to its members' settings:
-    ``l2_coeff`` is the fused decay and ``regularizer`` the non-fused one that a member
-    without a regularizer of its own gets."""
+    ``rule`` the values of :data:`RULE_SETTINGS` (in their order), ``l2_coeff`` the fused
+    decay and ``regularizer`` the non-fused one that a member without a regularizer of its
+    own gets."""
 
-    momentum: float
-    use_nesterov: bool
-    rescale_grad: float
+    rule: tuple
     grad_clip: object
     l2_coeff: float | None
     regularizer: object
@@ -97,28 +153,20 @@ def group_settings(group, optimizer):
     construction is checked here, with the error the constructor would have raised.
 
     Read as the built-in reads them at step time: the optimizer's ``regularization`` (its
-    non-fused decay) and ``_grad_clip``; without groups its ``_momentum``,
-    ``_use_nesterov``, ``_rescale_grad``, ``_regularization_method`` and
-    ``_regularization_coeff``; with groups the same keys of the group dict instead.
+    non-fused decay), ``_grad_clip`` and ``_multi_precision``; every :data:`RULE_SETTINGS`
+    entry, ``_regularization_method`` and ``_regularization_coeff`` from the optimizer
+    without groups, from the group dict's keys with them.
     """
-    regularizer = optimizer.regularization
-    multi_precision = bool(optimizer._multi_precision)
+    where = "optimizer._" if group is None else "parameter group "
     if group is None:
-        return GroupSettings(
-            check.check_momentum(optimizer._momentum),
-            check.check_bool(optimizer._use_nesterov, "use_nesterov"),
-            check.check_rescale_grad(optimizer._rescale_grad),
-            check.check_grad_clip(optimizer._grad_clip),
-            fused_decay(optimizer._regularization_method, optimizer._regularization_coeff,
-                        "optimizer._"), regularizer, multi_precision)
-    where = "parameter group "
-    return GroupSettings(
-        check.check_momentum(group["momentum"], f"{where}'momentum'"),
-        check.check_bool(group["use_nesterov"], f"{where}'use_nesterov'"),
-        check.check_rescale_grad(group["rescale_grad"], f"{where}'rescale_grad'"),
-        check.check_grad_clip(group["grad_clip"], f"{where}'grad_clip'"),
-        fused_decay(group["regularization_method"], group["regularization_coeff"], where),
-        regularizer, multi_precision)
+        clip = check.check_grad_clip(optimizer._grad_clip)
+        method, coeff = optimizer._regularization_method, optimizer._regularization_coeff
+    else:
+        clip = check.check_grad_clip(group["grad_clip"], f"{where}'grad_clip'")
+        method, coeff = group["regularization_method"], group["regularization_coeff"]
+    return GroupSettings(read_rule_values(group, optimizer), clip,
+                         fused_decay(method, coeff, where), optimizer.regularization,
+                         bool(optimizer._multi_precision))
 
 
 class ConstructionAttributes:
@@ -163,9 +211,7 @@ class ParamSettings:
     l2_coeff: float | None  # fused into the update; None: no fused decay
     regularizer: object  # non-fused (L1, custom), added to the gradient; None: none
     grad_clip: object
-    momentum: float
-    use_nesterov: bool
-    rescale_grad: float
+    rule: tuple  # the values of RULE_SETTINGS, in their order
     master_weight: bool
     dtype: str
     uses_main_grad: bool  # the gradient is ``param.main_grad`` (set, and no groups)
@@ -179,9 +225,14 @@ class ParamSettings:
         return (self.dtype, self.master_weight, self.l2_coeff)
 
     def rule_options(self):
-        """The keyword arguments every implementation (``implementations``) takes."""
-        return dict(momentum=self.momentum, use_nesterov=self.use_nesterov,
-                    l2_coeff=self.l2_coeff, rescale_grad=self.rescale_grad)
+        """The keyword arguments every implementation (``implementations``) takes: the
+        :data:`RULE_SETTINGS` values and the fused L2 coefficient."""
+        return dict(zip(RULE_SETTING_NAMES, self.rule), l2_coeff=self.l2_coeff)
+
+    def torch_options(self) -> bool:
+        """Whether a torch.optim.SGD option is on."""
+        options = self.rule_options()
+        return any(options[name] for name in KEYWORD_ONLY)
 
 
 # The clip a bucket's kernel call does to its members with ``need_clip`` (the group's clip,
@@ -218,19 +269,6 @@ def fused_gradient_ops(param, settings: ParamSettings):
     return kind, l1
 
 
-def gradient_ops_now(clip_kind, l1, clip, global_factor):
-    """A bucket's :class:`~paddle_momentum.implementations.GradientOps` for this step: the
-    values of ``clip`` (the group's clip object now) for a clip of ``clip_kind``, the global
-    norm's ``global_factor`` (None: the clip skipped this step), and the L1 coefficient."""
-    if clip_kind == VALUE_CLIP:
-        return GradientOps(clip_min=float(clip.min), clip_max=float(clip.max), l1=l1)
-    if clip_kind == NORM_CLIP:
-        return GradientOps(max_norm=float(clip.clip_norm), l1=l1)
-    if clip_kind == GLOBAL_NORM_CLIP:
-        return GradientOps(scale=global_factor, l1=l1)
-    return GradientOps(l1=l1)
-
-
 def derive(param, group: GroupSettings, grouped: bool, construction):
     """``param``'s :class:`ParamSettings` as the built-in would use them now."""
     lr_object, regularizer, main_grad = attribute_objects(param)
@@ -249,8 +287,8 @@ def derive(param, group: GroupSettings, grouped: bool, construction):
         l2_coeff = None
     dtype = _compat.dtype_name(param.dtype)
     return ParamSettings(
-        lr_scale, l2_coeff, regularizer, group.grad_clip, group.momentum, group.use_nesterov,
-        group.rescale_grad, group.multi_precision and _compat.is_low_precision(param.dtype),
+        lr_scale, l2_coeff, regularizer, group.grad_clip, group.rule,
+        group.multi_precision and _compat.is_low_precision(param.dtype),
         dtype, not grouped and main_grad is not None and _compat.STEP_READS_MAIN_GRAD)
 
 

@@ -11,12 +11,7 @@ from __future__ import annotations
 import paddle
 from paddle.regularizer import L2Decay
 
-from . import _clip, _compat, implementations
-
-# A static program updates a batch of fewer parameters with one op each: under PIR a multi op
-# brings three builtin.combine and two builtin.split ops (784-200-10 MLP, 4 parameters, 300
-# steps: 1.01-1.02x the built-in's Executor step batched, 1.00x per parameter).
-STATIC_BATCH_MIN = 7
+from . import _clip, _compat, _dispatch, implementations
 
 
 class StaticOps:
@@ -67,22 +62,23 @@ class StaticOps:
         an Executor step dominates small models); others get the rule's ops now."""
         param, grad = param_and_grad
         settings = self._settings_of(param, self._group_settings(None))
-        if self._implementation_for(param, grad) is implementations.fused \
-                and not settings.master_weight and not _compat.is_tensor(settings.lr_scale):
-            self._static_batches.setdefault(settings.batch_key() + (settings.lr_scale,), []).append(
-                (param, grad, settings))
+        implementation = _dispatch.choose(self._kernel, _dispatch.capabilities(), param, grad,
+                                          settings)
+        if implementation == _dispatch.STATIC_BATCH:
+            key = settings.batch_key() + (settings.lr_scale,)
+            self._static_batches.setdefault(key, []).append((param, grad, settings))
             return
-        self._update_param(param, grad, settings)
+        self._update_param(param, grad, settings, implementation)
 
     def _finish_update(self, block, parameters_and_grads):
         """Static graph: one fused multi-tensor op per batch collected above, or one op per
         parameter for a batch too small to repay the list ops a multi op needs."""
         batches, self._static_batches = self._static_batches, {}
         for entries in batches.values():
-            if len(entries) < STATIC_BATCH_MIN:
+            if not _dispatch.static_batch_worth_it(len(entries)):
                 for param, grad, settings in entries:
                     with _compat.optimizer_ops_guard([(param, grad)]):
-                        self._update_param(param, grad, settings)
+                        self._update_param(param, grad, settings, _dispatch.FUSED)
                 continue
             params = [p for p, _, _ in entries]
             settings = entries[0][2]

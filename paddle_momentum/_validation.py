@@ -18,16 +18,6 @@ from paddle.regularizer import L2Decay, WeightDecayRegularizer
 
 from . import _compat
 
-GROUP_KEYS = (
-    "params",
-    "learning_rate",
-    "weight_decay",
-    "momentum",
-    "use_nesterov",
-    "rescale_grad",
-    "grad_clip",
-)
-
 
 class ParametersIndexError(ValueError, IndexError):
     """``parameters`` is empty (the built-in raises a bare IndexError)."""
@@ -237,16 +227,17 @@ def check_state_entry(name, value, expected):
                         f"{_compat.dtype_name(expected.dtype)}")
 
 
-def check_torch_options(dampening, maximize, decoupled_weight_decay):
-    """The torch.optim.SGD options, as keyword arguments for the rule; {} when all are off."""
-    dampening = _real_number(dampening, "dampening")
-    if not (0.0 <= dampening <= 1.0):
-        raise ValueError(f"dampening must be in [0, 1], got {dampening!r}")
-    maximize = check_bool(maximize, "maximize")
-    decoupled_weight_decay = _real_number(decoupled_weight_decay, "decoupled_weight_decay")
-    if not (math.isfinite(decoupled_weight_decay) and decoupled_weight_decay >= 0):
-        raise ValueError(f"decoupled_weight_decay must be finite and >= 0, got "
-                         f"{decoupled_weight_decay!r}")
-    options = dict(dampening=dampening, maximize=maximize,
-                   decoupled_weight_decay=decoupled_weight_decay)
-    return {key: value for key, value in options.items() if value}
+def check_dampening(value, name="dampening"):
+    """torch.optim.SGD's dampening: in [0, 1]."""
+    value = _real_number(value, name)
+    if not (0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return value
+
+
+def check_decoupled_weight_decay(value, name="decoupled_weight_decay"):
+    """The SGDW coefficient: finite and >= 0."""
+    value = _real_number(value, name)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return value

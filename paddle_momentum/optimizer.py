@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import numpy as np
@@ -13,11 +12,12 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.utils import unique_name
 
-from . import _compat, _flat, _kernel, _settings, implementations
+from . import _compat, _dispatch, _flat, _kernel, _settings, implementations
 from . import _validation as check
 from ._dygraph import DygraphStep
 from ._settings import ParamSettings, split_weight_decay
-from ._static import STATIC_BATCH_MIN, StaticOps  # noqa: F401  (STATIC_BATCH_MIN: re-exported)
+from ._dispatch import STATIC_BATCH_MIN  # noqa: F401  (re-exported)
+from ._static import StaticOps
 
 _VELOCITY = "velocity"
 KERNELS = ("auto", "fused", "composed")
@@ -80,38 +80,30 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         name=None,
         *,
         kernel="auto",
-        dampening=0.0,
-        maximize=False,
-        decoupled_weight_decay=0.0,
+        **options,
     ):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        self._torch_options = check.check_torch_options(dampening, maximize,
-                                                        decoupled_weight_decay)
-        if self._torch_options.get("dampening") and use_nesterov is True:
-            raise ValueError("Nesterov momentum requires zero dampening (as in "
-                             "torch.optim.SGD), got use_nesterov=True with dampening="
-                             f"{dampening!r}")
+        for option in options:  # our keyword-only settings (the torch.optim.SGD options)
+            if option not in _settings.KEYWORD_ONLY:
+                raise TypeError(f"Momentum() got an unexpected keyword argument {option!r}")
+        given = dict(options, momentum=momentum, use_nesterov=use_nesterov,
+                     rescale_grad=rescale_grad)
+        rule_values = {setting.name: setting.check(given.get(setting.name, setting.default),
+                                                   setting.name)
+                       for setting in _settings.RULE_SETTINGS}
+        _settings.check_rule_values(rule_values)
         learning_rate = check.check_learning_rate(learning_rate)
-        momentum = check.check_momentum(momentum)
         weight_decay = check.check_weight_decay(weight_decay)
         grad_clip = check.check_grad_clip(grad_clip)
-        rescale_grad = check.check_rescale_grad(rescale_grad)
-        use_nesterov = check.check_bool(use_nesterov, "use_nesterov")
         multi_precision = check.check_bool(multi_precision, "multi_precision")
         check.check_bool(use_multi_tensor, "use_multi_tensor")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be None or a str, got {name!r}")
 
         # Read by _add_param_group, which the base constructor calls for every group.
-        self._group_defaults = {
-            "learning_rate": 1.0,
-            "weight_decay": weight_decay,
-            "momentum": momentum,
-            "use_nesterov": bool(use_nesterov),
-            "rescale_grad": rescale_grad,
-            "grad_clip": grad_clip,
-        }
+        self._group_defaults = {"learning_rate": 1.0, "weight_decay": weight_decay,
+                                "grad_clip": grad_clip, **rule_values}
         parameters = self._checked_parameters(parameters)
 
         # A dygraph Tensor (read into the lr variable at every step), or a static program's
@@ -139,9 +131,8 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         # non-fused one is the base class's ``regularization``).
         self._regularization_method, self._regularization_coeff = _fused_decay_setting(
             fused_l2)
-        self._momentum = momentum
-        self._use_nesterov = bool(use_nesterov)
-        self._rescale_grad = rescale_grad
+        for setting_name, value in rule_values.items():  # read at every step, as the built-in
+            setattr(self, f"_{setting_name}", value)  # reads _momentum, _use_nesterov, ...
         self._multi_precision = bool(multi_precision)
         # use_multi_tensor is accepted for compatibility: results are the same either way, the
         # fused kernel's flat buckets already update many parameters per call, and the base
@@ -201,23 +192,20 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
                 "params should be set in parameters if parameter groups are optimized in "
                 f"different options ({where} has keys {sorted(group)})"
             )
-        # (the two regularization keys a built-in adds are recomputed, as the built-in does)
-        unknown = sorted(set(group) - set(check.GROUP_KEYS)
-                         - {"regularization_method", "regularization_coeff"})
-        if unknown:
-            raise ValueError(
-                f"{where} has unknown keys {unknown}; allowed: {list(check.GROUP_KEYS)}"
-            )
-        defaults = self._group_defaults
-        normalized = {"params": check.check_parameter_list(group["params"], f"{where}['params']")}
         validators = {
             "learning_rate": check.check_lr_scale,
             "weight_decay": check.check_weight_decay,
-            "momentum": check.check_momentum,
-            "use_nesterov": check.check_bool,
-            "rescale_grad": check.check_rescale_grad,
             "grad_clip": check.check_grad_clip,
+            **{setting.name: setting.check for setting in _settings.RULE_SETTINGS},
         }
+        # (the two regularization keys a built-in adds are recomputed, as the built-in does)
+        allowed = ["params", *validators]
+        unknown = sorted(set(group) - set(allowed)
+                         - {"regularization_method", "regularization_coeff"})
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {unknown}; allowed: {allowed}")
+        defaults = self._group_defaults
+        normalized = {"params": check.check_parameter_list(group["params"], f"{where}['params']")}
         if isinstance(group.get("weight_decay"), (int, np.integer)):
             # the built-in converts an int only at the top level; in a group it fails at the
             # first step ("'int' object is not callable")
@@ -227,6 +215,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             normalized[key] = (
                 validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
             )
+        _settings.check_rule_values(normalized)
         # The built-in's group keys for the fused decay, read at every step.
         normalized["regularization_method"], normalized["regularization_coeff"] = \
             _fused_decay_setting(split_weight_decay(normalized["weight_decay"])[0])
@@ -362,8 +351,9 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             _compat.write_into(lr, value)
 
     # ------------------------------------------------------------------ one parameter's update
-    def _update_param(self, param, grad, settings: ParamSettings):
-        """Apply the rule to one parameter and write param, velocity and master weight back."""
+    def _update_param(self, param, grad, settings: ParamSettings, implementation):
+        """Apply the rule to one parameter with ``implementation`` (``_dispatch.FUSED`` or
+        ``COMPOSED``) and write param, velocity and master weight back."""
         velocity = self._get_accumulator_master(self._velocity_acc_str, param)
         master = self._master_weights[param.name] if settings.master_weight else None
         if _compat.is_sparse(grad):
@@ -371,10 +361,11 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             # elsewhere (so absent rows still decay), rescale_grad applied.
             grad = _compat.dense_gradient(grad, param)
         options = settings.rule_options()
-        if self._torch_options.get("dampening"):
-            options["first_step"] = self._first_step(param)
-        self._implementation_for(param, grad)(param, grad, velocity, master,
-                                              self._param_lr(param, settings), **options)
+        first_step = self._first_step(param) if options["dampening"] else False
+        update = (implementations.fused if implementation == _dispatch.FUSED
+                  else implementations.composed)
+        update(param, grad, velocity, master, self._param_lr(param, settings),
+               first_step=first_step, **options)
 
     def _first_step(self, param):
         """Whether this is ``param``'s first update since its velocity was created (torch's
@@ -387,24 +378,6 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             return first
         return self._add_accumulator("torch_first_step", param, dtype="float32",
                                      fill_value=1.0, shape=[])
-
-    def _fused_chosen(self) -> bool:
-        """The fused kernel is wanted (kernel option, no torch option) and built."""
-        return (self._kernel != "composed" and not self._torch_options
-                and _kernel.load() is not None)
-
-    def _fused_active(self) -> bool:
-        """Flat buckets are in use: the fused kernel is chosen and we are in dygraph."""
-        return _compat.in_dygraph() and self._fused_chosen()
-
-    def _implementation_for(self, param, grad):
-        """The fused kernel where it is chosen, built and applicable; else composed ops (which
-        alone implement the torch.optim.SGD options)."""
-        if implementations.fused_supports(param, grad) and self._fused_chosen():
-            return implementations.fused
-        if self._torch_options:
-            return functools.partial(implementations.composed, **self._torch_options)
-        return implementations.composed
 
     # ------------------------------------------------------------------ public API
     @imperative_base.no_grad()

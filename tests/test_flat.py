@@ -135,7 +135,7 @@ def test_training_loop_updates_buckets_whole(clear, monkeypatch, gradient_path):
     bucket) every step is one kernel call for the bucket, no per-parameter update."""
     per_parameter = []
     monkeypatch.setattr(paddle_momentum.Momentum, "_update_param",
-                        lambda self, param, grad, group: per_parameter.append(param.name))
+                        lambda self, param, *_: per_parameter.append(param.name))
     model = _model()
     optimizer = paddle_momentum.Momentum(0.05, 0.9, parameters=model.parameters(),
                                          kernel="fused")

@@ -89,16 +89,20 @@ inline MT RoundTo(MT x) {
 }
 
 // The attributes every update op takes, listed once, as X(type, name): the op registrations,
-// the kernel functions' parameters and the Attributes struct below are all expanded from it
-// (the Python side lists them once too: implementations.KERNEL_ATTRIBUTES). mu, l2 and rescale
-// are float32 attributes as in Paddle's kernel. The gradient ops' numbers (Python doubles: the
-// clip bounds, the L1 coefficient, a norm clip's limit, a global-norm factor) cross as the 64
-// bits of the double: exact, NaN signs kept, and no text, so no locale can change them.
-#define PM_ATTRIBUTES(X)                                                                \
-  X(float, mu) X(float, l2) X(bool, has_l2) X(float, rescale) X(bool, nesterov)         \
-  X(bool, has_clip) X(int64_t, clip_min) X(int64_t, clip_max) X(bool, has_l1)           \
-  X(int64_t, l1) X(bool, has_scale) X(int64_t, scale) X(bool, has_norm_clip)            \
-  X(int64_t, max_norm)
+// the kernel functions' parameters and the Attributes struct below are all expanded from it.
+// The Python side passes them by name (paddle_momentum/_boundary.py: kernel_attributes), the
+// rule's settings under their names in paddle_momentum/_settings.py (RULE_SETTINGS), whose
+// declared kernel type is the type here: "float32" a float attribute (as Paddle's kernel
+// takes mu), "double" an int64_t holding the double's 64 bits, "bool" a bool. The gradient
+// ops' numbers (the clip bounds, the L1 coefficient, a norm clip's limit, a global-norm
+// factor) cross as doubles' bits too: exact, NaN signs kept, and no text, so no locale can
+// change them.
+#define PM_ATTRIBUTES(X)                                                                 \
+  X(float, momentum) X(bool, use_nesterov) X(float, rescale_grad) X(int64_t, dampening)  \
+  X(bool, maximize) X(float, decoupled_weight_decay) X(float, l2_coeff) X(bool, has_l2)  \
+  X(bool, first_step) X(bool, has_clip) X(int64_t, clip_min) X(int64_t, clip_max)        \
+  X(bool, has_l1) X(int64_t, l1) X(bool, has_scale) X(int64_t, scale)                    \
+  X(bool, has_norm_clip) X(int64_t, max_norm)
 #define PM_ATTRIBUTE_SPEC(type, name) #name ": " #type,
 #define PM_ATTRIBUTE_PARAMETER(type, name) , type name
 #define PM_ATTRIBUTE_FIELD(type, name) type name;
@@ -117,16 +121,26 @@ double DoubleOfBits(int64_t bits) {
 // The update's scalars, from the attributes.
 struct Hyper {
   explicit Hyper(const Attributes& a)
-      : mu(a.mu), l2(a.l2), has_l2(a.has_l2), rescale(a.rescale), nesterov(a.nesterov),
+      : mu(a.momentum), l2(a.l2_coeff), has_l2(a.has_l2), rescale(a.rescale_grad),
+        nesterov(a.use_nesterov), dampening(DoubleOfBits(a.dampening)), maximize(a.maximize),
+        decoupled_weight_decay(a.decoupled_weight_decay), first_step(a.first_step),
         has_clip(a.has_clip), clip_min(DoubleOfBits(a.clip_min)),
         clip_max(DoubleOfBits(a.clip_max)), has_l1(a.has_l1), l1(DoubleOfBits(a.l1)),
         has_scale(a.has_scale), scale(DoubleOfBits(a.scale)), has_norm_clip(a.has_norm_clip),
-        max_norm(DoubleOfBits(a.max_norm)) {}
+        max_norm(DoubleOfBits(a.max_norm)) {
+    PD_CHECK(dampening == 0.0 && !maximize && decoupled_weight_decay == 0.0f,
+             "pm_momentum: the torch.optim.SGD options are not in the fused kernel yet");
+  }
   float mu;          // momentum, a float32 attribute as in Paddle's kernel
   float l2;          // fused L2 coefficient
   bool has_l2;       // apply it (a coefficient of 0 still turns an infinite p into NaN)
   float rescale;     // rescale_grad (1: none)
   bool nesterov;
+  // torch.optim.SGD's options (rule.py's momentum_update says what each does)
+  double dampening;
+  bool maximize;
+  float decoupled_weight_decay;
+  bool first_step;   // the parameters' first update (torch starts its buffer undamped)
   // What the built-in does to the gradient before its kernel (dygraph buckets only; doubles,
   // because Paddle's clip and scale ops take them as double scalars):
   bool has_clip;  // ClipGradByValue: g = min(max(g, clip_min), clip_max)
