@@ -71,12 +71,11 @@ def _kernel_problem(ops):
                               [0.25, 0.5, -1.0, 0.125]))
     lr, mu, coeff = np.float32(0.1), np.float32(0.9), np.float32(0.01)
     from ._boundary import kernel_attributes
-    from ._settings import RULE_SETTINGS
+    from ._settings import rule_options
 
     with _compat.isolated():
         tensors = [paddle.to_tensor(a) for a in (param, grad, velocity, lr)]
-        options = {s.name: s.default for s in RULE_SETTINGS}
-        options.update(momentum=float(mu), use_nesterov=True, l2_coeff=float(coeff))
+        options = rule_options(momentum=float(mu), use_nesterov=True, l2_coeff=float(coeff))
         ops.pm_momentum(*tensors, **kernel_attributes(options))
         got = tensors[0].numpy(), tensors[2].numpy()
     decayed = param * coeff + grad
@@ -110,7 +109,7 @@ def _norm_disagreement(ops, fill):
     from paddle import _C_ops
 
     from ._boundary import GradientOps, kernel_attributes
-    from ._settings import RULE_SETTINGS
+    from ._settings import rule_options
 
     lengths = (1, 7, 8, 17, 1000, 8191, 8193, 40000, 65539)
     for dtype in ("float32", "float64"):
@@ -133,10 +132,8 @@ def _norm_disagreement(ops, fill):
         max_norm = float(np.sqrt(wanted[4]))  # one gradient exactly at the limit
         velocities = [paddle.zeros([n], dtype) for n in lengths]
         ops.pm_momentum_table(table, velocities, paddle.to_tensor([1.0], dtype), dtype,
-                              **kernel_attributes(
-                                  {s.name: s.default for s in RULE_SETTINGS} |
-                                  dict(momentum=0.0, l2_coeff=None),
-                                  GradientOps(max_norm=max_norm)))
+                              **kernel_attributes(rule_options(momentum=0.0),
+                                                  GradientOps(max_norm=max_norm)))
         for param, grad in zip(params, grads):
             if not np.array_equal(-param.numpy(), _C_ops.clip_by_norm(grad, max_norm).numpy()):
                 return f"{dtype} clip_by_norm of {grad.shape[0]} elements"

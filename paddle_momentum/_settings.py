@@ -110,6 +110,15 @@ RULE_SETTING_NAMES = tuple(setting.name for setting in RULE_SETTINGS)
 KEYWORD_ONLY = tuple(setting.name for setting in RULE_SETTINGS if setting.keyword_only)
 
 
+def rule_options(**values):
+    """The rule's keyword arguments (as ``ParamSettings.rule_options()`` gives them) with
+    every setting at its default and no fused decay, but for ``values``."""
+    options = {setting.name: setting.default for setting in RULE_SETTINGS}
+    options["l2_coeff"] = None
+    options.update(values)
+    return options
+
+
 def check_rule_values(values: dict):
     """What the settings refuse together (``values``: name -> checked value)."""
     if values["dampening"] and values["use_nesterov"]:

@@ -486,13 +486,13 @@ def measure_step_roof(elements: int, repeats: int = 15) -> Optional[float]:
     None where the fused kernel is not built. A step that moves the same bytes cannot beat
     it except where its tensors stay in cache (a numpy add moves another pattern: against it
     fused steps showed 144-201%)."""
-    from .. import _kernel, implementations
+    from .. import _kernel, _settings, implementations
 
     if _kernel.load() is None:
         return None
     param, grad, velocity = (paddle.ones([elements], "float32") for _ in range(3))
     lr = paddle.to_tensor([0.0], "float32")  # (the values do not matter, the bytes do)
-    options = dict(momentum=0.9, use_nesterov=False, l2_coeff=None, rescale_grad=1.0)
+    options = _settings.rule_options(momentum=0.9)
     seconds = []
     for run in range(repeats + 1):
         began = time.perf_counter()
