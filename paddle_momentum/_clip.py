@@ -153,6 +153,12 @@ def check_clip_norm(grad_clip):
     paddle._C_ops.clip_by_norm(_one_zero(), grad_clip.clip_norm)
 
 
+def check_clip_bounds(grad_clip):
+    """Raise what Paddle's ``clip`` raises for ``ClipGradByValue``'s bounds (min > max, a NaN
+    bound, ...), by running Paddle's own op on one zero, before anything is written."""
+    paddle._C_ops.clip(_one_zero(), grad_clip.min, grad_clip.max)
+
+
 @functools.lru_cache(maxsize=None)
 def _one_zero():
     with _compat.isolated():

@@ -103,15 +103,24 @@ _OPERANTS_MODE = "FLAGS_tensor_operants_mode"
 
 @contextlib.contextmanager
 def flags_kept():
-    """Put back the Paddle flag that running a custom operator in dygraph changes: Paddle's
-    runner sets ``FLAGS_tensor_operants_mode`` to 'phi' and never resets it (the built-in's
-    step leaves it as it was). About 2 us."""
+    """Put back the Paddle flag that running a custom operator in dygraph changes (Paddle's
+    custom-op runner sets ``FLAGS_tensor_operants_mode`` to 'phi' and never resets it).
+    About 2 us."""
     mode = _GLOBAL_FLAGS[_OPERANTS_MODE]
     try:
         yield
     finally:
         if _GLOBAL_FLAGS[_OPERANTS_MODE] != mode:
             _GLOBAL_FLAGS[_OPERANTS_MODE] = mode
+
+
+def flags_as_after_eager_ops():
+    """Leave Paddle's flags as its own eager ops leave them: each sets
+    ``FLAGS_tensor_operants_mode`` to 'eager' (so the built-in's step, made of eager ops,
+    leaves 'eager'), where our custom ops leave 'phi'. Called after a step that updated
+    something."""
+    if _GLOBAL_FLAGS[_OPERANTS_MODE] != "eager":
+        _GLOBAL_FLAGS[_OPERANTS_MODE] = "eager"
 
 
 @contextlib.contextmanager

@@ -104,12 +104,11 @@ def _fused_supports(param, grad, settings: ParamSettings) -> bool:
     """Whether the fused kernel takes this parameter: same-dtype gradient, on CPU, both
     contiguous (the kernel writes a strided view's elements as if they were contiguous);
     in a static program not a 0-d one (Paddle's PIR custom-op dtype inference aborts the
-    process on a 0-d in-place output); no torch.optim.SGD option (the composed ops alone
-    implement them)."""
-    if settings.torch_options():
-        return False
+    process on a 0-d in-place output) and no dampening (its first-step flag lives in the
+    program, which the kernel does not read)."""
     if _compat.in_dygraph():  # (asked for every parameter at a first step: kept cheap)
         return (grad.dtype == param.dtype and param.place.is_cpu_place()
                 and param.is_contiguous() and grad.is_contiguous())
     return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)
-            and _compat.on_cpu(param) and len(param.shape) > 0)
+            and _compat.on_cpu(param) and len(param.shape) > 0
+            and not settings.rule_options()["dampening"])

@@ -4,8 +4,12 @@ A step first makes a plan, per group: the group's settings, derived now
 (``_settings.group_settings``); the flat buckets that can be updated whole (each has checked
 that nothing it was built from changed, see ``_flat``); and every other parameter with a
 gradient as a single-parameter unit with its settings derived now. Then, in the built-in's
-order: checks (which raise before anything is written) -> clip -> non-fused regularization ->
-state -> ``found_inf`` -> updates.
+order: checks (which raise before anything is written, every step: the units' gradients and
+state, a norm clip's ``clip_norm``) -> clip -> non-fused regularization -> state ->
+``found_inf`` -> updates. Which implementation updates a unit, and which parameters join a
+bucket, is ``_dispatch.choose``'s decision; a bucket's values for this step (learning-rate
+scales and ``need_clip`` in its table rows, the clip's values as ``GradientOps``, the group's
+settings) reach its one fused call without rebuilding it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import dataclasses
 import numpy as np
 import paddle
 from paddle.base import framework
+from paddle.nn.clip import ClipGradByValue
 from paddle.base.layer_helper import LayerHelper
 
 from . import _clip, _compat, _dispatch, _flat, _kernel, implementations
@@ -65,6 +70,18 @@ class DygraphStep:
                     self._flat.clear()
                     return self._plan(only, use_main_grad)
                 buckets, by_member = state
+                if group_settings.value("dampening"):
+                    # torch's dampening starts each velocity undamped: members whose first
+                    # update differs cannot share a call this step
+                    mixed = {id(b) for b, _ in buckets
+                             if not b.stepped and self._mixed_first_steps(b.params)}
+                    by_member = by_member + [b for b, _ in buckets if id(b) in mixed]
+                    buckets = [(b, table) for b, table in buckets if id(b) not in mixed]
+                if buckets and not _fusable_clip_values(group_settings.grad_clip):
+                    # bounds of another kind (None, a Tensor, ...): Paddle's own clip, member
+                    # by member, this step
+                    by_member = by_member + [bucket for bucket, _ in buckets]
+                    buckets = []
                 if not by_member:
                     params = self._flat.outside_buckets[id(group)]
                 elif buckets:
@@ -127,15 +144,27 @@ class DygraphStep:
         """The step, in the built-in's order: clip -> regularize -> state -> found_inf -> update.
 
         Everything that can fail on bad input runs before the first parameter is written.
+        Paddle's flags are left as the built-in's step (eager ops) leaves them.
         """
+        try:
+            self._optimize_planned(plan)
+        finally:
+            if any(group_plan.units or group_plan.buckets for group_plan in plan):
+                _compat.flags_as_after_eager_ops()
+
+    def _optimize_planned(self, plan):
         self._check_units(plan)
         for group_plan in plan:
             units = group_plan.units
+            # what Paddle's clip ops check of the clip's values, every step, before anything
+            # is written (the units' clip runs Paddle's own ops)
+            clip = group_plan.settings.grad_clip
             if any(_clip_kind(bucket) == NORM_CLIP and bucket.clipped().any()
                    for bucket, _ in group_plan.buckets):
-                # what Paddle's clip_by_norm checks of clip_norm, every step, before anything
-                # is written (the units' clip runs Paddle's own op)
-                _clip.check_clip_norm(group_plan.settings.grad_clip)
+                _clip.check_clip_norm(clip)
+            if any(_clip_kind(bucket) == VALUE_CLIP and bucket.clipped().any()
+                   for bucket, _ in group_plan.buckets):
+                _clip.check_clip_bounds(clip)
             if any(_norm_bucket(bucket) for bucket, _ in group_plan.buckets):
                 units = self._clip_by_global_norm(group_plan)
             elif units and group_plan.settings.grad_clip is not None:
@@ -254,11 +283,14 @@ class DygraphStep:
                 key, [p for p, _, _ in entries], _kernel.gradient_table(), self._velocity_of,
                 [s.lr_scale for _, _, s in entries],
                 [getattr(p, "need_clip", True) for p, _, _ in entries],
+                [s.regularizer for _, _, s in entries],
                 self._create_master_weight if entries[0][2].master_weight else None,
                 self._zero_velocities)
             buckets.append(bucket)
             grads = bucket.gradients(self._velocity_dict(), self._master_weights)
-            if isinstance(grads, str):  # not whole this step: its members stay units
+            mixed = (group_plan.settings.value("dampening")
+                     and self._mixed_first_steps(bucket.params))
+            if isinstance(grads, str) or mixed:  # not whole this step: members stay units
                 rest.extend(entries)
             else:
                 group_plan.buckets.append((bucket, grads))
@@ -278,9 +310,12 @@ class DygraphStep:
             factor = group_plan.global_norm_factor.astype(settings.dtype).item()
         gradient_ops = _gradient_ops_now(_clip_kind(bucket), bucket.key[-1],
                                          group_plan.settings.grad_clip, factor)
+        options = settings.rule_options()
+        first_step = not bucket.stepped and self._first_steps(bucket.params)
+        bucket.stepped = True
         implementations.fused_table(settings.dtype, table, bucket.velocity_buffers,
                                     bucket.master_buffers, self._global_learning_rate(),
-                                    gradient_ops=gradient_ops, **settings.rule_options())
+                                    gradient_ops=gradient_ops, first_step=first_step, **options)
 
 
 def _gradient_ops_now(clip_kind, l1, clip, global_factor) -> GradientOps:
@@ -294,6 +329,14 @@ def _gradient_ops_now(clip_kind, l1, clip, global_factor) -> GradientOps:
     if clip_kind == GLOBAL_NORM_CLIP:
         return GradientOps(scale=global_factor, l1=l1)
     return GradientOps(l1=l1)
+
+
+def _fusable_clip_values(clip) -> bool:
+    """The clip's values are plain numbers the kernel takes as doubles (a clip set by value
+    may hold anything after construction: None, a Tensor, ...)."""
+    if type(clip) is not ClipGradByValue:
+        return True
+    return all(type(bound) in (float, int) for bound in (clip.min, clip.max))
 
 
 def _clip_kind(bucket):

@@ -127,11 +127,13 @@ class FlatBucket:
     the small members' velocities at once as views of a new zeros buffer and returns
     ``(buffer, velocities)``, or None (then ``velocity_of`` does). ``fill_table`` is
     ``_kernel.gradient_table()`` (a bucket needs it). ``lr_scales`` and ``need_clips`` are
-    the members' values now (see :meth:`write_values`).
+    the members' values now (see :meth:`write_values`); ``regularizers`` the non-fused
+    regularizers their settings take (a group's ``L1Decay``, say), whose coefficients the
+    built-in reads at every step.
     """
 
     def __init__(self, key, params, fill_table, velocity_of, lr_scales, need_clips,
-                 master_of=None, zero_velocities=None):
+                 regularizers, master_of=None, zero_velocities=None):
         self.key = key
         numels = list(map(_SIZE, params))
         small = [i for i, n in enumerate(numels) if n < OWN_BUFFER_SIZE]
@@ -169,6 +171,8 @@ class FlatBucket:
         self.velocity_keys = [state.name for state in (self.masters or self.params)]
         self._positions = None
         self.table = _kernel.new_gradient_table(self.params, self.fill_table)
+        self.regularizers = {id(r): r for r in regularizers if r is not None}
+        self.stepped = False  # updated whole once: its members' first updates are behind
         self.refresh_snapshot()
         positions = {id(p): i for i, p in enumerate(params)}
         self.write_values([lr_scales[positions[id(p)]] for p in self.params],
@@ -176,11 +180,12 @@ class FlatBucket:
 
     def refresh_snapshot(self):
         """Remember the members' attribute objects as they are now (see ``gradients``), and
-        the coefficients of their own regularizers (which the built-in reads at every step,
-        so changing one in place counts too)."""
+        the coefficients of their own regularizers and of those their settings take (which
+        the built-in reads at every step, so changing one in place counts too)."""
         self.snapshot = [obj for p in self.params for obj in attribute_objects(p)]
-        regularizers = {id(r): r for r in self.snapshot[1::3] if r is not None}.values()
-        self.coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers]
+        regularizers = dict(self.regularizers)
+        regularizers.update((id(r), r) for r in self.snapshot[1::3] if r is not None)
+        self.coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers.values()]
 
     def write_values(self, lr_scales=None, need_clips=None):
         """Put the members' learning-rate scales (floats, in member order) and ``need_clip``

@@ -1,9 +1,15 @@
-"""Each parameter's update settings, derived in one place, from what the built-in reads.
+"""Each parameter's update settings, declared and derived in one place, from what the
+built-in reads.
+
+Every per-group scalar of the rule is declared once, in :data:`RULE_SETTINGS` (name, default,
+check, how the kernel takes it): the constructor's checks and defaults, the group keys, the
+step-time reading and the kernel's attributes all come from those declarations.
 
 The built-in ``Momentum.step()`` reads, every step: the optimizer's ``_grad_clip``,
 ``regularization`` and ``_multi_precision``; without groups its ``_momentum``,
-``_use_nesterov``, ``_rescale_grad``, ``_regularization_method`` and
-``_regularization_coeff``, with groups the same keys of each group dict; per parameter
+``_use_nesterov``, ``_rescale_grad`` (ours: ``_<name>`` of every declared setting),
+``_regularization_method`` and ``_regularization_coeff``, with groups the same keys of each
+group dict; per parameter
 ``stop_gradient``, ``main_grad`` (``step()`` without groups), ``need_clip`` (through the
 clip), ``optimize_attr['learning_rate']`` (the learning-rate scale) and ``regularizer``
 (which routes weight decay), its velocity and master weight in the optimizer's dicts, and
@@ -146,6 +152,10 @@ class GroupSettings:
     regularizer: object
     multi_precision: bool
 
+    def value(self, name):
+        """The value of the rule setting ``name``."""
+        return self.rule[RULE_SETTING_NAMES.index(name)]
+
     def structure(self):
         """What flat buckets are built from: the kind of clip (its object and values are read
         at every step: a new clip object of the same kind each step rebuilds nothing), the
@@ -238,10 +248,6 @@ class ParamSettings:
         :data:`RULE_SETTINGS` values and the fused L2 coefficient."""
         return dict(zip(RULE_SETTING_NAMES, self.rule), l2_coeff=self.l2_coeff)
 
-    def torch_options(self) -> bool:
-        """Whether a torch.optim.SGD option is on."""
-        options = self.rule_options()
-        return any(options[name] for name in KEYWORD_ONLY)
 
 
 # The clip a bucket's kernel call does to its members with ``need_clip`` (the group's clip,

@@ -296,6 +296,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         velocities = _flat.views_of(buffer, sizes, [p.shape for p in params], names)
         self._accumulators[kind].update(zip((p.name for p in params), velocities))
         self._already_create_accumulator.update(p.name for p in params)
+        self._new_velocities.update(p.name for p in params)
         return buffer, velocities
 
     def _velocity_dict(self):
@@ -361,11 +362,25 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             # elsewhere (so absent rows still decay), rescale_grad applied.
             grad = _compat.dense_gradient(grad, param)
         options = settings.rule_options()
-        first_step = self._first_step(param) if options["dampening"] else False
+        # (in dygraph taken at every update: dampening switched on later damps at once)
+        first_step = (self._first_step(param) if options["dampening"] or _compat.in_dygraph()
+                      else False)
         update = (implementations.fused if implementation == _dispatch.FUSED
                   else implementations.composed)
         update(param, grad, velocity, master, self._param_lr(param, settings),
                first_step=first_step, **options)
+
+    def _mixed_first_steps(self, params) -> bool:
+        """Some of ``params`` have their first update ahead (torch's dampening starts the
+        velocity undamped there), others not: they cannot share one fused call."""
+        first = [p.name in self._new_velocities for p in params]
+        return any(first) and not all(first)
+
+    def _first_steps(self, params) -> bool:
+        """``_first_step`` of every one of ``params`` (which agree: not mixed)."""
+        first = bool(params) and params[0].name in self._new_velocities
+        self._new_velocities.difference_update(p.name for p in params)
+        return first
 
     def _first_step(self, param):
         """Whether this is ``param``'s first update since its velocity was created (torch's
@@ -387,8 +402,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         if _compat.in_to_static():
             self._declarative_step()
             return
-        with _compat.flags_kept():
-            self._optimize(self._plan())
+        self._optimize(self._plan())
 
     @imperative_base.no_grad()
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
@@ -415,8 +429,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             only = {id(p) for p in parameters}
         params_grads = [pair for _, params in self._group_params()
                         for pair in self._gradient_pairs(params, False, only)]
-        with _compat.flags_kept():
-            self._optimize(self._plan(only, use_main_grad=False))
+        self._optimize(self._plan(only, use_main_grad=False))
         return [], params_grads
 
     def zero_grad(self, set_to_none: bool = True) -> None:

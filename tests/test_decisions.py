@@ -187,6 +187,48 @@ def test_torch_sgd_options_against_oracle(options, dtype, nesterov, momentum):
             assert_same(expected, p.numpy(), f"step {step} param {i}")
 
 
+GROUP_TORCH_OPTIONS = [dict(dampening=0.5), dict(maximize=True),
+                       dict(decoupled_weight_decay=0.05), {},
+                       dict(dampening=0.25, maximize=True, decoupled_weight_decay=0.01)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_options_per_group_on_every_implementation(dtype):
+    """The torch.optim.SGD options are settings like momentum: each group its own. The
+    default (fused buckets, one call per group) and kernel='composed' give the same bits,
+    and each group follows the oracle with its own options."""
+    runs = []
+    for kernel in ("auto", "composed"):
+        groups = [[_leaf(p) for p in _make_params(dtype, seed=index)]
+                  for index in range(len(GROUP_TORCH_OPTIONS))]
+        opt = Momentum(learning_rate=0.1, momentum=0.9, kernel=kernel, parameters=[
+            dict(params=params, **options) for params, options in zip(groups, GROUP_TORCH_OPTIONS)])
+        oracles = [[OracleParam(_as_float32(p), dtype, False) for p in params]
+                   for params in groups]
+        rng = np.random.default_rng(5)
+        for step in range(4):
+            for params in groups:
+                for p in params:
+                    (p * paddle.to_tensor(rng.standard_normal(p.shape).astype(dtype))) \
+                        .sum().backward()
+            grads = [[p.grad.numpy() for p in params] for params in groups]
+            opt.step()
+            opt.clear_grad()
+            for params, options, group_oracles, group_grads in zip(
+                    groups, GROUP_TORCH_OPTIONS, oracles, grads):
+                for i, (p, oracle, g) in enumerate(zip(params, group_oracles, group_grads)):
+                    expected = oracle.step(g, 0.1, momentum=0.9,
+                                           dampening=options.get("dampening", 0.0),
+                                           maximize=options.get("maximize", False),
+                                           decoupled=options.get("decoupled_weight_decay", 0.0))
+                    assert_same(expected, p.numpy(), f"{kernel} step {step} {options} {i}")
+        if kernel == "auto":
+            assert any(opt._flat.buckets_of_group.values()), "no fused bucket was used"
+        runs.append([p.numpy() for params in groups for p in params])
+    for i, (fused, composed) in enumerate(zip(*runs)):
+        assert_same(composed, fused, f"parameter {i}")
+
+
 def test_loaded_velocity_after_a_skipped_step_is_not_first():
     """A velocity created in a step that found_inf skipped, then loaded from a state dict,
     is an existing buffer: the next step damps (torch would have loaded its buffer)."""

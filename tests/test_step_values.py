@@ -105,17 +105,72 @@ def test_invalid_clip_norm_after_the_first_step_raises_as_the_builtin(bad, kerne
         assert_same(expected, param.numpy(), "a parameter after the refused step")
 
 
-def test_a_step_leaves_paddle_flags_as_they_were():
-    _, params = _twin_parameters(count=4)
-    flags = ["FLAGS_tensor_operants_mode"]
-    before = paddle.get_flags(flags)
-    ours = paddle_momentum.Momentum(0.1, parameters=params,
+@pytest.mark.parametrize("before", ["eager", "phi"])
+def test_a_step_leaves_paddle_flags_as_the_builtin_does(before):
+    """Paddle's custom-op runner sets FLAGS_tensor_operants_mode to 'phi' and never resets
+    it; Paddle's own eager ops (the built-in's step) leave 'eager'."""
+    flag = "FLAGS_tensor_operants_mode"
+    builtin_params, our_params = _twin_parameters(count=4)
+    builtin = paddle.optimizer.Momentum(0.1, parameters=builtin_params,
+                                        grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    ours = paddle_momentum.Momentum(0.1, parameters=our_params,
                                     grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
     for step in range(2):
-        _backward(params, step)
-        ours.step()
-        assert paddle.get_flags(flags) == before
-        ours.clear_grad()
+        after = []
+        for optimizer, params in ((builtin, builtin_params), (ours, our_params)):
+            _backward(params, step)
+            paddle.set_flags({flag: before})
+            optimizer.step()
+            after.append(paddle.get_flags(flag))
+            optimizer.clear_grad()
+        assert after[1] == after[0], after
+    paddle.set_flags({flag: "eager"})
+
+
+def test_a_group_l1_coefficient_changed_in_place_is_read_as_the_builtin_reads_it():
+    builtin_params, our_params = _twin_parameters()
+    optimizers = [cls(0.1, 0.9, parameters=[
+        dict(params=params, weight_decay=paddle.regularizer.L1Decay(0.01))])
+        for cls, params in ((paddle.optimizer.Momentum, builtin_params),
+                            (paddle_momentum.Momentum, our_params))]
+    for step in range(3):
+        for optimizer, params in zip(optimizers, (builtin_params, our_params)):
+            _backward(params, step)
+            optimizer.step()
+            optimizer.clear_grad()
+            if step == 0:
+                optimizer._param_groups[0]["weight_decay"]._coeff = 0.5
+        for index, (expected, actual) in enumerate(zip(builtin_params, our_params)):
+            assert_same(expected.numpy(), actual.numpy(), f"step {step} parameter {index}")
+
+
+@pytest.mark.parametrize("bounds", [(0.5, 0.2), (float("nan"), 0.2), (-0.2, float("nan")),
+                                    (None, 0.01), (-0.01, None)])
+def test_value_clip_bounds_changed_in_place_act_as_in_the_builtin(bounds):
+    """Set after construction: refused (ValueError, nothing written) or applied as Paddle's
+    clip applies them (None: no bound)."""
+    builtin_params, our_params = _twin_parameters()
+    optimizers = [cls(0.1, 0.9, parameters=params, grad_clip=paddle.nn.ClipGradByValue(0.02))
+                  for cls, params in ((paddle.optimizer.Momentum, builtin_params),
+                                      (paddle_momentum.Momentum, our_params))]
+    outcomes = []
+    for optimizer, params in zip(optimizers, (builtin_params, our_params)):
+        _backward(params, 0)
+        optimizer.step()
+        optimizer.clear_grad()
+        optimizer._grad_clip.min, optimizer._grad_clip.max = bounds
+        _backward(params, 1)
+        before = [p.numpy().copy() for p in params]
+        try:
+            optimizer.step()
+            outcomes.append(None)
+        except ValueError:
+            outcomes.append(ValueError)
+            for expected, param in zip(before, params):
+                assert_same(expected, param.numpy(), "a parameter after the refused step")
+    assert outcomes[0] is outcomes[1]
+    for index, (expected, actual) in enumerate(zip(builtin_params, our_params)):
+        assert_same(expected.numpy(), actual.numpy(), f"parameter {index}")
 
 
 _VIEWS = """
