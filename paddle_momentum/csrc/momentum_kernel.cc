@@ -87,22 +87,45 @@ constexpr bool kIsNarrow =
 // which vectorises, and changes nothing else (no NaN: the plain a + b, signed zeros included).
 // The choices are measured on Paddle 3.3.1's CPU kernels (docs/research/nan_bits.md).
 
-// a + b; when both are NaN, a's NaN.
+// All ones where x (float or double) is a NaN, else 0; Pick(mask, yes, no) selects bitwise.
+// Integer masks, not `x != x ? yes : no`: GCC does not vectorize that select under
+// -ftrapping-math (its default), and a loop that is not vectorised is memory-bound no more.
+template <typename T>
+using BitsOf = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+
+template <typename T>
+inline BitsOf<T> NaNMask(T x) {
+  using Signed = typename std::make_signed<BitsOf<T>>::type;
+  return static_cast<BitsOf<T>>(-static_cast<Signed>(x != x));
+}
+
+template <typename T>
+inline T Pick(BitsOf<T> mask, T yes, T no) {
+  BitsOf<T> y, n;
+  std::memcpy(&y, &yes, sizeof(T));
+  std::memcpy(&n, &no, sizeof(T));
+  const BitsOf<T> picked = (y & mask) | (n & ~mask);
+  T out;
+  std::memcpy(&out, &picked, sizeof(T));
+  return out;
+}
+
+// a + b; when both are NaN, a's NaN (a + a: quieted, as the hardware would).
 template <typename T>
 inline T AddKeepFirst(T a, T b) {
-  return a != a ? a + a : a + b;
+  return Pick(NaNMask(a), a + a, a + b);
 }
 
 // a + b; when both are NaN, b's NaN.
 template <typename T>
 inline T AddKeepSecond(T a, T b) {
-  return b != b ? b + b : a + b;
+  return Pick(NaNMask(b), b + b, a + b);
 }
 
 // a * b; when both are NaN, a's NaN.
 template <typename T>
 inline T MulKeepFirst(T a, T b) {
-  return a != a ? a + a : a * b;
+  return Pick(NaNMask(a), a + a, a * b);
 }
 
 // Rounds a float result to T and back when T is narrower than the compute type.
@@ -252,14 +275,14 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
   const GradientOpConstants<T, MT> constants(h);
   const MT grad_scale = static_cast<MT>(scale);
   // A NaN factor that wins: every scaled gradient is that NaN, quieted.
-  const bool factor_overrides = (kOps & kScaleBit) != 0 && factor_wins && scale != scale;
-  const T factor_nan = static_cast<T>(grad_scale + grad_scale);
+  const BitsOf<MT> factor_overrides =
+      (kOps & kScaleBit) != 0 && factor_wins && scale != scale ? ~BitsOf<MT>(0) : 0;
+  const MT factor_nan = grad_scale + grad_scale;
   for (int64_t i = 0; i < n; ++i) {
     T given = grad[i];
     if constexpr ((kOps & kScaleBit) != 0) {
-      given = factor_overrides
-                  ? factor_nan
-                  : GradientOps<T, MT, kScaleBit>(given, param[i], constants, grad_scale);
+      const T scaled = GradientOps<T, MT, kScaleBit>(given, param[i], constants, grad_scale);
+      given = static_cast<T>(Pick<MT>(factor_overrides, factor_nan, static_cast<MT>(scaled)));
       if constexpr ((kOps & kWriteBackBit) != 0) const_cast<T*>(grad)[i] = given;
     }
     MT g = static_cast<MT>(GradientOps<T, MT, kOps & (kClipBit | kL1Bit)>(
