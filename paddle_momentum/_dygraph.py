@@ -181,8 +181,9 @@ class DygraphStep:
 
         for bucket, table in group_plan.buckets:
             if _norm_bucket(bucket):
+                norms = implementations.squared_norms(bucket.key[0], table)
                 add(bucket.key[0], bucket.positions(positions),
-                    implementations.squared_norms(bucket.key[0], table))
+                    _clip.fix_large_nan_norms(norms, bucket.key[0], bucket.params))
         seen = {}
         for param, grad, _ in group_plan.units:
             occurrence = seen[id(param)] = seen.get(id(param), -1) + 1

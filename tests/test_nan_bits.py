@@ -116,3 +116,43 @@ def test_nan_bits_match_builtin(dtype, mode, clip, lengths, kernel):
     expected = _run("builtin", dtype, lengths, mode, clip, seed)
     actual = _run(kernel, dtype, lengths, mode, clip, seed)
     _assert_same_bits(expected, actual, lengths)
+
+
+@pytest.mark.parametrize("clip", ["global", "norm"])
+@pytest.mark.parametrize("signs", [(True, False), (False, True)], ids=["-+", "+-"])
+@pytest.mark.parametrize("size,first,second", [(16385, 100, 5000), (20000, 10, 12000),
+                                               (70001, 10, 30000)])
+def test_nan_bits_of_a_large_member(size, first, second, signs, clip):
+    """A bucket member larger than a leaf of Paddle's tree reduction (8192 floats): two NaNs of
+    opposite signs in different leaves meet in the tree. From the second step the buckets'
+    norms come from the kernel (the global norm's: Paddle's own where they hold a NaN,
+    ``_clip.fix_large_nan_norms``)."""
+    dtype = "float32"
+
+    def run(kind):
+        params = []
+        for n in (size, 5, 5):
+            p = paddle.create_parameter([n], dtype)
+            p.set_value(np.ones(n, dtype))
+            params.append(p)
+        options = dict(learning_rate=0.1, momentum=0.9, parameters=params,
+                       grad_clip=_clip(clip))
+        optimizer = (paddle.optimizer.Momentum(**options) if kind == "builtin"
+                     else paddle_momentum.Momentum(kernel=kind, **options))
+        for p in params:
+            (p * 0.5).sum().backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        for k, p in enumerate(params):
+            g = np.full([p.size], 0.5, dtype)
+            if k == 0:
+                g[first] = -np.nan if signs[0] else np.nan
+                g[second] = -np.nan if signs[1] else np.nan
+            (p * paddle.to_tensor(g)).sum().backward()
+        optimizer.step()
+        return [(name, t.numpy().view(np.uint32).copy()) for p in params
+                for name, t in (("param", p),
+                                ("velocity", optimizer._get_accumulator_master("velocity", p)),
+                                ("grad", p.grad))]
+
+    _assert_same_bits([run("builtin")], [run("auto")], [size, 5, 5])
