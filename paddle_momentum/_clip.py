@@ -115,14 +115,16 @@ def squared_norm(grad):
 _LEAF_ELEMENTS = {"float32": 8192, "float64": 4096}
 
 
-def fix_large_nan_norms(norms, dtype, params):
-    """``norms`` (the kernel's, one per member of ``params``, of ``dtype``) with the entries
-    of members larger than a leaf replaced by Paddle's own ``squared_l2_norm`` when ``norms``
-    holds a NaN (only then can the two differ: in which NaN). Costs one sync per step, for
-    buckets with such members only."""
+def fix_large_nan_norms(norms, dtype, params, sizes):
+    """``norms`` (the kernel's, one per member of ``params``, of ``dtype``; ``sizes`` their
+    numbers of elements) with the entries of members larger than a leaf replaced by Paddle's
+    own ``squared_l2_norm`` when ``norms`` holds a NaN (only then can the two differ: in which
+    NaN). Costs one sync per step, for buckets with such members only."""
     limit = _LEAF_ELEMENTS.get(dtype)
-    large = [j for j, p in enumerate(params) if limit is not None and p.size > limit]
-    if not large or not bool(paddle.isnan(norms).any()):
+    if limit is None or max(sizes, default=0) <= limit:
+        return norms
+    large = [j for j, size in enumerate(sizes) if size > limit]
+    if not bool(paddle.isnan(norms).any()):
         return norms
     grads = _compat.all_gradients(params)
     parts = [norms[j:j + 1] for j in range(len(params))]

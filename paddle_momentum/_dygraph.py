@@ -183,7 +183,8 @@ class DygraphStep:
             if _norm_bucket(bucket):
                 norms = implementations.squared_norms(bucket.key[0], table)
                 add(bucket.key[0], bucket.positions(positions),
-                    _clip.fix_large_nan_norms(norms, bucket.key[0], bucket.params))
+                    _clip.fix_large_nan_norms(norms, bucket.key[0], bucket.params,
+                                              bucket.sizes))
         seen = {}
         for param, grad, _ in group_plan.units:
             occurrence = seen[id(param)] = seen.get(id(param), -1) + 1

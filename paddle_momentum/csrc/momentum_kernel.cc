@@ -373,51 +373,88 @@ enum class Reducer {
   kClipByNorm,     // clip_by_norm's norm (ClipGradByNorm)
 };
 
+// a + b keeping a's NaN (SumFirst) or b's (SumSecond) when both are NaN, with kNaNs; without,
+// whichever the compiled code keeps (faster: the reductions run without first, and again with
+// kNaNs only when the result is a NaN).
+template <bool kNaNs, typename T>
+inline T SumFirst(T a, T b) {
+  if constexpr (kNaNs) {
+    return AddKeepFirst(a, b);
+  } else {
+    return a + b;
+  }
+}
+
+template <bool kNaNs, typename T>
+inline T SumSecond(T a, T b) {
+  if constexpr (kNaNs) {
+    return AddKeepSecond(a, b);
+  } else {
+    return a + b;
+  }
+}
+
 // One leaf: x[first, first + n), n <= kLanes * kLeafPackets. Where two NaNs meet, the leaf keeps
 // (measured, every length up to a leaf's): an accumulator's over the term added to it, the
 // second accumulator's over the first (clip_by_norm: the first's), in the first halving of the
 // lanes the upper half's, in the later ones the lower half's, and the lanes' over the scalar
 // tail's.
-template <typename T, bool kSquare, Reducer kReducer = Reducer::kSquaredL2Norm>
+template <typename T, bool kSquare, Reducer kReducer, bool kNaNs>
 T LeafSum(const T* x, int64_t first, int64_t n) {
   constexpr int64_t W = kLanes<T>;
   const int64_t pairs_end = n / (2 * W) * 2 * W, packets_end = n / W * W;
   T a[W], b[W];
   for (int64_t k = 0; k < W; ++k) a[k] = b[k] = T(0);
   for (int64_t j = 0; j < pairs_end; j += 2 * W) {
-    for (int64_t k = 0; k < W; ++k) a[k] = AddKeepFirst(a[k], Term<T, kSquare>(x, first + j + k));
     for (int64_t k = 0; k < W; ++k) {
-      b[k] = AddKeepFirst(b[k], Term<T, kSquare>(x, first + j + W + k));
+      a[k] = SumFirst<kNaNs>(a[k], Term<T, kSquare>(x, first + j + k));
+    }
+    for (int64_t k = 0; k < W; ++k) {
+      b[k] = SumFirst<kNaNs>(b[k], Term<T, kSquare>(x, first + j + W + k));
     }
   }
   for (int64_t j = pairs_end; j < packets_end; j += W) {
-    for (int64_t k = 0; k < W; ++k) a[k] = AddKeepFirst(a[k], Term<T, kSquare>(x, first + j + k));
+    for (int64_t k = 0; k < W; ++k) {
+      a[k] = SumFirst<kNaNs>(a[k], Term<T, kSquare>(x, first + j + k));
+    }
   }
   for (int64_t k = 0; k < W; ++k) {
-    a[k] = kReducer == Reducer::kClipByNorm ? AddKeepFirst(a[k], b[k]) : AddKeepSecond(a[k], b[k]);
+    a[k] = kReducer == Reducer::kClipByNorm ? SumFirst<kNaNs>(a[k], b[k])
+                                            : SumSecond<kNaNs>(a[k], b[k]);
   }
   T tail = T(0);
-  for (int64_t j = packets_end; j < n; ++j) tail = AddKeepFirst(tail, Term<T, kSquare>(x, first + j));
-  for (int64_t k = 0; k < W / 2; ++k) a[k] = AddKeepSecond(a[k], a[k + W / 2]);
-  for (int64_t width = W / 2; width > 1; width /= 2) {
-    for (int64_t k = 0; k < width / 2; ++k) a[k] = AddKeepFirst(a[k], a[k + width / 2]);
+  for (int64_t j = packets_end; j < n; ++j) {
+    tail = SumFirst<kNaNs>(tail, Term<T, kSquare>(x, first + j));
   }
-  return AddKeepSecond(tail, a[0]);
+  for (int64_t k = 0; k < W / 2; ++k) a[k] = SumSecond<kNaNs>(a[k], a[k + W / 2]);
+  for (int64_t width = W / 2; width > 1; width /= 2) {
+    for (int64_t k = 0; k < width / 2; ++k) a[k] = SumFirst<kNaNs>(a[k], a[k + width / 2]);
+  }
+  return SumSecond<kNaNs>(tail, a[0]);
 }
 
 // x[first, first + n) summed (kSquare: its squares): halves split at a packet boundary
 // counted from x[0], down to leaves. Two halves' NaNs: the left's is kept, as at the top of
 // Paddle's tree; deeper down Paddle's choice varies from node to node (inlined copies of its
 // recursion), not reproduced (docs/research/nan_bits.md).
-template <typename T, bool kSquare, Reducer kReducer = Reducer::kSquaredL2Norm>
+template <typename T, bool kSquare, Reducer kReducer, bool kNaNs>
 T EigenSum(const T* x, int64_t first, int64_t n) {
   constexpr int64_t W = kLanes<T>;
-  if (n <= W * kLeafPackets) return LeafSum<T, kSquare, kReducer>(x, first, n);
+  if (n <= W * kLeafPackets) return LeafSum<T, kSquare, kReducer, kNaNs>(x, first, n);
   const int64_t split = (first + (n + 1) / 2 + W - 1) / W * W;
   const int64_t left = std::min(split - first, n);
-  T sum = T(0) + EigenSum<T, kSquare, kReducer>(x, first, left);
-  if (left < n) sum = AddKeepFirst(sum, EigenSum<T, kSquare, kReducer>(x, split, n - left));
+  T sum = T(0) + EigenSum<T, kSquare, kReducer, kNaNs>(x, first, left);
+  if (left < n) {
+    sum = SumFirst<kNaNs>(sum, EigenSum<T, kSquare, kReducer, kNaNs>(x, split, n - left));
+  }
   return sum;
+}
+
+// The sum of the squares of x[0, n) as kReducer computes it, its NaN included.
+template <typename T, Reducer kReducer>
+T SquaredNorm(const T* x, int64_t n) {
+  const T sum = EigenSum<T, true, kReducer, false>(x, 0, n);
+  return sum == sum ? sum : EigenSum<T, true, kReducer, true>(x, 0, n);
 }
 
 // The factor clip_by_norm multiplies a gradient by, from its squared norm (Paddle's
@@ -441,7 +478,7 @@ std::vector<T> SquaredNorms(const std::vector<const T*>& data,
 #pragma omp parallel for schedule(dynamic, 16) num_threads(UpdateThreads()) \
     if (starts.back() > kParallelThreshold)
   for (int64_t i = 0; i < pieces; ++i) {
-    norms[i] = EigenSum<T, true, kReducer>(data[i], 0, starts[i + 1] - starts[i]);
+    norms[i] = SquaredNorm<T, kReducer>(data[i], starts[i + 1] - starts[i]);
   }
   return norms;
 }
