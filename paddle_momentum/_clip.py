@@ -110,6 +110,31 @@ def squared_norm(grad):
     return _squared_l2_norm(grad)
 
 
+# The kernel's squared norms equal squared_l2_norm's bit for bit, NaNs included, for gradients
+# of at most one leaf of Paddle's tree reduction (1024 AVX packets); above that, where two NaNs
+# meet, the NaN Paddle keeps varies from node to node of the tree (inlined copies of Eigen's
+# recursion compiled differently), which the kernel does not reproduce.
+_LEAF_ELEMENTS = {"float32": 8192, "float64": 4096}
+
+
+def fix_large_nan_norms(norms, dtype, params, sizes):
+    """``norms`` (the kernel's, one per member of ``params``, of ``dtype``; ``sizes`` their
+    numbers of elements) with the entries of members larger than a leaf replaced by Paddle's
+    own ``squared_l2_norm`` when ``norms`` holds a NaN (only then can the two differ: in which
+    NaN). Costs one sync per step, for buckets with such members only."""
+    limit = _LEAF_ELEMENTS.get(dtype)
+    if limit is None or max(sizes, default=0) <= limit:
+        return norms
+    large = [j for j, size in enumerate(sizes) if size > limit]
+    if not bool(paddle.isnan(norms).any()):
+        return norms
+    grads = _compat.all_gradients(params)
+    parts = [norms[j:j + 1] for j in range(len(params))]
+    for j in large:
+        parts[j] = _squared_l2_norm(grads[j]).reshape([1])
+    return paddle.concat(parts)
+
+
 def global_norm_factor(grad_clip, sums_by_dtype):
     """``ClipGradByGlobalNorm``'s factor (a [1] tensor), or None where it skips clipping
     this step (``auto_skip_clip``). ``sums_by_dtype`` maps "float16" (any low precision),

@@ -221,6 +221,8 @@ class DygraphStep:
         for bucket, table in group_plan.buckets:
             if _norm_bucket(bucket):
                 norms = implementations.squared_norms(bucket.key[0], table)
+                norms = _clip.fix_large_nan_norms(norms, bucket.key[0], bucket.params,
+                                                  bucket.sizes)
                 where, clipped = bucket.positions(positions), bucket.clipped()
                 if not clipped.any():
                     continue

@@ -248,6 +248,12 @@ class ParamSettings:
         :data:`RULE_SETTINGS` values and the fused L2 coefficient."""
         return dict(zip(RULE_SETTING_NAMES, self.rule), l2_coeff=self.l2_coeff)
 
+    @property
+    def has_torch_option(self) -> bool:
+        """A torch.optim.SGD option (a keyword-only setting) is on."""
+        return any(value for name, value in zip(RULE_SETTING_NAMES, self.rule)
+                   if name in KEYWORD_ONLY)
+
 
 
 # The clip a bucket's kernel call does to its members with ``need_clip`` (the group's clip,

@@ -78,6 +78,56 @@ template <typename T>
 constexpr bool kIsNarrow =
     std::is_same<T, float16>::value || std::is_same<T, bfloat16>::value;
 
+// ---- Which NaN an operation keeps. ----
+// On x86, when both operands of an SSE/AVX add or multiply are NaN the result is the first
+// source operand's NaN, quieted; a NaN meeting a number gives that NaN; an invalid operation
+// (inf - inf, 0 * inf) gives the default NaN 0xffc00000 (negative). The compiler may swap the
+// operands of a commutative operation (differently in a vectorised body and its scalar tail),
+// so where two NaNs can meet, the one the built-in keeps is chosen explicitly: a select,
+// which vectorises, and changes nothing else (no NaN: the plain a + b, signed zeros included).
+// The choices are measured on Paddle 3.3.1's CPU kernels (docs/research/nan_bits.md).
+
+// All ones where x (float or double) is a NaN, else 0; Pick(mask, yes, no) selects bitwise.
+// Integer masks, not `x != x ? yes : no`: GCC does not vectorize that select under
+// -ftrapping-math (its default), and a loop that is not vectorised is memory-bound no more.
+template <typename T>
+using BitsOf = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+
+template <typename T>
+inline BitsOf<T> NaNMask(T x) {
+  using Signed = typename std::make_signed<BitsOf<T>>::type;
+  return static_cast<BitsOf<T>>(-static_cast<Signed>(x != x));
+}
+
+template <typename T>
+inline T Pick(BitsOf<T> mask, T yes, T no) {
+  BitsOf<T> y, n;
+  std::memcpy(&y, &yes, sizeof(T));
+  std::memcpy(&n, &no, sizeof(T));
+  const BitsOf<T> picked = (y & mask) | (n & ~mask);
+  T out;
+  std::memcpy(&out, &picked, sizeof(T));
+  return out;
+}
+
+// a + b; when both are NaN, a's NaN (a + a: quieted, as the hardware would).
+template <typename T>
+inline T AddKeepFirst(T a, T b) {
+  return Pick(NaNMask(a), a + a, a + b);
+}
+
+// a + b; when both are NaN, b's NaN.
+template <typename T>
+inline T AddKeepSecond(T a, T b) {
+  return Pick(NaNMask(b), b + b, a + b);
+}
+
+// a * b; when both are NaN, a's NaN.
+template <typename T>
+inline T MulKeepFirst(T a, T b) {
+  return Pick(NaNMask(a), a + a, a * b);
+}
+
 // Rounds a float result to T and back when T is narrower than the compute type.
 template <typename T, typename MT>
 inline MT RoundTo(MT x) {
@@ -127,10 +177,7 @@ struct Hyper {
         has_clip(a.has_clip), clip_min(DoubleOfBits(a.clip_min)),
         clip_max(DoubleOfBits(a.clip_max)), has_l1(a.has_l1), l1(DoubleOfBits(a.l1)),
         has_scale(a.has_scale), scale(DoubleOfBits(a.scale)), has_norm_clip(a.has_norm_clip),
-        max_norm(DoubleOfBits(a.max_norm)) {
-    PD_CHECK(dampening == 0.0 && !maximize && decoupled_weight_decay == 0.0f,
-             "pm_momentum: the torch.optim.SGD options are not in the fused kernel yet");
-  }
+        max_norm(DoubleOfBits(a.max_norm)) {}
   float mu;          // momentum, a float32 attribute as in Paddle's kernel
   float l2;          // fused L2 coefficient
   bool has_l2;       // apply it (a coefficient of 0 still turns an infinite p into NaN)
@@ -177,6 +224,7 @@ enum GradientOpBits {
   kL1Bit = 2,         // L1Decay: g = g + (sign(p) * l1 + 0)
   kScaleBit = 4,      // a norm clip: g = g * scale, before the L1 term
   kWriteBackBit = 8,  // ... and the scaled gradient written back (the global norm)
+  kTorchBit = 16,     // a torch.optim.SGD option is on (their own loops: the others unchanged)
 };
 
 // ``clipped``: the member takes part in its group's clip (its need_clip); the L1 term is not a
@@ -185,7 +233,8 @@ int GradientOpBitsOf(const Hyper& h, bool clipped) {
   const int clip_bits = (h.has_clip ? kClipBit : 0) |
                         (h.has_scale || h.has_norm_clip ? kScaleBit : 0) |
                         (h.has_scale ? kWriteBackBit : 0);
-  return (clipped ? clip_bits : 0) | (h.has_l1 ? kL1Bit : 0);
+  const bool torch = h.maximize || h.dampening != 0.0 || h.decoupled_weight_decay != 0.0f;
+  return (clipped ? clip_bits : 0) | (h.has_l1 ? kL1Bit : 0) | (torch ? kTorchBit : 0);
 }
 
 // The gradient ops' constants, in the types the built-in's ops take them.
@@ -205,8 +254,8 @@ struct GradientOpConstants {
 // is +0.
 template <typename T, typename MT, int kOps>
 inline T GradientOps(T grad, T param, const GradientOpConstants<T, MT>& c, MT scale) {
-  if constexpr ((kOps & kScaleBit) != 0) {
-    grad = static_cast<T>(static_cast<MT>(grad) * scale);
+  if constexpr ((kOps & kScaleBit) != 0) {  // the gradient's NaN kept (see MomentumLoopOf)
+    grad = static_cast<T>(MulKeepFirst(static_cast<MT>(grad), scale));
   }
   if constexpr ((kOps & kClipBit) != 0) {
     const MT g = static_cast<MT>(grad);
@@ -226,11 +275,17 @@ inline T GradientOps(T grad, T param, const GradientOpConstants<T, MT>& c, MT sc
 // itself is the value updated; otherwise the float32 master is, and param = T(master).
 // A plain serial loop over n elements (vectorised by the compiler); Update() splits the work.
 // kOps: the gradient ops (GradientOpBits); scale: the gradient's factor (kScaleBit), as
-// Paddle's multiply takes it (type T).
+// Paddle's multiply takes it (type T); factor_wins: a NaN factor's NaN is kept where the
+// gradient is NaN too (else the gradient's).
+//
+// The NaNs kept where two meet, as the built-in's CPU kernel (Eigen expressions) keeps them at
+// every element position: p*c + g keeps p*c's; v*mu + g' keeps v*mu's without fused decay and
+// g''s with it; Nesterov's g' + v*mu keeps v*mu's; p - step keeps p's (a subtraction's
+// operands are never swapped).
 template <typename T, typename V, typename MT, typename R, int kOps>
 void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
                     V* __restrict__ velocity, MT* __restrict__ master, int64_t n, MT lr,
-                    const Hyper& h, T scale) {
+                    const Hyper& h, T scale, bool factor_wins) {
   const MT mu = static_cast<MT>(h.mu);
   const MT l2 = static_cast<MT>(h.l2);
   const MT rescale = static_cast<MT>(h.rescale);
@@ -239,21 +294,49 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
   const bool nesterov = h.nesterov;
   const GradientOpConstants<T, MT> constants(h);
   const MT grad_scale = static_cast<MT>(scale);
+  // A NaN factor that wins: every scaled gradient is that NaN, quieted.
+  const BitsOf<MT> factor_overrides =
+      (kOps & kScaleBit) != 0 && factor_wins && scale != scale ? ~BitsOf<MT>(0) : 0;
+  const MT factor_nan = grad_scale + grad_scale;
+  const bool maximize = h.maximize, first_step = h.first_step;
+  const bool damped = h.dampening != 0.0 && mu != MT(0);
+  const MT undamped = static_cast<MT>(static_cast<float>(1.0 - h.dampening));  // f32(1 - d)
+  const bool decoupled = h.decoupled_weight_decay != 0.0f;
+  const MT wd = static_cast<MT>(h.decoupled_weight_decay);
   for (int64_t i = 0; i < n; ++i) {
     T given = grad[i];
     if constexpr ((kOps & kScaleBit) != 0) {
-      given = GradientOps<T, MT, kScaleBit>(given, param[i], constants, grad_scale);
+      const T scaled = GradientOps<T, MT, kScaleBit>(given, param[i], constants, grad_scale);
+      given = static_cast<T>(Pick<MT>(factor_overrides, factor_nan, static_cast<MT>(scaled)));
       if constexpr ((kOps & kWriteBackBit) != 0) const_cast<T*>(grad)[i] = given;
     }
     MT g = static_cast<MT>(GradientOps<T, MT, kOps & (kClipBit | kL1Bit)>(
         given, param[i], constants, grad_scale));
+    if constexpr ((kOps & kTorchBit) != 0) {
+      if (maximize) g = g * MT(-1) + MT(0);  // rule.py's -grad: Paddle's scale op (x * -1 + 0)
+    }
     if (has_rescale) g = RoundTo<R, MT>(g * rescale);
-    const MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
-    if (has_l2) g = RoundTo<R, MT>(RoundTo<R, MT>(p * l2) + g);
-    const MT v = RoundTo<R, MT>(RoundTo<R, MT>(static_cast<MT>(velocity[i]) * mu) + g);
+    MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
+    if (has_l2) g = RoundTo<R, MT>(AddKeepFirst(RoundTo<R, MT>(p * l2), g));
+    const MT decayed = RoundTo<R, MT>(static_cast<MT>(velocity[i]) * mu);
+    // (has_l2 is the same for every element: a select, no branch)
+    MT v = RoundTo<R, MT>(has_l2 ? AddKeepSecond(decayed, g) : AddKeepFirst(decayed, g));
+    if constexpr ((kOps & kTorchBit) != 0) {
+      // rule.py's torch options as its composed ops compute them (a tensor times a Python
+      // number is Paddle's scale op, x * s + 0): dampening (not without momentum: torch keeps
+      // no buffer then), the first step's undamped velocity, SGDW's shrink of the parameter.
+      if (damped) {
+        v = first_step ? g
+                       : RoundTo<R, MT>(RoundTo<R, MT>(decayed + MT(0)) +
+                                        RoundTo<R, MT>(g * undamped + MT(0)));
+      }
+      if (decoupled) {
+        p = RoundTo<R, MT>(p * RoundTo<R, MT>(MT(1) - RoundTo<R, MT>(lr * wd + MT(0))));
+      }
+    }
     MT step;
     if (nesterov) {
-      step = RoundTo<R, MT>(RoundTo<R, MT>(g + RoundTo<R, MT>(v * mu)) * lr);
+      step = RoundTo<R, MT>(RoundTo<R, MT>(AddKeepSecond(g, RoundTo<R, MT>(v * mu))) * lr);
     } else {
       step = RoundTo<R, MT>(lr * v);
     }
@@ -264,12 +347,25 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
   }
 }
 
+// factor_wins_end: the elements [0, factor_wins_end) keep a NaN factor's NaN where the gradient
+// is NaN too, the rest the gradient's (as Paddle's multiply, or clip_by_norm, does there).
 template <typename T, typename V, typename MT, typename R>
 void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, MT lr,
-                  const Hyper& h, int ops, T scale) {
-#define PM_LOOP(bits) \
-  case bits:          \
-    return MomentumLoopOf<T, V, MT, R, bits>(param, grad, velocity, master, n, lr, h, scale)
+                  const Hyper& h, int ops, T scale, int64_t factor_wins_end = 0) {
+  if ((ops & kScaleBit) != 0 && scale != scale && 0 < factor_wins_end && factor_wins_end < n) {
+    MomentumLoop<T, V, MT, R>(param, grad, velocity, master, factor_wins_end, lr, h, ops, scale,
+                              factor_wins_end);
+    const int64_t k = factor_wins_end;
+    MomentumLoop<T, V, MT, R>(param + k, grad + k, velocity + k,
+                              master == nullptr ? nullptr : master + k, n - k, lr, h, ops,
+                              scale, 0);
+    return;
+  }
+  const bool factor_wins = factor_wins_end > 0;
+#define PM_LOOP(bits)                                                                      \
+  case bits:                                                                               \
+    return MomentumLoopOf<T, V, MT, R, bits>(param, grad, velocity, master, n, lr, h, scale, \
+                                             factor_wins)
   switch (ops) {
     PM_LOOP(0);
     PM_LOOP(kClipBit);
@@ -278,12 +374,23 @@ void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, M
     default:
       break;
   }
-  if constexpr (!kIsNarrow<T>) {  // the norm clips: float32 and float64 only
+  // float32 and float64 only: the norm clips (Paddle has no low-precision clip_by_norm or
+  // squared_l2_norm on CPU) and the torch options (the dispatcher sends low precision with a
+  // torch option to the composed ops: each instantiation costs compile time)
+  if constexpr (!kIsNarrow<T>) {
     switch (ops) {
       PM_LOOP(kScaleBit);
       PM_LOOP(kScaleBit | kL1Bit);
       PM_LOOP(kScaleBit | kWriteBackBit);
       PM_LOOP(kScaleBit | kWriteBackBit | kL1Bit);
+      PM_LOOP(kTorchBit);
+      PM_LOOP(kTorchBit | kClipBit);
+      PM_LOOP(kTorchBit | kL1Bit);
+      PM_LOOP(kTorchBit | kClipBit | kL1Bit);
+      PM_LOOP(kTorchBit | kScaleBit);
+      PM_LOOP(kTorchBit | kScaleBit | kL1Bit);
+      PM_LOOP(kTorchBit | kScaleBit | kWriteBackBit);
+      PM_LOOP(kTorchBit | kScaleBit | kWriteBackBit | kL1Bit);
       default:
         break;
     }
@@ -311,40 +418,95 @@ inline T Term(const T* x, int64_t i) {
   }
 }
 
-// One leaf: x[first, first + n), n <= kLanes * kLeafPackets.
-template <typename T, bool kSquare>
+// Whose NaN the reductions keep where two meet (docs/research/nan_bits.md): the reducers
+// Paddle's CPU wheel compiled are copies of one Eigen template that differ there.
+enum class Reducer {
+  kSquaredL2Norm,  // squared_l2_norm (ClipGradByGlobalNorm's norms)
+  kClipByNorm,     // clip_by_norm's norm (ClipGradByNorm)
+};
+
+// a + b keeping a's NaN (SumFirst) or b's (SumSecond) when both are NaN, with kNaNs; without,
+// whichever the compiled code keeps (faster: the reductions run without first, and again with
+// kNaNs only when the result is a NaN).
+template <bool kNaNs, typename T>
+inline T SumFirst(T a, T b) {
+  if constexpr (kNaNs) {
+    return AddKeepFirst(a, b);
+  } else {
+    return a + b;
+  }
+}
+
+template <bool kNaNs, typename T>
+inline T SumSecond(T a, T b) {
+  if constexpr (kNaNs) {
+    return AddKeepSecond(a, b);
+  } else {
+    return a + b;
+  }
+}
+
+// One leaf: x[first, first + n), n <= kLanes * kLeafPackets. Where two NaNs meet, the leaf keeps
+// (measured, every length up to a leaf's): an accumulator's over the term added to it, the
+// second accumulator's over the first (clip_by_norm: the first's), in the first halving of the
+// lanes the upper half's, in the later ones the lower half's, and the lanes' over the scalar
+// tail's.
+template <typename T, bool kSquare, Reducer kReducer, bool kNaNs>
 T LeafSum(const T* x, int64_t first, int64_t n) {
   constexpr int64_t W = kLanes<T>;
   const int64_t pairs_end = n / (2 * W) * 2 * W, packets_end = n / W * W;
   T a[W], b[W];
   for (int64_t k = 0; k < W; ++k) a[k] = b[k] = T(0);
   for (int64_t j = 0; j < pairs_end; j += 2 * W) {
-    for (int64_t k = 0; k < W; ++k) a[k] = a[k] + Term<T, kSquare>(x, first + j + k);
-    for (int64_t k = 0; k < W; ++k) b[k] = b[k] + Term<T, kSquare>(x, first + j + W + k);
+    for (int64_t k = 0; k < W; ++k) {
+      a[k] = SumFirst<kNaNs>(a[k], Term<T, kSquare>(x, first + j + k));
+    }
+    for (int64_t k = 0; k < W; ++k) {
+      b[k] = SumFirst<kNaNs>(b[k], Term<T, kSquare>(x, first + j + W + k));
+    }
   }
   for (int64_t j = pairs_end; j < packets_end; j += W) {
-    for (int64_t k = 0; k < W; ++k) a[k] = a[k] + Term<T, kSquare>(x, first + j + k);
+    for (int64_t k = 0; k < W; ++k) {
+      a[k] = SumFirst<kNaNs>(a[k], Term<T, kSquare>(x, first + j + k));
+    }
   }
-  for (int64_t k = 0; k < W; ++k) a[k] = a[k] + b[k];
+  for (int64_t k = 0; k < W; ++k) {
+    a[k] = kReducer == Reducer::kClipByNorm ? SumFirst<kNaNs>(a[k], b[k])
+                                            : SumSecond<kNaNs>(a[k], b[k]);
+  }
   T tail = T(0);
-  for (int64_t j = packets_end; j < n; ++j) tail = tail + Term<T, kSquare>(x, first + j);
-  for (int64_t width = W; width > 1; width /= 2) {
-    for (int64_t k = 0; k < width / 2; ++k) a[k] = a[k] + a[k + width / 2];
+  for (int64_t j = packets_end; j < n; ++j) {
+    tail = SumFirst<kNaNs>(tail, Term<T, kSquare>(x, first + j));
   }
-  return tail + a[0];
+  for (int64_t k = 0; k < W / 2; ++k) a[k] = SumSecond<kNaNs>(a[k], a[k + W / 2]);
+  for (int64_t width = W / 2; width > 1; width /= 2) {
+    for (int64_t k = 0; k < width / 2; ++k) a[k] = SumFirst<kNaNs>(a[k], a[k + width / 2]);
+  }
+  return SumSecond<kNaNs>(tail, a[0]);
 }
 
 // x[first, first + n) summed (kSquare: its squares): halves split at a packet boundary
-// counted from x[0], down to leaves.
-template <typename T, bool kSquare>
+// counted from x[0], down to leaves. Two halves' NaNs: the left's is kept, as at the top of
+// Paddle's tree; deeper down Paddle's choice varies from node to node (inlined copies of its
+// recursion), not reproduced (docs/research/nan_bits.md).
+template <typename T, bool kSquare, Reducer kReducer, bool kNaNs>
 T EigenSum(const T* x, int64_t first, int64_t n) {
   constexpr int64_t W = kLanes<T>;
-  if (n <= W * kLeafPackets) return LeafSum<T, kSquare>(x, first, n);
+  if (n <= W * kLeafPackets) return LeafSum<T, kSquare, kReducer, kNaNs>(x, first, n);
   const int64_t split = (first + (n + 1) / 2 + W - 1) / W * W;
   const int64_t left = std::min(split - first, n);
-  T sum = T(0) + EigenSum<T, kSquare>(x, first, left);
-  if (left < n) sum = sum + EigenSum<T, kSquare>(x, split, n - left);
+  T sum = T(0) + EigenSum<T, kSquare, kReducer, kNaNs>(x, first, left);
+  if (left < n) {
+    sum = SumFirst<kNaNs>(sum, EigenSum<T, kSquare, kReducer, kNaNs>(x, split, n - left));
+  }
   return sum;
+}
+
+// The sum of the squares of x[0, n) as kReducer computes it, its NaN included.
+template <typename T, Reducer kReducer>
+T SquaredNorm(const T* x, int64_t n) {
+  const T sum = EigenSum<T, true, kReducer, false>(x, 0, n);
+  return sum == sum ? sum : EigenSum<T, true, kReducer, true>(x, 0, n);
 }
 
 // The factor clip_by_norm multiplies a gradient by, from its squared norm (Paddle's
@@ -360,7 +522,7 @@ T NormClipScaling(T squared_norm, float max_norm) {
 
 // Each gradient piece's squared L2 norm (Paddle's squared_l2_norm), in parallel over the
 // pieces when there is enough work.
-template <typename T>
+template <typename T, Reducer kReducer = Reducer::kSquaredL2Norm>
 std::vector<T> SquaredNorms(const std::vector<const T*>& data,
                             const std::vector<int64_t>& starts) {
   const int64_t pieces = static_cast<int64_t>(data.size());
@@ -368,7 +530,7 @@ std::vector<T> SquaredNorms(const std::vector<const T*>& data,
 #pragma omp parallel for schedule(dynamic, 16) num_threads(UpdateThreads()) \
     if (starts.back() > kParallelThreshold)
   for (int64_t i = 0; i < pieces; ++i) {
-    norms[i] = EigenSum<T, true>(data[i], 0, starts[i + 1] - starts[i]);
+    norms[i] = SquaredNorm<T, kReducer>(data[i], starts[i + 1] - starts[i]);
   }
   return norms;
 }
@@ -555,7 +717,7 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
     } else if (h.has_scale) {
       factor = static_cast<T>(h.scale);
     } else {
-      factors = SquaredNorms<T>(grad_data, grad_starts);
+      factors = SquaredNorms<T, Reducer::kClipByNorm>(grad_data, grad_starts);
       for (T& f : factors) f = NormClipScaling<T>(f, static_cast<float>(h.max_norm));
     }
   }
@@ -578,11 +740,21 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       const int64_t offset = at - param_starts[j];
       T* param = params.empty() ? table_params[i] + (at - grad_starts[i])
                                 : param_data[j] + offset;
+      // Where a NaN factor's NaN wins over a NaN gradient's (measured): Paddle's multiply by
+      // a [1] factor keeps the factor's unless the gradient is one element (its shape [1] or
+      // [] assumed: a [1, 1] one keeps the factor's too); clip_by_norm keeps the factor's in
+      // its packets and at the first element after them when 1 to 3 remain, the gradient's
+      // in the rest of the tail.
+      const int64_t numel = grad_starts[i + 1] - grad_starts[i];
+      const int64_t packets = numel / kLanes<T> * kLanes<T>, rest = numel - packets;
+      const int64_t wins_end = h.has_scale ? (numel == 1 ? 0 : numel)
+                                           : packets + (rest >= 1 && rest <= 3 ? 1 : 0);
       MomentumLoop<T, V, MT, R>(param, grad_data[i] + (at - grad_starts[i]),
                                 velocity_data[j] + offset,
                                 master_data[j] == nullptr ? nullptr : master_data[j] + offset,
                                 stop - at, piece_lr[i], h, piece_ops[i],
-                                factors.empty() ? factor : factors[i]);
+                                factors.empty() ? factor : factors[i],
+                                std::max<int64_t>(0, wins_end - (at - grad_starts[i])));
       at = stop;
     }
   }
