@@ -168,43 +168,18 @@ double DoubleOfBits(int64_t bits) {
   return value;
 }
 
-// The update's scalars, from the attributes.
-struct Hyper {
-  explicit Hyper(const Attributes& a)
-      : mu(a.momentum), l2(a.l2_coeff), has_l2(a.has_l2), rescale(a.rescale_grad),
-        nesterov(a.use_nesterov), dampening(DoubleOfBits(a.dampening)), maximize(a.maximize),
-        decoupled_weight_decay(a.decoupled_weight_decay), first_step(a.first_step),
-        has_clip(a.has_clip), clip_min(DoubleOfBits(a.clip_min)),
-        clip_max(DoubleOfBits(a.clip_max)), has_l1(a.has_l1), l1(DoubleOfBits(a.l1)),
-        has_scale(a.has_scale), scale(DoubleOfBits(a.scale)), has_norm_clip(a.has_norm_clip),
-        max_norm(DoubleOfBits(a.max_norm)) {}
-  float mu;          // momentum, a float32 attribute as in Paddle's kernel
-  float l2;          // fused L2 coefficient
-  bool has_l2;       // apply it (a coefficient of 0 still turns an infinite p into NaN)
-  float rescale;     // rescale_grad (1: none)
-  bool nesterov;
-  // torch.optim.SGD's options (rule.py's momentum_update says what each does)
-  double dampening;
-  bool maximize;
-  float decoupled_weight_decay;
-  bool first_step;   // the parameters' first update (torch starts its buffer undamped)
-  // What the built-in does to the gradient before its kernel (dygraph buckets only; doubles,
-  // because Paddle's clip and scale ops take them as double scalars):
-  bool has_clip;  // ClipGradByValue: g = min(max(g, clip_min), clip_max)
-  double clip_min, clip_max;
-  bool has_l1;    // L1Decay: g = g + (sign(p) * l1 + 0)
-  double l1;
-  // ClipGradByGlobalNorm: g = g * scale, written back into the gradient (the built-in
-  // multiplies the gradient in place); the factor comes from Python (GlobalNormFactor there).
-  bool has_scale;
-  double scale;
-  // ClipGradByNorm: g = g * scaling(norm of this gradient), not written back (the built-in
-  // makes a new gradient); the factors are computed in a pass before the update.
-  bool has_norm_clip;
-  double max_norm;
-};
-
-#define PM_HYPER Hyper(Attributes{PM_ATTRIBUTES(PM_ATTRIBUTE_NAME)})
+// The update's scalars are the attributes themselves (the doubles read with DoubleOfBits):
+// momentum, l2_coeff and rescale_grad are float32 attributes as in Paddle's kernel (has_l2:
+// apply the decay; a coefficient of 0 still turns an infinite p into NaN); what the built-in
+// does to the gradient before its kernel (dygraph buckets only: Paddle's clip and scale ops
+// take doubles): has_clip (ClipGradByValue: g = min(max(g, clip_min), clip_max)), has_l1
+// (L1Decay: g = g + (sign(p) * l1 + 0)), has_scale (ClipGradByGlobalNorm: g = g * scale,
+// written back into the gradient, as the built-in multiplies it in place), has_norm_clip
+// (ClipGradByNorm: g = g * scaling(this gradient's norm), not written back); the
+// torch.optim.SGD options (rule.py's momentum_update says what each does) and first_step
+// (the parameters' first update: torch starts its buffer undamped).
+using Hyper = Attributes;
+#define PM_HYPER Attributes{PM_ATTRIBUTES(PM_ATTRIBUTE_NAME)}
 
 // A double scalar as Paddle's kernels of type T take it (narrow types through float).
 template <typename T>
@@ -235,7 +210,8 @@ int GradientOpBitsOf(const Hyper& h, bool clipped) {
   const int clip_bits = (h.has_clip ? kClipBit : 0) |
                         (h.has_scale || h.has_norm_clip ? kScaleBit : 0) |
                         (h.has_scale ? kWriteBackBit : 0);
-  const bool torch = h.maximize || h.dampening != 0.0 || h.decoupled_weight_decay != 0.0f;
+  const bool torch =
+      h.maximize || DoubleOfBits(h.dampening) != 0.0 || h.decoupled_weight_decay != 0.0f;
   return (clipped ? clip_bits : 0) | (h.has_l1 ? kL1Bit : 0) | (torch ? kTorchBit : 0);
 }
 
@@ -243,9 +219,9 @@ int GradientOpBitsOf(const Hyper& h, bool clipped) {
 template <typename T, typename MT>
 struct GradientOpConstants {
   explicit GradientOpConstants(const Hyper& h)
-      : low(ScalarAs<T>(h.clip_min)), high(ScalarAs<T>(h.clip_max)),
+      : low(ScalarAs<T>(DoubleOfBits(h.clip_min))), high(ScalarAs<T>(DoubleOfBits(h.clip_max))),
         low_mt(static_cast<MT>(low)), high_mt(static_cast<MT>(high)),
-        l1(static_cast<MT>(ScalarAs<T>(h.l1))) {}
+        l1(static_cast<MT>(ScalarAs<T>(DoubleOfBits(h.l1)))) {}
   T low, high;
   MT low_mt, high_mt, l1;
 };
@@ -288,12 +264,12 @@ template <typename T, typename V, typename MT, typename R, int kOps>
 void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
                     V* __restrict__ velocity, MT* __restrict__ master, int64_t n, MT lr,
                     const Hyper& h, T scale, bool factor_wins) {
-  const MT mu = static_cast<MT>(h.mu);
-  const MT l2 = static_cast<MT>(h.l2);
-  const MT rescale = static_cast<MT>(h.rescale);
+  const MT mu = static_cast<MT>(h.momentum);
+  const MT l2 = static_cast<MT>(h.l2_coeff);
+  const MT rescale = static_cast<MT>(h.rescale_grad);
   const bool has_l2 = h.has_l2;
-  const bool has_rescale = h.rescale != 1.0f;
-  const bool nesterov = h.nesterov;
+  const bool has_rescale = h.rescale_grad != 1.0f;
+  const bool nesterov = h.use_nesterov;
   const GradientOpConstants<T, MT> constants(h);
   const MT grad_scale = static_cast<MT>(scale);
   // A NaN factor that wins: every scaled gradient is that NaN, quieted.
@@ -301,8 +277,8 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
       (kOps & kScaleBit) != 0 && factor_wins && scale != scale ? ~BitsOf<MT>(0) : 0;
   const MT factor_nan = grad_scale + grad_scale;
   const bool maximize = h.maximize, first_step = h.first_step;
-  const bool damped = h.dampening != 0.0 && mu != MT(0);
-  const MT undamped = static_cast<MT>(static_cast<float>(1.0 - h.dampening));  // f32(1 - d)
+  const bool damped = DoubleOfBits(h.dampening) != 0.0 && mu != MT(0);
+  const MT undamped = static_cast<MT>(static_cast<float>(1.0 - DoubleOfBits(h.dampening)));  // f32(1 - d)
   const bool decoupled = h.decoupled_weight_decay != 0.0f;
   const MT wd = static_cast<MT>(h.decoupled_weight_decay);
   for (int64_t i = 0; i < n; ++i) {
@@ -728,10 +704,10 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
     if constexpr (kIsNarrow<T>) {
       PD_THROW("pm_momentum: norm clips take float32 or float64 gradients");
     } else if (h.has_scale) {
-      factor = static_cast<T>(h.scale);
+      factor = static_cast<T>(DoubleOfBits(h.scale));
     } else {
       factors = SquaredNorms<T, Reducer::kClipByNorm>(grad_data, grad_starts);
-      for (T& f : factors) f = NormClipScaling<T>(f, static_cast<float>(h.max_norm));
+      for (T& f : factors) f = NormClipScaling<T>(f, static_cast<float>(DoubleOfBits(h.max_norm)));
     }
   }
 #pragma omp parallel num_threads(UpdateThreads()) if (total > kParallelThreshold)
