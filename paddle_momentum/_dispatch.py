@@ -38,19 +38,22 @@ STATIC_BATCH_MIN = 7
 class Capabilities:
     """What this process can run: the fused kernel (built and checked), the gradient table
     (built and checked against Paddle's accessors) and, where both are, whether the kernel's
-    norm reductions equal Paddle's here (the fused norm clips need it)."""
+    norm reductions equal Paddle's here (:attr:`norm_reductions`, the fused norm clips need
+    it: checked at its first question, which a step without a norm clip never asks)."""
 
     kernel: bool
     table: bool
-    norm_reductions: bool
+
+    @property
+    def norm_reductions(self) -> bool:
+        return self.table and _kernel.norm_reductions_exact()
 
 
 def capabilities() -> Capabilities:
     """This process's :class:`Capabilities` (each part cached by ``_kernel`` after its first
     answer: a build, a check). Asked once per step (a few us), and passed to :func:`choose`."""
     kernel = _kernel.load() is not None
-    table = kernel and _kernel.gradient_table() is not None
-    return Capabilities(kernel, table, table and _kernel.norm_reductions_exact())
+    return Capabilities(kernel, kernel and _kernel.gradient_table() is not None)
 
 
 def choose(kernel_option: str, can: Capabilities, param, grad, settings: ParamSettings,
