@@ -160,10 +160,13 @@ class GroupSettings:
         """What flat buckets are built from: the kind of clip (its object and values are read
         at every step: a new clip object of the same kind each step rebuilds nothing), the
         fused decay, the regularizer and the coefficient it reads from itself when it runs,
-        and multi-precision. The other settings are read at every step."""
+        multi-precision, and whether a torch option is on. The other settings are read at
+        every step."""
+        torch_options = any(value for name, value in zip(RULE_SETTING_NAMES, self.rule)
+                            if name in KEYWORD_ONLY)  # (low precision takes them composed)
         return (type(self.grad_clip), getattr(self.grad_clip, "should_comm_on_shard_dim", False),
                 self.l2_coeff, self.regularizer, getattr(self.regularizer, "_coeff", None),
-                self.multi_precision)
+                self.multi_precision, torch_options)
 
 
 def group_settings(group, optimizer):

@@ -260,3 +260,40 @@ def test_a_decimal_comma_locale_changes_nothing(tmp_path):
     result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
     assert result["canary"] == 0.0, "the locale did not take: the test would prove nothing"
     assert result["value"] and result["l1"] and result["norm"], result
+
+
+def _torch_options_run(kernel, dtype, clip, multi_precision):
+    """Two groups; after two steps one switches dampening on, the other maximize."""
+    values = np.random.RandomState(1).standard_normal((12, 37)).astype("float32")
+    params = [paddle.create_parameter([37], dtype) for _ in values]
+    for param, value in zip(params, values):
+        param.set_value(value.astype(dtype))
+    optimizer = paddle_momentum.Momentum(
+        0.1, 0.9, kernel=kernel, grad_clip=clip, multi_precision=multi_precision,
+        parameters=[dict(params=params[:6], decoupled_weight_decay=0.05),
+                    dict(params=params[6:])])
+    for step in range(5):
+        if step == 2:
+            optimizer._param_groups[0]["dampening"] = 0.3
+            optimizer._param_groups[1]["maximize"] = True
+        paddle.add_n([(p.astype("float32") ** 2 * (k + 1 + step)).sum()
+                      for k, p in enumerate(params)]).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    return [p.astype("float32").numpy() for p in params]
+
+
+@pytest.mark.parametrize("dtype,multi_precision", [("float32", False), ("float64", False),
+                                                   ("float16", True), ("float16", False)])
+@pytest.mark.parametrize("clip", ["none", "global-norm"])
+def test_torch_options_switched_on_between_steps_fused_equals_composed(dtype, multi_precision,
+                                                                       clip):
+    """The torch options are values of each step: switched on after the buckets were built,
+    the default (their fused loops, or the composed ops for low precision) gives the composed
+    ops' bits."""
+    if dtype == "float16" and clip != "none":
+        pytest.skip("Paddle has no float16 squared_l2_norm on CPU (the built-in fails too)")
+    fused, composed = (_torch_options_run(kernel, dtype, CLIPS[clip](), multi_precision)
+                       for kernel in ("auto", "composed"))
+    for index, (expected, actual) in enumerate(zip(composed, fused)):
+        assert_same(expected, actual, f"parameter {index}")

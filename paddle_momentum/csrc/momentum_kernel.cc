@@ -710,6 +710,13 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       for (T& f : factors) f = NormClipScaling<T>(f, static_cast<float>(DoubleOfBits(h.max_norm)));
     }
   }
+  if constexpr (kIsNarrow<T>) {  // (checked here: an exception must not leave the threads)
+    for (const int ops : piece_ops) {
+      PD_CHECK((ops & (kScaleBit | kTorchBit)) == 0,
+               "pm_momentum: norm clips and the torch.optim.SGD options take float32 or "
+               "float64 parameters");
+    }
+  }
 #pragma omp parallel num_threads(UpdateThreads()) if (total > kParallelThreshold)
   {
 #ifdef _OPENMP
