@@ -110,11 +110,11 @@ def _fused_supports(param, grad, settings: ParamSettings) -> bool:
     process on a 0-d in-place output) and no dampening (its first-step flag lives in the
     program, which the kernel does not read); a torch.optim.SGD option on float32/float64
     parameters only (the kernel instantiates those loops for them alone)."""
+    if settings.has_torch_option and _compat.is_low_precision(param.dtype):
+        return False
     if _compat.in_dygraph():  # (asked for every parameter at a first step: kept cheap)
         return (grad.dtype == param.dtype and param.place.is_cpu_place()
-                and param.is_contiguous() and grad.is_contiguous()
-                and not (settings.has_torch_option and _compat.is_low_precision(param.dtype)))
+                and param.is_contiguous() and grad.is_contiguous())
     return (_compat.dtype_name(grad.dtype) == _compat.dtype_name(param.dtype)
             and _compat.on_cpu(param) and len(param.shape) > 0
-            and not settings.rule_options()["dampening"]
-            and not (settings.has_torch_option and _compat.is_low_precision(param.dtype)))
+            and not settings.rule_options()["dampening"])

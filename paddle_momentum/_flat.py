@@ -200,8 +200,8 @@ class FlatBucket:
             rows[_layout.TABLE_ROWS["LR_SCALE"]] = np.array(lr_scales, np.float64).view(np.int64)
         if need_clips is not None:
             self.need_clips = list(need_clips)
-            rows[_layout.TABLE_ROWS["CLIPPED"]] = [need_clip is not False
-                                                    for need_clip in self.need_clips]
+            self._clipped = np.array([need_clip is not False for need_clip in self.need_clips])
+            rows[_layout.TABLE_ROWS["CLIPPED"]] = self._clipped
 
     def need_clip_changed(self) -> bool:
         """A member's ``need_clip`` (which a clip reads at every step) is another object."""
@@ -209,8 +209,8 @@ class FlatBucket:
 
     def clipped(self):
         """The members the group's clip applies to now (their ``need_clip``), as a numpy
-        bool array in member order."""
-        return np.array([need_clip is not False for need_clip in self.need_clips])
+        bool array in member order (kept from the last ``write_values``: do not modify)."""
+        return self._clipped
 
     def _settings_changed(self) -> bool:
         return any(getattr(r, "_coeff", None) != coeff for r, coeff in self.coefficients)

@@ -125,6 +125,12 @@ def rule_options(**values):
     return options
 
 
+def torch_option_on(rule) -> bool:
+    """Whether a torch.optim.SGD option (a keyword-only setting) is on in ``rule`` (the
+    values of :data:`RULE_SETTINGS`, in their order)."""
+    return any(value for name, value in zip(RULE_SETTING_NAMES, rule) if name in KEYWORD_ONLY)
+
+
 def check_rule_values(values: dict):
     """What the settings refuse together (``values``: name -> checked value)."""
     if values["dampening"] and values["use_nesterov"]:
@@ -162,11 +168,9 @@ class GroupSettings:
         fused decay, the regularizer and the coefficient it reads from itself when it runs,
         multi-precision, and whether a torch option is on. The other settings are read at
         every step."""
-        torch_options = any(value for name, value in zip(RULE_SETTING_NAMES, self.rule)
-                            if name in KEYWORD_ONLY)  # (low precision takes them composed)
         return (type(self.grad_clip), getattr(self.grad_clip, "should_comm_on_shard_dim", False),
                 self.l2_coeff, self.regularizer, getattr(self.regularizer, "_coeff", None),
-                self.multi_precision, torch_options)
+                self.multi_precision, torch_option_on(self.rule))
 
 
 def group_settings(group, optimizer):
@@ -254,8 +258,7 @@ class ParamSettings:
     @property
     def has_torch_option(self) -> bool:
         """A torch.optim.SGD option (a keyword-only setting) is on."""
-        return any(value for name, value in zip(RULE_SETTING_NAMES, self.rule)
-                   if name in KEYWORD_ONLY)
+        return torch_option_on(self.rule)
 
 
 

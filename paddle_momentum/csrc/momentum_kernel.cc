@@ -351,11 +351,20 @@ void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, M
   case bits:                                                                               \
     return MomentumLoopOf<T, V, MT, R, bits>(param, grad, velocity, master, n, lr, h, scale, \
                                              factor_wins)
+  // The loops of the gradient ops without a norm clip's scaling, and with it, each with the
+  // bits of ``extra``.
+#define PM_PLAIN_LOOPS(extra)                                              \
+  PM_LOOP(extra);                                                          \
+  PM_LOOP(extra | kClipBit);                                               \
+  PM_LOOP(extra | kL1Bit);                                                 \
+  PM_LOOP(extra | kClipBit | kL1Bit)
+#define PM_SCALED_LOOPS(extra)                                             \
+  PM_LOOP(extra | kScaleBit);                                              \
+  PM_LOOP(extra | kScaleBit | kL1Bit);                                     \
+  PM_LOOP(extra | kScaleBit | kWriteBackBit);                              \
+  PM_LOOP(extra | kScaleBit | kWriteBackBit | kL1Bit)
   switch (ops) {
-    PM_LOOP(0);
-    PM_LOOP(kClipBit);
-    PM_LOOP(kL1Bit);
-    PM_LOOP(kClipBit | kL1Bit);
+    PM_PLAIN_LOOPS(0);
     default:
       break;
   }
@@ -364,26 +373,16 @@ void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, M
   // torch option to the composed ops: each instantiation costs compile time)
   if constexpr (!kIsNarrow<T>) {
     switch (ops) {
-      PM_LOOP(kScaleBit);
-      PM_LOOP(kScaleBit | kL1Bit);
-      PM_LOOP(kScaleBit | kWriteBackBit);
-      PM_LOOP(kScaleBit | kWriteBackBit | kL1Bit);
-      PM_LOOP(kNaNFactorBit | kScaleBit);
-      PM_LOOP(kNaNFactorBit | kScaleBit | kL1Bit);
-      PM_LOOP(kNaNFactorBit | kScaleBit | kWriteBackBit);
-      PM_LOOP(kNaNFactorBit | kScaleBit | kWriteBackBit | kL1Bit);
-      PM_LOOP(kTorchBit);
-      PM_LOOP(kTorchBit | kClipBit);
-      PM_LOOP(kTorchBit | kL1Bit);
-      PM_LOOP(kTorchBit | kClipBit | kL1Bit);
-      PM_LOOP(kTorchBit | kScaleBit);
-      PM_LOOP(kTorchBit | kScaleBit | kL1Bit);
-      PM_LOOP(kTorchBit | kScaleBit | kWriteBackBit);
-      PM_LOOP(kTorchBit | kScaleBit | kWriteBackBit | kL1Bit);
+      PM_SCALED_LOOPS(0);
+      PM_SCALED_LOOPS(kNaNFactorBit);
+      PM_PLAIN_LOOPS(kTorchBit);
+      PM_SCALED_LOOPS(kTorchBit);
       default:
         break;
     }
   }
+#undef PM_SCALED_LOOPS
+#undef PM_PLAIN_LOOPS
 #undef PM_LOOP
   PD_THROW("pm_momentum: unsupported combination of gradient ops");
 }
