@@ -18,9 +18,7 @@ import dataclasses
 
 import numpy as np
 import paddle
-from paddle.base import framework
 from paddle.nn.clip import ClipGradByValue
-from paddle.base.layer_helper import LayerHelper
 
 from . import _clip, _compat, _dispatch, _flat, _kernel, implementations
 from ._boundary import GradientOps
@@ -44,37 +42,46 @@ class GroupPlan:
 
 
 class DygraphStep:
-    """The dygraph half of ``Momentum`` (a mixin: it uses the optimizer's settings and state
-    methods)."""
+    """The dygraph step of one optimizer: :meth:`plan`, then :meth:`prepare` (checks, clip,
+    regularization), then :meth:`update`. It receives what it works on: the settings
+    (``_settings.Reader``), the state (``_state.State``), the flat buckets
+    (``_flat.FlatState``), the ``kernel`` option; the optimizer prepares the learning rate
+    between :meth:`prepare` and :meth:`update`, as the built-in's step does."""
 
-    def _plan(self, only=None, use_main_grad=True):
+    def __init__(self, settings, state, flat, kernel):
+        self.settings = settings
+        self.state = state
+        self.flat = flat
+        self.kernel = kernel
+
+    def plan(self, only=None, use_main_grad=True):
         """The step's :class:`GroupPlan` per group; ``only`` (a set of ids) restricts it to
         those parameters (``minimize(parameters=...)``), without buckets. The built-in's
         ``step()`` takes ``main_grad`` where it is set (not in groups), its ``minimize()``
         never."""
         plan = []
         can = _dispatch.capabilities()
-        for group, params in self._group_params():
-            group_settings = self._group_settings(group)
+        settings_of, state = self.settings.param, self.state
+        for group, params in self.settings.groups():
+            group_settings = self.settings.group(group)
             buckets = []
-            if (_dispatch.buckets_possible(self._kernel, can) and only is None
-                    and self._flat.built(group)):
-                state = self._flat.ready(
-                    group, params, group_settings.structure(), self._velocity_dict(),
-                    self._master_weights,
-                    lambda param: self._settings_of(param, group_settings),
-                    lambda param, settings: _dispatch.bucket_key(self._kernel, can, param,
+            if (_dispatch.buckets_possible(self.kernel, can) and only is None
+                    and self.flat.built(group)):
+                ready = self.flat.ready(
+                    group, params, group_settings.structure(), state.velocities(),
+                    state.masters, lambda param: settings_of(param, group_settings),
+                    lambda param, settings: _dispatch.bucket_key(self.kernel, can, param,
                                                                  settings),
                     clipped=group_settings.grad_clip is not None)
-                if state is None:  # something a bucket was built from changed: rebuild all
-                    self._flat.clear()
-                    return self._plan(only, use_main_grad)
-                buckets, by_member = state
+                if ready is None:  # something a bucket was built from changed: rebuild all
+                    self.flat.clear()
+                    return self.plan(only, use_main_grad)
+                buckets, by_member = ready
                 if group_settings.value("dampening"):
                     # torch's dampening starts each velocity undamped: members whose first
                     # update differs cannot share a call this step
                     mixed = {id(b) for b, _ in buckets
-                             if not b.stepped and self._mixed_first_steps(b.params)}
+                             if not b.stepped and state.mixed_first_steps(b.params)}
                     by_member = by_member + [b for b, _ in buckets if id(b) in mixed]
                     buckets = [(b, table) for b, table in buckets if id(b) not in mixed]
                 if buckets and not _fusable_clip_values(group_settings.grad_clip):
@@ -83,31 +90,15 @@ class DygraphStep:
                     by_member = by_member + [bucket for bucket, _ in buckets]
                     buckets = []
                 if not by_member:
-                    params = self._flat.outside_buckets[id(group)]
+                    params = self.flat.outside_buckets[id(group)]
                 elif buckets:
                     members = {id(p) for bucket, _ in buckets for p in bucket.params}
                     params = [p for p in params if id(p) not in members]
-            units = [(param, grad, self._settings_of(param, group_settings))
-                     for param, grad in self._gradient_pairs(
+            units = [(param, grad, settings_of(param, group_settings))
+                     for param, grad in gradient_pairs(
                          params, use_main_grad and group is None, only)]
             plan.append(GroupPlan(group, group_settings, buckets, units, can))
         return plan
-
-    def _group_params(self):
-        """``[(group or None, its parameters)]``."""
-        groups = self._param_groups if self._grouped() else [None]
-        return [(group, self._params_of(group)) for group in groups]
-
-    def _params_of(self, group):
-        return group["params"] if group is not None else self._param_groups
-
-    @staticmethod
-    def _gradient_pairs(params, use_main_grad, only=None):
-        """``[(param, grad)]`` for the trainable ``params`` (in ``only``) with a gradient
-        (``main_grad`` where it is set, with ``use_main_grad``)."""
-        grads = [None if p.stop_gradient or (only is not None and id(p) not in only)
-                 else _compat.gradient_of(p, use_main_grad) for p in params]
-        return [(p, g) for p, g in zip(params, grads) if g is not None]
 
     def _check_units(self, plan):
         """Raise, before anything is written, for a gradient or a parameter that the update
@@ -130,29 +121,12 @@ class DygraphStep:
                         f"the gradient of {param.name} has shape {list(grad.shape)}, "
                         f"expected {list(param.shape)}"
                     )
-                self._check_state_fits(param, settings)
+                self.state.check_fits(param, settings)
 
-    def _found_inf(self) -> bool:
-        """True when a GradScaler flagged inf/NaN gradients: then the step changes nothing."""
-        found_inf = self._get_auxiliary_var("found_inf")
-        if _compat.is_tensor(found_inf):
-            found_inf = bool(found_inf)
-            self._set_auxiliary_var("found_inf", found_inf)
-        return bool(found_inf)
-
-    def _optimize(self, plan):
-        """The step, in the built-in's order: clip -> regularize -> state -> found_inf -> update.
-
-        Everything that can fail on bad input runs before the first parameter is written.
-        Paddle's flags are left as the built-in's step (eager ops) leaves them.
-        """
-        try:
-            self._optimize_planned(plan)
-        finally:
-            if any(group_plan.units or group_plan.buckets for group_plan in plan):
-                _compat.flags_as_after_eager_ops()
-
-    def _optimize_planned(self, plan):
+    def prepare(self, plan):
+        """The first half of the step, in the built-in's order: checks (everything that can
+        fail on bad input, before the first parameter is written), clip, non-fused
+        regularization."""
         self._check_units(plan)
         for group_plan in plan:
             units = group_plan.units
@@ -171,38 +145,38 @@ class DygraphStep:
                 clipped = _clip.clip_gradients(group_plan.settings.grad_clip,
                                                [(p, g) for p, g, _ in units])
                 units = [(p, g, s) for (p, g), (_, _, s) in zip(clipped, units)]
-            group_plan.units = [(p, self._regularized(p, g, s), s) for p, g, s in units]
-        with paddle.static.program_guard(
-            paddle.static.default_main_program(), paddle.static.default_startup_program()
-        ):
-            for _ in plan:  # the built-in makes one helper per group (a unique name each)
-                self.helper = LayerHelper(self.__class__.__name__)
-            self._prepare_learning_rate()
-            block = framework.default_main_program().global_block()
-            repeated = None
-            for group_plan in plan:
-                if (_dispatch.buckets_possible(self._kernel, group_plan.can)
-                        and not self._flat.built(group_plan.group)):
-                    if repeated is None:
-                        repeated = self._repeated_params()
-                    # Bucket members' state is created inside the buckets' buffers.
-                    self._build_buckets(group_plan, repeated)
-                self._create_accumulators(block, [p for p, _, _ in group_plan.units])
-            if self._found_inf():
-                for group_plan in plan:  # the built-in clipped the gradients all the same
-                    for bucket, _ in group_plan.buckets:
-                        if _norm_bucket(bucket):
-                            _clip.scale_gradients(
-                                zip(bucket.params, _compat.all_gradients(bucket.params)),
-                                group_plan.global_norm_factor)
-                return
-            for group_plan in plan:
-                for bucket, grads in group_plan.buckets:
-                    self._update_bucket(bucket, grads, group_plan)
-                for param, grad, settings in group_plan.units:
-                    if param._is_initialized():  # the built-in skips these too (e.g. empty)
-                        self._update_param(param, grad, settings, _dispatch.choose(
-                            self._kernel, group_plan.can, param, grad, settings))
+            group_plan.units = [(p, _regularized(p, g, s), s) for p, g, s in units]
+
+    def update(self, plan, lr, found_inf):
+        """The second half: state (buckets built where none are, velocities created), then,
+        unless ``found_inf`` (a GradScaler flagged inf/NaN gradients: nothing changes), every
+        bucket's and unit's update with the global learning rate ``lr``."""
+        repeated = None
+        for group_plan in plan:
+            if (_dispatch.buckets_possible(self.kernel, group_plan.can)
+                    and not self.flat.built(group_plan.group)):
+                if repeated is None:
+                    repeated = self._repeated_params()
+                # Bucket members' state is created inside the buckets' buffers.
+                self._build_buckets(group_plan, repeated)
+            for param, _, _ in group_plan.units:
+                self.state.velocity_of(param)
+        if found_inf():
+            for group_plan in plan:  # the built-in clipped the gradients all the same
+                for bucket, _ in group_plan.buckets:
+                    if _norm_bucket(bucket):
+                        _clip.scale_gradients(
+                            zip(bucket.params, _compat.all_gradients(bucket.params)),
+                            group_plan.global_norm_factor)
+            return
+        for group_plan in plan:
+            for bucket, grads in group_plan.buckets:
+                self._update_bucket(bucket, grads, group_plan, lr)
+            for param, grad, settings in group_plan.units:
+                if param._is_initialized():  # the built-in skips these too (e.g. empty)
+                    self.state.update(param, grad, settings, _dispatch.choose(
+                        self.kernel, group_plan.can, param, grad, settings),
+                        param_lr(lr, settings))
 
     def _clip_by_global_norm(self, group_plan: GroupPlan):
         """``ClipGradByGlobalNorm`` over a group with flat buckets, as the built-in computes
@@ -210,7 +184,8 @@ class DygraphStep:
         dtype in the group's order of parameters, then the factor. The units' gradients are
         multiplied here (returned: the new units), the buckets' in the kernel
         (``group_plan.global_norm_factor``)."""
-        positions = self._flat.positions(group_plan.group, self._params_of(group_plan.group))
+        positions = self.flat.positions(group_plan.group,
+                                        self.settings.params_of(group_plan.group))
         found = {}  # dtype class -> ([positions arrays], [squared norms tensors])
 
         def add(kind, where, norms):
@@ -251,18 +226,11 @@ class DygraphStep:
         scaled = _clip.scale_gradients([(p, g) for p, g, _ in group_plan.units], factor)
         return [(p, g, s) for (p, g), (_, _, s) in zip(scaled, group_plan.units)]
 
-    def _regularized(self, param, grad, settings: ParamSettings):
-        """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""
-        if settings.regularizer is None:
-            return grad
-        term = settings.regularizer(param, grad, _compat.default_block(grad))
-        return paddle.add_n([grad, term])
-
     def _repeated_params(self):
         """The ids of parameters listed more than once (in one group or across groups): the
         built-in updates them once per listing, so they stay single-parameter units."""
         seen, repeated = set(), set()
-        for _, params in self._group_params():
+        for _, params in self.settings.groups():
             for param in params:
                 (repeated if id(param) in seen else seen).add(id(param))
         return repeated
@@ -272,8 +240,9 @@ class DygraphStep:
         per batch key (once per group, and again whenever something they were built from
         changes); the buckets join ``group_plan.buckets``, the rest stay units."""
         members, rest = {}, []
+        state = self.state
         for param, grad, settings in group_plan.units:
-            key = _dispatch.bucket_key(self._kernel, group_plan.can, param, settings, grad,
+            key = _dispatch.bucket_key(self.kernel, group_plan.can, param, settings, grad,
                                        repeated=id(param) in repeated)
             if key is None:
                 rest.append((param, grad, settings))
@@ -282,42 +251,66 @@ class DygraphStep:
         buckets = []
         for key, entries in members.items():
             bucket = _flat.FlatBucket(
-                key, [p for p, _, _ in entries], _kernel.gradient_table(), self._velocity_of,
+                key, [p for p, _, _ in entries], _kernel.gradient_table(), state.velocity_of,
                 [s.lr_scale for _, _, s in entries],
                 [getattr(p, "need_clip", True) for p, _, _ in entries],
                 [s.regularizer for _, _, s in entries],
-                self._create_master_weight if entries[0][2].master_weight else None,
-                self._zero_velocities)
+                state.create_master_weight if entries[0][2].master_weight else None,
+                state.zero_velocities)
             buckets.append(bucket)
-            grads = bucket.gradients(self._velocity_dict(), self._master_weights)
+            grads = bucket.gradients(state.velocities(), state.masters)
             mixed = (group_plan.settings.value("dampening")
-                     and self._mixed_first_steps(bucket.params))
+                     and state.mixed_first_steps(bucket.params))
             if isinstance(grads, str) or mixed:  # not whole this step: members stay units
                 rest.extend(entries)
             else:
                 group_plan.buckets.append((bucket, grads))
         in_bucket = {id(p) for bucket in buckets for p in bucket.params}
-        params = self._params_of(group_plan.group)
+        params = self.settings.params_of(group_plan.group)
         outside = [p for p in params if id(p) not in in_bucket]
-        self._flat.add_group(group_plan.group, params, group_plan.settings.structure(), buckets,
-                             outside, self._master_weights)
+        self.flat.add_group(group_plan.group, params, group_plan.settings.structure(), buckets,
+                            outside, state.masters)
         group_plan.units = rest
 
-    def _update_bucket(self, bucket, table, group_plan: GroupPlan):
+    def _update_bucket(self, bucket, table, group_plan: GroupPlan, lr):
         """One fused call updates every member of ``bucket`` (its filled gradient ``table``
         holds each member's learning-rate scale and clip flag)."""
-        settings = self._settings_of(bucket.params[0], group_plan.settings)
+        settings = self.settings.param(bucket.params[0], group_plan.settings)
         factor = None
         if group_plan.global_norm_factor is not None and _norm_bucket(bucket):
             factor = group_plan.global_norm_factor.astype(settings.dtype).item()
         gradient_ops = _gradient_ops_now(_clip_kind(bucket), bucket.key[-1],
                                          group_plan.settings.grad_clip, factor)
-        options = settings.rule_options()
-        first_step = not bucket.stepped and self._first_steps(bucket.params)
+        first_step = not bucket.stepped and self.state.first_steps(bucket.params)
         bucket.stepped = True
         implementations.fused_table(settings.dtype, table, bucket.velocity_buffers,
-                                    bucket.master_buffers, self._global_learning_rate(),
-                                    gradient_ops=gradient_ops, first_step=first_step, **options)
+                                    bucket.master_buffers, lr, gradient_ops=gradient_ops,
+                                    first_step=first_step, **settings.rule_options())
+
+
+def gradient_pairs(params, use_main_grad, only=None):
+    """``[(param, grad)]`` for the trainable ``params`` (in ``only``) with a gradient
+    (``main_grad`` where it is set, with ``use_main_grad``)."""
+    grads = [None if p.stop_gradient or (only is not None and id(p) not in only)
+             else _compat.gradient_of(p, use_main_grad) for p in params]
+    return [(p, g) for p, g in zip(params, grads) if g is not None]
+
+
+def param_lr(lr, settings: ParamSettings):
+    """A parameter's learning rate in dygraph: the global ``lr`` times its scale (a tensor op,
+    as the built-in's); a Tensor scale is taken as the learning rate itself, as the
+    built-in does."""
+    if _compat.is_tensor(settings.lr_scale):
+        return settings.lr_scale
+    return lr if settings.lr_scale == 1.0 else lr * settings.lr_scale
+
+
+def _regularized(param, grad, settings: ParamSettings):
+    """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""
+    if settings.regularizer is None:
+        return grad
+    term = settings.regularizer(param, grad, _compat.default_block(grad))
+    return paddle.add_n([grad, term])
 
 
 def _gradient_ops_now(clip_kind, l1, clip, global_factor) -> GradientOps:

@@ -386,3 +386,36 @@ class Derivations:
                 self._shared[key] = (group, objects[0], objects[1], settings)
         self._params[id(param)] = (param, group, inputs, objects, settings)
         return settings
+
+
+class Reader:
+    """The settings now, read from ``optimizer`` as the built-in reads them at step time (its
+    attributes and group dicts; see :func:`group_settings`), derived per parameter through
+    :class:`Derivations`. The step and the static ops receive this, not the optimizer."""
+
+    def __init__(self, optimizer):
+        self._optimizer = optimizer
+        # grouped parameters' attribute objects at construction (``Momentum._add_param_group``)
+        self.construction = ConstructionAttributes()
+        self._derivations = Derivations()
+
+    def grouped(self) -> bool:
+        groups = self._optimizer._param_groups
+        return bool(groups) and isinstance(groups[0], dict)
+
+    def groups(self):
+        """``[(group or None, its parameters)]`` (None: the optimizer without groups)."""
+        if self.grouped():
+            return [(group, group["params"]) for group in self._optimizer._param_groups]
+        return [(None, self._optimizer._param_groups)]
+
+    def params_of(self, group):
+        return group["params"] if group is not None else self._optimizer._param_groups
+
+    def group(self, group) -> GroupSettings:
+        """``group``'s settings now (``group`` None: the optimizer's, without groups)."""
+        return self._derivations.group(id(group), group_settings(group, self._optimizer))
+
+    def param(self, param, group: GroupSettings) -> ParamSettings:
+        """``param``'s settings now: the one derivation every path uses."""
+        return self._derivations.settings(param, group, self.grouped(), self.construction)

@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import paddle
 from paddle.base import framework
 from paddle.base.dygraph import base as imperative_base
+from paddle.base.layer_helper import LayerHelper
 from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
-from paddle.utils import unique_name
+from paddle.regularizer import L2Decay
 
-from . import _compat, _dispatch, _flat, _kernel, _settings, implementations
+from . import _compat, _dygraph, _flat, _kernel, _settings, _static
 from . import _validation as check
-from ._dygraph import DygraphStep
-from ._settings import ParamSettings, split_weight_decay
+from ._settings import split_weight_decay
 from ._dispatch import STATIC_BATCH_MIN  # noqa: F401  (re-exported)
-from ._static import StaticOps
+from ._state import LOW_PRECISION_WARNING, VELOCITY, State  # noqa: F401  (re-exported)
 
-_VELOCITY = "velocity"
 KERNELS = ("auto", "fused", "composed")
 
-LOW_PRECISION_WARNING = (
-    "Accumulating with FP16/BF16 in optimizer can lead to poor accuracy or slow convergence."
-    "Consider using multi_precision=True option of the Momentum optimizer."
-)
 
-
-class Momentum(DygraphStep, StaticOps, Optimizer):
+class Momentum(Optimizer):
     r"""Stochastic gradient descent with momentum, a drop-in for ``paddle.optimizer.Momentum``.
 
     For each parameter :math:`p` with gradient :math:`g`, velocity :math:`v`, learning rate
@@ -58,13 +50,15 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
 
     Everything the built-in reads at step time is read at step time here too (see
     ``_settings``): a learning-rate scale, regularizer or group setting changed between steps
-    takes effect in the next step, as in the built-in. The class is split along its halves:
-    ``_dygraph.DygraphStep`` (the step as a plan of units) and ``_static.StaticOps`` (op
-    emission in static programs); what both use (settings, state, one parameter's update) is
-    here.
+    takes effect in the next step, as in the built-in. This class holds construction, the
+    learning rate, the state dict and the public API; it hands the work to collaborators
+    that receive what they need: ``_settings.Reader`` (the settings now), ``_state.State``
+    (velocities, master weights, one parameter's update), ``_dygraph.DygraphStep`` (the
+    dygraph step: plan, prepare, update) and ``_static.StaticOps`` (the static programs'
+    update ops).
     """
 
-    _velocity_acc_str = _VELOCITY
+    _velocity_acc_str = VELOCITY
 
     def __init__(
         self,
@@ -113,9 +107,9 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         self._graph_learning_rate = (learning_rate if _compat.is_tensor(learning_rate)
                                      and self._learning_rate_tensor is None else None)
         fused_l2, other_decay = split_weight_decay(weight_decay)
-        # Grouped parameters' attribute objects at construction (read by _add_param_group).
-        self._construction = _settings.ConstructionAttributes()
-        self._derivations = _settings.Derivations()
+        # The settings now (it records grouped parameters' attribute objects at construction,
+        # in _add_param_group).
+        self._settings = _settings.Reader(self)
         super().__init__(
             learning_rate=(float(learning_rate) if self._learning_rate_tensor is not None
                            else 0.0 if self._graph_learning_rate is not None
@@ -138,10 +132,12 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         # fused kernel's flat buckets already update many parameters per call, and the base
         # class's multi-tensor hooks (which call Paddle's merged_momentum) stay off.
         self._master_weights = {}
-        self._new_velocities = set()  # names of parameters whose velocity is new, unused
         self._kernel = kernel
+        self._state = State(self)
         self._flat = _flat.FlatState()
-        self._static_batches = {}
+        self._dygraph_step = _dygraph.DygraphStep(self._settings, self._state, self._flat,
+                                                  kernel)
+        self._static_ops = _static.StaticOps(self._settings, self._state, kernel)
         if kernel == "fused":
             if _kernel.load() is None:
                 raise RuntimeError("kernel='fused' was requested but the fused kernel could not "
@@ -228,105 +224,12 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             [p for existing in self._param_groups for p in existing["params"]] + group["params"]
         )
         self._param_groups.append(group)
-        self._construction.add(group)
-
-    # ------------------------------------------------------------------ settings
-    def _grouped(self) -> bool:
-        return bool(self._param_groups) and isinstance(self._param_groups[0], dict)
-
-    def _group_settings(self, group) -> _settings.GroupSettings:
-        """``group``'s settings now (``group`` None: the optimizer's, without groups)."""
-        return self._derivations.group(id(group), _settings.group_settings(group, self))
-
-    def _settings_of(self, param, group_settings) -> ParamSettings:
-        """``param``'s settings now: the one derivation every path uses (``_settings``)."""
-        return self._derivations.settings(param, group_settings, self._grouped(),
-                                          self._construction)
-
-    def _uses_master_weight(self, param) -> bool:
-        return self._multi_precision and _compat.is_low_precision(param.dtype)
-
-    def _param_lr(self, param, settings: ParamSettings):
-        """The learning rate tensor for ``param``: global lr times its scale (a tensor op)."""
-        if not _compat.in_dygraph():  # the base class applies the scale (with static guards)
-            return self._create_param_lr((param, None))
-        if _compat.is_tensor(settings.lr_scale):  # the built-in takes it as the lr itself
-            return settings.lr_scale
-        lr = self._global_learning_rate()
-        return lr if settings.lr_scale == 1.0 else lr * settings.lr_scale
+        self._settings.construction.add(group)
 
     # ------------------------------------------------------------------ state
     def _create_accumulators(self, block, parameters):
         for param in parameters:
-            self._velocity_of(param)
-
-    def _velocity_of(self, param):
-        """``param``'s velocity, created on first use (zeros, or what a state dict loaded
-        before the first step holds); it follows the master weight where there is one."""
-        if param.name not in self._already_create_accumulator:
-            if self._uses_master_weight(param):
-                target = self._create_master_weight(param)
-            else:
-                if _compat.is_low_precision(param.dtype):
-                    warnings.warn(LOW_PRECISION_WARNING)
-                target = param
-            if not self._accumulators_holder:  # (else it comes from a loaded state dict)
-                self._new_velocities.add(param.name)
-            self._add_accumulator(self._velocity_acc_str, target)
-            self._already_create_accumulator.add(param.name)
-        return self._get_accumulator_master(self._velocity_acc_str, param)
-
-    def _zero_velocities(self, params, sizes):
-        """``(buffer, velocities)``: new zero velocities for ``params`` (of ``sizes``
-        elements) as consecutive views of one new zeros buffer, registered as the built-in's
-        ``_add_accumulator`` registers them (persistable, the same names drawn from the
-        unique-name generator in the same order): about 7 us a parameter instead of 40.
-        None where that path must run: a parameter has state already or takes a master
-        weight or a low-precision warning, or a loaded state dict waits for its velocities."""
-        if (self._accumulators_holder or any(
-                p.name in self._already_create_accumulator or self._uses_master_weight(p)
-                or _compat.is_low_precision(p.dtype) for p in params)):
-            return None
-        kind = self._velocity_acc_str
-        kind = kind if self._name is None else f"{self._name}_{kind}"
-        getattr(self, "need_refuse", lambda: None)()  # (as _add_accumulator; Paddle 3.3)
-        names = [unique_name.generate(f"{p.name}_{kind}") for p in params]
-        self._opti_name_list.extend(names)
-        buffer = paddle.zeros([sum(sizes)], params[0].dtype)
-        velocities = _flat.views_of(buffer, sizes, [p.shape for p in params], names)
-        self._accumulators[kind].update(zip((p.name for p in params), velocities))
-        self._already_create_accumulator.update(p.name for p in params)
-        self._new_velocities.update(p.name for p in params)
-        return buffer, velocities
-
-    def _velocity_dict(self):
-        """``{param (or master weight) name: velocity}`` (the base class prefixes the kind
-        with the optimizer's ``name``)."""
-        kind = self._velocity_acc_str
-        return self._accumulators[kind if self._name is None else f"{self._name}_{kind}"]
-
-    def _check_state_fits(self, param, settings: ParamSettings):
-        """Raise ValueError when ``param`` no longer fits the state it already has: its dtype
-        or shape changed in place (``paddle.assign(float32_tensor, output=float64_param)``).
-        The built-in's kernel raises ValueError there too, after earlier parameters moved."""
-        if param.name not in self._already_create_accumulator:
-            return
-        master = self._master_weights.get(param.name)
-        velocity = self._velocity_dict().get(
-            param.name if master is None else master.name)
-        expected_dtype = "float32" if settings.master_weight else settings.dtype
-        if velocity is not None and settings.master_weight != (master is not None):
-            raise ValueError(
-                f"parameter {param.name}'s state was created "
-                f"{'with' if master is not None else 'without'} a master weight, but "
-                f"multi_precision={self._multi_precision} now asks "
-                f"{'for' if settings.master_weight else 'not for'} one")
-        if velocity is not None and (_compat.dtype_name(velocity.dtype) != expected_dtype
-                                     or list(velocity.shape) != list(param.shape)):
-            raise ValueError(
-                f"parameter {param.name} is now {settings.dtype} {list(param.shape)}, but its "
-                f"velocity is {_compat.dtype_name(velocity.dtype)} {list(velocity.shape)}"
-                + ": the optimizer state no longer fits the parameter")
+            self._state.velocity_of(param)
 
     def _create_global_learning_rate(self):
         """The program's learning rate: the graph value given as ``learning_rate`` (made 0-d,
@@ -351,48 +254,49 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
             value = _compat.cast(self._learning_rate_tensor.reshape([]), lr.dtype)
             _compat.write_into(lr, value)
 
-    # ------------------------------------------------------------------ one parameter's update
-    def _update_param(self, param, grad, settings: ParamSettings, implementation):
-        """Apply the rule to one parameter with ``implementation`` (``_dispatch.FUSED`` or
-        ``COMPOSED``) and write param, velocity and master weight back."""
-        velocity = self._get_accumulator_master(self._velocity_acc_str, param)
-        master = self._master_weights[param.name] if settings.master_weight else None
-        if _compat.is_sparse(grad):
-            # The built-in's sparse kernel = the dense update on the merged rows, zeros
-            # elsewhere (so absent rows still decay), rescale_grad applied.
-            grad = _compat.dense_gradient(grad, param)
-        options = settings.rule_options()
-        # (in dygraph taken at every update: dampening switched on later damps at once)
-        first_step = (self._first_step(param) if options["dampening"] or _compat.in_dygraph()
-                      else False)
-        update = (implementations.fused if implementation == _dispatch.FUSED
-                  else implementations.composed)
-        update(param, grad, velocity, master, self._param_lr(param, settings),
-               first_step=first_step, **options)
-
-    def _mixed_first_steps(self, params) -> bool:
-        """Some of ``params`` have their first update ahead (torch's dampening starts the
-        velocity undamped there), others not: they cannot share one fused call."""
-        first = [p.name in self._new_velocities for p in params]
-        return any(first) and not all(first)
-
-    def _first_steps(self, params) -> bool:
-        """``_first_step`` of every one of ``params`` (which agree: not mixed)."""
-        first = bool(params) and params[0].name in self._new_velocities
-        self._new_velocities.difference_update(p.name for p in params)
-        return first
-
-    def _first_step(self, param):
-        """Whether this is ``param``'s first update since its velocity was created (torch's
-        momentum buffer starts there, undamped): dygraph knows it now (a velocity loaded from
-        a state dict is not new); a static program gets a persistable 0-d flag, 1 until its
-        first run (the update resets it)."""
+    # ------------------------------------------------------------------ static programs
+    # (the base class's hooks: its optimization pass calls them)
+    def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):
         if _compat.in_dygraph():
-            first = param.name in self._new_velocities
-            self._new_velocities.discard(param.name)
-            return first
-        return self._add_accumulator("torch_first_step", param, dtype="float32",
-                                     fill_value=1.0, shape=[])
+            return super()._apply_optimize(loss, startup_program, params_grads, param_group_idx)
+        if _compat.in_pir():
+            program, startup = (paddle.static.default_main_program(),
+                                paddle.static.default_startup_program())
+        else:
+            program, startup = loss.block.program, startup_program
+        with paddle.static.program_guard(program, startup):
+            if _compat.in_pir():  # the built-in sorts only under the legacy IR here
+                return self._append_update_ops(params_grads)
+            return self.apply_gradients(params_grads)
+
+    def apply_gradients(self, params_grads):
+        """Static graph: append clip, regularization and update ops for ``params_grads``."""
+        return self._append_update_ops(params_grads, sort_by_name=not hasattr(self, "_sorted"))
+
+    def _append_update_ops(self, params_grads, sort_by_name=False):
+        """The static chain in the built-in's order: clip -> regularize -> update ops."""
+        params_grads = _static.clip_gradients(self._grad_clip, params_grads, sort_by_name)
+        params_grads = self.append_regularization_ops(params_grads, self.regularization)
+        self._static_ops.discard()
+        if _compat.in_pir():
+            return self._pir_create_optimization_pass(params_grads)
+        return self._create_optimization_pass(params_grads)
+
+    def _append_optimize_op(self, block, param_and_grad):
+        self._static_ops.add(*param_and_grad, self._static_param_lr)
+
+    def _finish_update(self, block, parameters_and_grads):
+        self._static_ops.finish(self._static_param_lr)
+
+    def _static_param_lr(self, param):
+        """The base class's learning-rate op for ``param`` (global rate times its scale)."""
+        return self._create_param_lr((param, None))
+
+    def _create_regularization_of_grad(self, param, grad, regularization=None):
+        # An L2Decay set through ParamAttr is fused into the update, not added here.
+        if isinstance(getattr(param, "regularizer", None), L2Decay):
+            return grad
+        return super()._create_regularization_of_grad(param, grad, regularization)
 
     # ------------------------------------------------------------------ public API
     @imperative_base.no_grad()
@@ -402,7 +306,33 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         if _compat.in_to_static():
             self._declarative_step()
             return
-        self._optimize(self._plan())
+        self._run_step()
+
+    def _run_step(self, only=None, use_main_grad=True):
+        """The dygraph step (``_dygraph.DygraphStep``), in the built-in's order: checks, clip
+        and regularization, then the learning rate, then state and updates. Paddle's flags
+        are left as the built-in's step (eager ops) leaves them."""
+        step = self._dygraph_step
+        plan = step.plan(only, use_main_grad)
+        try:
+            step.prepare(plan)
+            with paddle.static.program_guard(paddle.static.default_main_program(),
+                                             paddle.static.default_startup_program()):
+                for _ in plan:  # the built-in makes one helper per group (a unique name each)
+                    self.helper = LayerHelper(self.__class__.__name__)
+                self._prepare_learning_rate()
+                step.update(plan, self._global_learning_rate(), self._found_inf)
+        finally:
+            if any(group_plan.units or group_plan.buckets for group_plan in plan):
+                _compat.flags_as_after_eager_ops()
+
+    def _found_inf(self) -> bool:
+        """True when a GradScaler flagged inf/NaN gradients: then the step changes nothing."""
+        found_inf = self._get_auxiliary_var("found_inf")
+        if _compat.is_tensor(found_inf):
+            found_inf = bool(found_inf)
+            self._set_auxiliary_var("found_inf", found_inf)
+        return bool(found_inf)
 
     @imperative_base.no_grad()
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
@@ -414,7 +344,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         program and returns ``(optimize_ops, params_grads)``.
         """
         if not _compat.in_dygraph():
-            if self._grouped():
+            if self._settings.grouped():
                 raise TypeError(
                     "parameter groups are supported in dygraph mode only; in a static program "
                     "pass a list of parameters (the built-in fails here too)"
@@ -427,9 +357,9 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
                     raise TypeError(f"minimize(parameters=...) takes a list of Tensors in "
                                     f"dygraph mode (so does the built-in), got {param!r}")
             only = {id(p) for p in parameters}
-        params_grads = [pair for _, params in self._group_params()
-                        for pair in self._gradient_pairs(params, False, only)]
-        self._optimize(self._plan(only, use_main_grad=False))
+        params_grads = [pair for _, params in self._settings.groups()
+                        for pair in _dygraph.gradient_pairs(params, False, only)]
+        self._run_step(only, use_main_grad=False)
         return [], params_grads
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -446,9 +376,7 @@ class Momentum(DygraphStep, StaticOps, Optimizer):
         saved = [dict(scheduler.__dict__) for scheduler in schedulers]
         try:
             super().set_state_dict(state_dict)
-            # every velocity is now a loaded, existing buffer (for dampening: torch's first
-            # step is behind it), even one created, unused, in a skipped step before
-            self._new_velocities.clear()
+            self._state.loaded()
         except BaseException:  # what the checks above cannot foresee: put the schedule back
             for scheduler, state in zip(schedulers, saved):
                 scheduler.__dict__.clear()

@@ -16,7 +16,7 @@ import pytest
 
 import paddle_momentum
 from harness import assert_same
-from paddle_momentum import _flat, _kernel
+from paddle_momentum import _flat, _kernel, _state
 
 
 class Model(paddle.nn.Layer):
@@ -134,7 +134,7 @@ def test_training_loop_updates_buckets_whole(clear, monkeypatch, gradient_path):
     """backward -> step -> clear, any clearing mode: after the first step (which builds the
     bucket) every step is one kernel call for the bucket, no per-parameter update."""
     per_parameter = []
-    monkeypatch.setattr(paddle_momentum.Momentum, "_update_param",
+    monkeypatch.setattr(_state.State, "update",
                         lambda self, param, *_: per_parameter.append(param.name))
     model = _model()
     optimizer = paddle_momentum.Momentum(0.05, 0.9, parameters=model.parameters(),

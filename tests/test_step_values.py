@@ -41,10 +41,11 @@ def _backward(params, step):
 
 
 def _count_builds(optimizer):
-    """Count the optimizer's bucket builds (wraps its ``_build_buckets``)."""
+    """Count the optimizer's bucket builds (wraps its dygraph step's ``_build_buckets``)."""
     builds = []
-    build = optimizer._build_buckets
-    optimizer._build_buckets = lambda *args: (builds.append(1), build(*args))[1]
+    step = optimizer._dygraph_step
+    build = step._build_buckets
+    step._build_buckets = lambda *args: (builds.append(1), build(*args))[1]
     return builds
 
 
