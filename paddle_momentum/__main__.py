@@ -30,12 +30,15 @@ def main(argv=None) -> int:
         "parity", add_help=False,
         help="run the differential matrix against the built-in on this machine's CPU and any "
              "working GPU; see parity --help")
-    commands.add_parser(
+    build = commands.add_parser(
         "build", help="build (or check) the fused kernel's cache entry now, e.g. in a container "
                       "image after pip install, instead of at the first step",
         description="Builds the fused kernel and the gradient table for the installed Paddle "
                     "into $PADDLE_MOMENTUM_CACHE (default ~/.cache/paddle_momentum), or loads "
                     "them when they are there; exit code 0 when both can be used.")
+    build.add_argument("--show", action="store_true",
+                       help="print the C++ generated from rule.py (the kernel's arithmetic) and "
+                            "exit, building nothing")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" is the benchmark's own command line
         from .tools.bench import main as bench_main
@@ -61,8 +64,23 @@ def main(argv=None) -> int:
     if args.command == "demo":
         return _demo(args)
     if args.command == "build":
-        return _build_cache()
+        return _show_generated() if args.show else _build_cache()
     return 2
+
+
+def _show_generated() -> int:
+    from . import _generate
+
+    try:
+        generated = _generate.generate()
+    except _generate.CannotGenerate as error:
+        print(f"rule.py cannot be generated: {error}", file=sys.stderr)
+        return 1
+    print(f"// {_generate.rule.__file__}: the kernel's arithmetic (generated "
+          f"{generated.digest})\n")
+    print(generated.attributes)
+    print(generated.function, end="")
+    return 0
 
 
 def _build_cache() -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-from ._settings import RULE_SETTINGS
+from ._settings import KEYWORD_ONLY, RULE_SETTINGS
 from .rule import as_float32_attribute
 
 
@@ -54,7 +54,8 @@ def kernel_attributes(options: dict, gradient_ops=NO_GRADIENT_OPS, first_step=Fa
     decay), ``first_step`` whether this is the parameters' first update (dampening)."""
     attributes = {s.name: _KERNEL_TYPES[s.kernel](options[s.name]) for s in RULE_SETTINGS}
     l2_coeff = options["l2_coeff"]
-    attributes.update(l2_coeff=as_float32_attribute(l2_coeff or 0.0),
-                      has_l2=l2_coeff is not None, first_step=bool(first_step),
+    attributes.update(l2_coeff=bits(l2_coeff), has_l2=l2_coeff is not None,
+                      first_step=bool(first_step),
+                      keyword_options=any(options[name] for name in KEYWORD_ONLY),
                       **gradient_ops.attributes())
     return attributes

@@ -81,8 +81,9 @@ def cache_root() -> pathlib.Path:
         os.path.expanduser("~"), ".cache", "paddle_momentum")))
 
 
-def cache_entry(source: pathlib.Path, cxx=None) -> pathlib.Path:
-    """The cache entry of ``source`` built with compiler ``cxx`` (default: ``compiler()``)."""
+def cache_entry(source, cxx=None) -> pathlib.Path:
+    """The cache entry of ``source`` (a path, or a :class:`GeneratedSource`) built with
+    compiler ``cxx`` (default: ``compiler()``)."""
     cxx = cxx or compiler() or "none"
     stat = os.stat(cxx) if os.path.exists(cxx) else None
     key = hashlib.sha256()
@@ -92,6 +93,24 @@ def cache_entry(source: pathlib.Path, cxx=None) -> pathlib.Path:
     key.update((sysconfig.get_config_var("SOABI") or sys.version).encode())
     key.update(f"{cxx} {stat and stat.st_size} {stat and stat.st_mtime_ns}".encode())
     return cache_root() / key.hexdigest()[:16]
+
+
+class GeneratedSource:
+    """A source file's text made in this process (the kernel with its generated part): it has
+    what ``cached`` uses of a path (``name``, ``read_bytes()``, ``exists()``), and its cache
+    entry is keyed on this text, so a changed generator input builds a new entry."""
+
+    def __init__(self, name: str, text: str, origin: pathlib.Path, note: str = ""):
+        self.name, self._bytes, self.origin, self.note = name, text.encode(), origin, note
+
+    def read_bytes(self) -> bytes:
+        return self._bytes
+
+    def exists(self) -> bool:
+        return True
+
+    def __str__(self):
+        return f"{self.origin} (with its generated part)"
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -191,8 +210,12 @@ def _exclusive(lock_path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _warn(message):
+def warn(message):
+    """One warning of ours (``RuntimeWarning``, prefixed, pointing at the caller's caller)."""
     warnings.warn(f"paddle_momentum: {message}", RuntimeWarning, stacklevel=4)
+
+
+_warn = warn
 
 
 def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load, check=None,
@@ -283,15 +306,16 @@ def _build(source, what, name, entry):
     entry), then move the result into ``entry/build``; the library's path, or the reason the
     build failed (a str)."""
     with _MESSAGE_LOCK:  # (two libraries may build at once: one whole line each)
-        sys.stderr.write(f"paddle_momentum: compiling the {what} once into {entry} "
+        note = getattr(source, "note", "")
+        sys.stderr.write(f"paddle_momentum: compiling the {what}{note} once into {entry} "
                          f"(about 15 s)\n")
         sys.stderr.flush()
     (entry / "verdict.json").unlink(missing_ok=True)
     (entry / "built.json").unlink(missing_ok=True)
-    shutil.copyfile(source, entry / source.name)  # what was built, kept beside it
+    (entry / source.name).write_bytes(source.read_bytes())  # what was built, kept beside it
     with tempfile.TemporaryDirectory(prefix="paddle_momentum_build_") as workspace:
         copy = pathlib.Path(workspace) / source.name
-        shutil.copyfile(source, copy)
+        copy.write_bytes(source.read_bytes())
         (pathlib.Path(workspace) / "build").mkdir()
         arguments = dict(name=name, sources=[str(copy)], extra_cxx_cflags=CXX_FLAGS,
                          extra_ldflags=link_flags(),

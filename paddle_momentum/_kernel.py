@@ -1,9 +1,13 @@
 """The fused C++ kernel (``csrc/momentum_kernel.cc``) and the gradient table
 (``csrc/gradient_table.cc``): loading them (through ``_build``'s cache) and checking them.
 
-Each is compiled once per cache entry (source, flags, Paddle version, Python, compiler) and
-checked once, right after its build: the kernel against numpy on one step, the table
-against Paddle's own accessors. Where the kernel cannot be built or fails its check,
+The kernel's source is ``momentum_kernel.cc`` with the arithmetic of ``rule.py`` spliced in,
+generated now (``_generate``): its cache entry is keyed on that text, so an edited rule builds
+a new entry once, and the kernel always runs the rule as it is. Each library is compiled once
+per cache entry (source, flags, Paddle version, Python, compiler) and checked once, right after
+its build: the kernel against the composed ops of the same rule (special values, every
+option), the table against Paddle's own accessors. Where the rule holds something the
+generator cannot translate, or the kernel cannot be built or fails its check,
 ``load()`` warns once and returns None and the optimizer uses the composed-ops
 implementation. Where the gradient table cannot, ``gradient_table()`` warns once and returns
 None and there are no flat buckets: each parameter is updated by its own fused call (same
@@ -20,7 +24,7 @@ import pathlib
 import numpy as np
 import paddle
 
-from . import _build, _compat, _layout
+from . import _build, _compat, _generate, _layout
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "csrc" / "momentum_kernel.cc"
 GRADIENT_TABLE_SOURCE = SOURCE.with_name("gradient_table.cc")
@@ -42,17 +46,44 @@ def load_if_built():
     import, so that a saved static program with our ops runs in a new process."""
     with _build.LOCK:
         cxx = _build.compiler()
-        if (cxx is None or not SOURCE.exists()
-                or _build.verified_library(_build.cache_entry(SOURCE, cxx)) is None):
+        source = kernel_source()[0] if SOURCE.exists() else None
+        if (cxx is None or source is None
+                or _build.verified_library(_build.cache_entry(source, cxx)) is None):
             return None
         return _load()
 
 
+FALLBACK = "using the composed-ops implementation (slower, same numbers)"
+GENERATED_MARKERS = ("// @generated attributes", "// @generated rule")
+
+
+def kernel_source():
+    """``(source, None)``: the kernel's source with the rule's generated arithmetic (a
+    ``_build.GeneratedSource``), or ``(None, why)`` when the rule cannot be generated."""
+    try:
+        generated = _generate.generate()
+    except _generate.CannotGenerate as error:
+        return None, str(error)
+    text = SOURCE.read_text()
+    for marker, part in zip(GENERATED_MARKERS, (generated.attributes, generated.function)):
+        at = text.index(marker)
+        end = text.index("\n", at) + 1
+        text = text[:end] + part + text[end:]
+    note = f" (the arithmetic of {_generate.rule.__file__}, generated {generated.digest})"
+    return _build.GeneratedSource(SOURCE.name, text, SOURCE, note), None
+
+
 @functools.lru_cache(maxsize=None)
 def _load():
-    return _build.cached(SOURCE, "fused momentum kernel", "paddle_momentum_kernel_",
-                         "using the composed-ops implementation (slower, same numbers)",
-                         _build.import_ops, _kernel_problem, _prebuild_table)
+    if not SOURCE.exists():
+        return _build.cached(SOURCE, "fused momentum kernel", "paddle_momentum_kernel_",
+                             FALLBACK, _build.import_ops)  # (warns: an incomplete install)
+    source, why = kernel_source()
+    if source is None:
+        _build.warn(f"the fused kernel cannot run rule.py as it is ({why}); {FALLBACK}")
+        return None
+    return _build.cached(source, "fused momentum kernel", "paddle_momentum_kernel_",
+                         FALLBACK, _build.import_ops, _kernel_problem, _prebuild_table)
 
 
 def _prebuild_table():
@@ -63,26 +94,69 @@ def _prebuild_table():
         _build.prebuild(GRADIENT_TABLE_SOURCE, "gradient table", TABLE_PREFIX)
 
 
+# The self-check's cases: (dtype, rule options, first_step). Every branch of the rule as
+# written today, and the low-precision rounding.
+_CHECK_CASES = [(dtype, options, first) for dtype in ("float32", "float64") for options, first in (
+    ({}, False), ({"use_nesterov": True}, False), ({"l2_coeff": 0.01}, False),
+    ({"use_nesterov": True, "l2_coeff": 0.0}, False), ({"rescale_grad": 2.0}, False),
+    ({"momentum": 0.0, "l2_coeff": 0.01}, False), ({"maximize": True}, False),
+    ({"dampening": 0.3}, True), ({"dampening": 0.3, "l2_coeff": 0.01}, False),
+    ({"dampening": 0.3, "momentum": 0.0}, False), ({"decoupled_weight_decay": 0.01}, False),
+    ({"maximize": True, "rescale_grad": 0.5, "decoupled_weight_decay": 0.1,
+      "use_nesterov": True, "l2_coeff": 0.02}, False))] + [
+    ("float16", {"use_nesterov": True, "l2_coeff": 0.01}, False), ("float16", {}, False)]
+
+
+def _special_grid(dtype):
+    """``(param, grad, velocity)``: every combination of zeros of both signs, numbers, a
+    denormal, infinities and NaNs of both signs (distinct payloads) in the three."""
+    if dtype == "float16":
+        values = np.array([0.0, -0.0, 1.0, -1.5, 6e-8, np.inf, -np.inf, np.nan, -np.nan,
+                           1000.0], "float16")
+    else:
+        bits_type = np.uint32 if dtype == "float32" else np.uint64
+        nans = np.array([0x7FC00011, 0xFFC00022] if dtype == "float32" else
+                        [0x7FF8000000000011, 0xFFF8000000000022], bits_type).view(dtype)
+        tiny = np.finfo(dtype).tiny / 4
+        values = np.array([0.0, -0.0, 1.0, -1.5, tiny, -tiny, np.inf, -np.inf, 3e4],
+                          dtype)
+        values = np.concatenate([values, nans])
+    return [axis.ravel().copy() for axis in np.meshgrid(values, values, values,
+                                                        indexing="ij")]
+
+
 def _kernel_problem(ops):
-    """What differs between one kernel step (Nesterov, fused L2) and the same arithmetic in
-    numpy float32 (one rounding per operation, no multiply-add), or None."""
-    param, grad, velocity = (np.array(values, "float32") for values in
-                             ([1.0, -2.0, 3.5, 1e-3], [0.5, 0.25, -1.5, 3.0],
-                              [0.25, 0.5, -1.0, 0.125]))
-    lr, mu, coeff = np.float32(0.1), np.float32(0.9), np.float32(0.01)
+    """The first case where one kernel step differs from the composed ops of the same rule
+    (``rule.py`` through Paddle's ops: the reference the kernel is generated to equal), bit
+    for bit, or None."""
+    from . import implementations
     from ._boundary import kernel_attributes
     from ._settings import rule_options
 
     with _compat.isolated():
-        tensors = [paddle.to_tensor(a) for a in (param, grad, velocity, lr)]
-        options = rule_options(momentum=float(mu), use_nesterov=True, l2_coeff=float(coeff))
-        ops.pm_momentum(*tensors, **kernel_attributes(options))
-        got = tensors[0].numpy(), tensors[2].numpy()
-    decayed = param * coeff + grad
-    new_velocity = velocity * mu + decayed
-    wanted = param - (decayed + new_velocity * mu) * lr, new_velocity
-    same = all(np.array_equal(a, b) for a, b in zip(got, wanted))
-    return None if same else f"one step gave {got}, numpy {wanted}"
+        for dtype, values, first_step in _CHECK_CASES:
+            options = rule_options(**values)
+            param, grad, velocity = _special_grid(dtype)
+            lr = np.array([0.1], "float32" if dtype == "float16" else dtype)
+            results = []
+            for run in ("kernel", "composed"):
+                tensors = [paddle.to_tensor(a) for a in (param, grad, velocity, lr)]
+                if run == "kernel":
+                    ops.pm_momentum(*tensors, **kernel_attributes(options,
+                                                                  first_step=first_step))
+                else:
+                    implementations.composed(*tensors[:3], None, tensors[3],
+                                             first_step=first_step, **options)
+                results.append([tensors[0].numpy(), tensors[2].numpy()])
+            for name, got, wanted in zip(("param", "velocity"), *results):
+                bits_type = {2: np.uint16, 4: np.uint32, 8: np.uint64}[got.itemsize]
+                differ = np.flatnonzero(got.view(bits_type) != wanted.view(bits_type))
+                if differ.size:
+                    i = differ[0]
+                    return (f"{dtype} {values or 'defaults'} first_step={first_step}: {name} "
+                            f"at p={param[i]!r}, g={grad[i]!r}, v={velocity[i]!r}: kernel "
+                            f"{got[i]!r}, composed {wanted[i]!r}")
+    return None
 
 
 def norm_reductions_exact() -> bool:

@@ -102,13 +102,13 @@ class Setting:
 
 
 RULE_SETTINGS = (
-    Setting("momentum", 0.9, check.check_momentum, "float32"),
+    Setting("momentum", 0.9, check.check_momentum, "double"),
     Setting("use_nesterov", False, check.check_bool, "bool"),
-    Setting("rescale_grad", 1.0, check.check_rescale_grad, "float32"),
+    Setting("rescale_grad", 1.0, check.check_rescale_grad, "double"),
     # torch.optim.SGD's options; the defaults are Paddle's behaviour
     Setting("dampening", 0.0, check.check_dampening, "double", keyword_only=True),
     Setting("maximize", False, check.check_bool, "bool", keyword_only=True),
-    Setting("decoupled_weight_decay", 0.0, check.check_decoupled_weight_decay, "float32",
+    Setting("decoupled_weight_decay", 0.0, check.check_decoupled_weight_decay, "double",
             keyword_only=True),
 )
 RULE_SETTING_NAMES = tuple(setting.name for setting in RULE_SETTINGS)

@@ -21,6 +21,14 @@ def as_float32_attribute(value: float) -> float:
     return float(np.float32(value))
 
 
+def attribute(value: float, like):
+    """``value`` as the built-in's kernel takes a scalar attribute: rounded through float32,
+    as a 0-d tensor of ``like``'s dtype. A tensor times a Python number would be Paddle's
+    ``scale`` op instead (``x * s + 0``: -0.0 becomes +0.0; a float64 static program rounds
+    ``s`` to float32), not the plain multiply of the built-in's kernel."""
+    return paddle.full([], as_float32_attribute(value), like.dtype)
+
+
 def _exact(tensor):
     return tensor
 
@@ -58,7 +66,13 @@ def momentum_update(
     The Nesterov form must stay ``(g' + v'mu) * lr``: ``g'lr + v'mu lr`` rounds differently.
     ``s`` is skipped when it is 1 (multiplying by 1 is exact anyway). ``l2_coeff=None`` means
     no fused decay; a coefficient of 0.0 is still applied, as in the built-in (``p*0`` is NaN
-    for an infinite ``p``).
+    for an infinite ``p``). Scalars enter as 0-d tensors (:func:`attribute`), so each product
+    is a plain multiply, signed zeros kept. Where both operands of an addition are NaN,
+    Paddle's ``add`` keeps the first one's: the operands are written in the order that keeps
+    the NaN the built-in's kernel keeps (``docs/research/nan_bits.md``).
+
+    This function is the only copy of the arithmetic: the fused kernel's loop body is
+    generated from it (``python -m paddle_momentum build --show``; ``docs/change_the_rule.md``).
 
     ``round_result`` (optional) is applied to every intermediate result. It emulates the
     arithmetic of a narrower dtype (float16/bfloat16) while computing in float32: on CPU Paddle
@@ -74,26 +88,29 @@ def momentum_update(
     :math:`p \leftarrow p \cdot (1 - \eta \lambda)`, outside the velocity.
     """
     rnd = round_result or _exact
-    mu = as_float32_attribute(momentum)
+    mu = attribute(momentum, velocity)
     if maximize:
         grad = -grad
     if rescale_grad != 1.0:
-        grad = rnd(grad * as_float32_attribute(rescale_grad))
+        grad = rnd(grad * attribute(rescale_grad, grad))
     if l2_coeff is not None:
-        grad = rnd(rnd(param * as_float32_attribute(l2_coeff)) + grad)
-    if dampening and mu == 0:  # torch keeps no buffer without momentum: no dampening
-        velocity = rnd(rnd(velocity * mu) + grad)
-    elif dampening and first_step is True:
+        grad = rnd(rnd(param * attribute(l2_coeff, param)) + grad)
+    decayed = rnd(velocity * mu)
+    # (dampening without momentum: torch keeps no buffer, so nothing is damped)
+    if dampening and momentum != 0 and first_step is True:
         velocity = grad
-    elif dampening:
-        damped = rnd(rnd(velocity * mu) + rnd(grad * as_float32_attribute(1.0 - dampening)))
+    elif dampening and momentum != 0:
+        damped = rnd(decayed + rnd(grad * attribute(1.0 - dampening, grad)))
         velocity = damped if first_step is False else paddle.where(first_step > 0, grad, damped)
+    elif l2_coeff is not None:  # (the built-in keeps g''s NaN here: the decayed one's above)
+        velocity = rnd(grad + decayed)
     else:
-        velocity = rnd(rnd(velocity * mu) + grad)
+        velocity = rnd(decayed + grad)
     if decoupled_weight_decay:
-        param = rnd(param * rnd(1.0 - rnd(lr * as_float32_attribute(decoupled_weight_decay))))
+        shrink = rnd(lr * attribute(decoupled_weight_decay, lr))
+        param = rnd(param * rnd(attribute(1.0, lr) - shrink))
     if use_nesterov:
-        step = rnd(rnd(grad + rnd(velocity * mu)) * lr)
+        step = rnd(rnd(rnd(velocity * mu) + grad) * lr)
     else:
         step = rnd(lr * velocity)
     return rnd(param - step), velocity

@@ -1,12 +1,14 @@
 // paddle_momentum's fused momentum kernel (CPU, OpenMP), a Paddle custom operator.
 //
-// The same arithmetic as paddle_momentum.rule.momentum_update, one pass over memory:
-//
-//   g' = p*c + s*g ;  v = v*mu + g' ;  p = p - lr*v   (Nesterov: p = p - (g' + v*mu)*lr)
-//
-// (g' = g when there is no fused decay.) Every operation is rounded in the compute type MT, in exactly this order, and the file is
-// compiled with -ffp-contract=off so no multiply-add is fused: that is what keeps the result
-// equal, bit for bit, to Paddle's own CPU kernel and to the composed-ops reference.
+// The arithmetic is paddle_momentum.rule.momentum_update's: this file holds no copy of it. The
+// function RuleUpdate, spliced in below where "@generated rule" stands, is generated from
+// rule.py by paddle_momentum/_generate.py (python -m paddle_momentum build --show prints it),
+// and so is the list of the rule's attributes (PM_RULE_ATTRIBUTES). What is hand-written here
+// is the loop around it: threads, the gradient table, loads and stores, the gradient ops the
+// built-in applies before its kernel (Paddle's clip and L1 ops), the norm reductions. The file
+// is compiled with -ffp-contract=off so no multiply-add is fused: every operation is rounded
+// in the compute type MT, in the rule's order, which keeps the result equal, bit for bit, to
+// the composed ops of the rule (and through them to Paddle's own CPU kernel).
 //
 // Types: float/double parameters compute in their own type. float16/bfloat16 parameters
 // compute in float: on a float32 master weight (pm_momentum_master_) or, without one, with
@@ -147,10 +149,10 @@ inline MT RoundTo(MT x) {
 // ops' numbers (the clip bounds, the L1 coefficient, a norm clip's limit, a global-norm
 // factor) cross as doubles' bits too: exact, NaN signs kept, and no text, so no locale can
 // change them.
+// @generated attributes (PM_RULE_ATTRIBUTES: the rule's settings, _settings.RULE_SETTINGS)
 #define PM_ATTRIBUTES(X)                                                                 \
-  X(float, momentum) X(bool, use_nesterov) X(float, rescale_grad) X(int64_t, dampening)  \
-  X(bool, maximize) X(float, decoupled_weight_decay) X(float, l2_coeff) X(bool, has_l2)  \
-  X(bool, first_step) X(bool, has_clip) X(int64_t, clip_min) X(int64_t, clip_max)        \
+  PM_RULE_ATTRIBUTES(X) X(int64_t, l2_coeff) X(bool, has_l2) X(bool, first_step)         \
+  X(bool, keyword_options) X(bool, has_clip) X(int64_t, clip_min) X(int64_t, clip_max)   \
   X(bool, has_l1) X(int64_t, l1) X(bool, has_scale) X(int64_t, scale)                    \
   X(bool, has_norm_clip) X(int64_t, max_norm)
 #define PM_ATTRIBUTE_SPEC(type, name) #name ": " #type,
@@ -169,8 +171,9 @@ double DoubleOfBits(int64_t bits) {
 }
 
 // The update's scalars are the attributes themselves (the doubles read with DoubleOfBits):
-// momentum, l2_coeff and rescale_grad are float32 attributes as in Paddle's kernel (has_l2:
-// apply the decay; a coefficient of 0 still turns an infinite p into NaN); what the built-in
+// the rule's settings and l2_coeff (has_l2: apply the decay), which the generated RuleUpdate
+// reads as rule.py does; keyword_options: a keyword-only setting (a torch.optim.SGD option) is
+// off its default (the loops without kTorchBit fold them to their defaults); what the built-in
 // does to the gradient before its kernel (dygraph buckets only: Paddle's clip and scale ops
 // take doubles): has_clip (ClipGradByValue: g = min(max(g, clip_min), clip_max)), has_l1
 // (L1Decay: g = g + (sign(p) * l1 + 0)), has_scale (ClipGradByGlobalNorm: g = g * scale,
@@ -180,6 +183,8 @@ double DoubleOfBits(int64_t bits) {
 // (the parameters' first update: torch starts its buffer undamped).
 using Hyper = Attributes;
 #define PM_HYPER Attributes{PM_ATTRIBUTES(PM_ATTRIBUTE_NAME)}
+
+// @generated rule
 
 // A double scalar as Paddle's kernels of type T take it (narrow types through float).
 template <typename T>
@@ -210,9 +215,8 @@ int GradientOpBitsOf(const Hyper& h, bool clipped) {
   const int clip_bits = (h.has_clip ? kClipBit : 0) |
                         (h.has_scale || h.has_norm_clip ? kScaleBit : 0) |
                         (h.has_scale ? kWriteBackBit : 0);
-  const bool torch =
-      h.maximize || DoubleOfBits(h.dampening) != 0.0 || h.decoupled_weight_decay != 0.0f;
-  return (clipped ? clip_bits : 0) | (h.has_l1 ? kL1Bit : 0) | (torch ? kTorchBit : 0);
+  return (clipped ? clip_bits : 0) | (h.has_l1 ? kL1Bit : 0) |
+         (h.keyword_options ? kTorchBit : 0);
 }
 
 // The gradient ops' constants, in the types the built-in's ops take them.
@@ -254,33 +258,18 @@ inline T GradientOps(T grad, T param, const GradientOpConstants<T, MT>& c, MT sc
 // A plain serial loop over n elements (vectorised by the compiler); Update() splits the work.
 // kOps: the gradient ops (GradientOpBits); scale: the gradient's factor (kScaleBit), as
 // Paddle's multiply takes it (type T); factor_wins: a NaN factor's NaN is kept where the
-// gradient is NaN too (else the gradient's).
-//
-// The NaNs kept where two meet, as the built-in's CPU kernel (Eigen expressions) keeps them at
-// every element position: p*c + g keeps p*c's; v*mu + g' keeps v*mu's without fused decay and
-// g''s with it; Nesterov's g' + v*mu keeps v*mu's; p - step keeps p's (a subtraction's
-// operands are never swapped).
+// gradient is NaN too (else the gradient's). Per element, after the gradient ops: RuleUpdate,
+// the rule's arithmetic (generated from rule.py).
 template <typename T, typename V, typename MT, typename R, int kOps>
 void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
                     V* __restrict__ velocity, MT* __restrict__ master, int64_t n, MT lr,
                     const Hyper& h, T scale, bool factor_wins) {
-  const MT mu = static_cast<MT>(h.momentum);
-  const MT l2 = static_cast<MT>(h.l2_coeff);
-  const MT rescale = static_cast<MT>(h.rescale_grad);
-  const bool has_l2 = h.has_l2;
-  const bool has_rescale = h.rescale_grad != 1.0f;
-  const bool nesterov = h.use_nesterov;
   const GradientOpConstants<T, MT> constants(h);
   const MT grad_scale = static_cast<MT>(scale);
   // A NaN factor that wins: every scaled gradient is that NaN, quieted.
   const BitsOf<MT> factor_overrides =
       (kOps & kScaleBit) != 0 && factor_wins && scale != scale ? ~BitsOf<MT>(0) : 0;
   const MT factor_nan = grad_scale + grad_scale;
-  const bool maximize = h.maximize, first_step = h.first_step;
-  const bool damped = DoubleOfBits(h.dampening) != 0.0 && mu != MT(0);
-  const MT undamped = static_cast<MT>(static_cast<float>(1.0 - DoubleOfBits(h.dampening)));  // f32(1 - d)
-  const bool decoupled = h.decoupled_weight_decay != 0.0f;
-  const MT wd = static_cast<MT>(h.decoupled_weight_decay);
   for (int64_t i = 0; i < n; ++i) {
     T given = grad[i];
     if constexpr ((kOps & kScaleBit) != 0) {
@@ -292,40 +281,14 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
       }
       if constexpr ((kOps & kWriteBackBit) != 0) const_cast<T*>(grad)[i] = given;
     }
-    MT g = static_cast<MT>(GradientOps<T, MT, kOps & (kClipBit | kL1Bit)>(
+    const MT g = static_cast<MT>(GradientOps<T, MT, kOps & (kClipBit | kL1Bit)>(
         given, param[i], constants, grad_scale));
-    if constexpr ((kOps & kTorchBit) != 0) {
-      if (maximize) g = g * MT(-1) + MT(0);  // rule.py's -grad: Paddle's scale op (x * -1 + 0)
-    }
-    if (has_rescale) g = RoundTo<R, MT>(g * rescale);
     MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
-    if (has_l2) g = RoundTo<R, MT>(AddKeepFirst(RoundTo<R, MT>(p * l2), g));
-    const MT decayed = RoundTo<R, MT>(static_cast<MT>(velocity[i]) * mu);
-    // (has_l2 is the same for every element: a select, no branch)
-    MT v = RoundTo<R, MT>(has_l2 ? AddKeepSecond(decayed, g) : AddKeepFirst(decayed, g));
-    if constexpr ((kOps & kTorchBit) != 0) {
-      // rule.py's torch options as its composed ops compute them (a tensor times a Python
-      // number is Paddle's scale op, x * s + 0): dampening (not without momentum: torch keeps
-      // no buffer then), the first step's undamped velocity, SGDW's shrink of the parameter.
-      if (damped) {
-        v = first_step ? g
-                       : RoundTo<R, MT>(RoundTo<R, MT>(decayed + MT(0)) +
-                                        RoundTo<R, MT>(g * undamped + MT(0)));
-      }
-      if (decoupled) {
-        p = RoundTo<R, MT>(p * RoundTo<R, MT>(MT(1) - RoundTo<R, MT>(lr * wd + MT(0))));
-      }
-    }
-    MT step;
-    if (nesterov) {
-      step = RoundTo<R, MT>(RoundTo<R, MT>(AddKeepSecond(g, RoundTo<R, MT>(v * mu))) * lr);
-    } else {
-      step = RoundTo<R, MT>(lr * v);
-    }
-    const MT updated = RoundTo<R, MT>(p - step);
+    MT v = static_cast<MT>(velocity[i]);
+    RuleUpdate<MT, R, (kOps & kTorchBit) != 0>(h, lr, p, g, v);  // (generated from rule.py)
     velocity[i] = static_cast<V>(v);
-    if (master != nullptr) master[i] = updated;
-    param[i] = static_cast<T>(updated);
+    if (master != nullptr) master[i] = p;
+    param[i] = static_cast<T>(p);
   }
 }
 

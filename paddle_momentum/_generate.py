@@ -1,0 +1,394 @@
+"""The fused kernel's update arithmetic, generated from ``rule.momentum_update``.
+
+``rule.py`` is the only copy of the arithmetic. This module reads ``momentum_update``'s source
+and translates it, statement by statement, into a C++ function (``RuleUpdate``) that the
+kernel's hand-written loops (``csrc/momentum_kernel.cc``: threads, the gradient table, the
+gradient ops, loads and stores) call once per element. Each Paddle operation the rule makes
+becomes one C++ operation with that operation's semantics on Paddle's CPU kernels, in the
+rule's order (the file is compiled without contraction), so the kernel runs the rule bit for
+bit, signed zeros and NaN signs included:
+
+==========================================  ===============================================
+rule.py (Paddle op)                         C++
+==========================================  ===============================================
+``a + b``, ``a * b`` (same-shape tensors)   ``AddKeepFirst(a, b)``, ``MulKeepFirst(a, b)``:
+                                            Paddle's CPU add and multiply keep the first
+                                            operand's NaN where both are NaN
+``a - b``, ``a / b``                        ``a - b``, ``a / b``
+``t + s``, ``t * s`` (``s`` a 0-d tensor)   ``t + s``, ``t * s``
+``t * x``, ``x * t``, ``t + x``, ``x - t``  Paddle's ``scale`` op: ``t * T(x) + T(0)``,
+(``x`` a Python number), ``-t``             ``t * T(1) + T(x)``, ``t * T(-1) + T(x)``, ...
+``attribute(x, like)``                      ``MT(float(x))``: a kernel attribute
+``rnd(t)`` (``round_result``)               ``RoundTo<R, MT>(t)``
+``paddle.where(c, a, b)``                   ``c ? a : b``
+``if``/``elif``/``else`` on settings        ``if`` on loop-invariant values
+==========================================  ===============================================
+
+Settings are read from the kernel's attributes, declared once in ``_settings.RULE_SETTINGS``
+(whose attribute list, ``PM_RULE_ATTRIBUTES``, is generated here too); ``l2_coeff`` (None:
+``has_l2`` false) and ``first_step`` are attributes of their own. A construct the translator
+has no C++ for (another Paddle call, a loop, ...) raises :class:`CannotGenerate`, naming it
+and its line: the kernel is then not used for the rule (``_kernel``), never a stale one.
+
+Paddle's semantics of a tensor-and-Python-number operation are dygraph's; a static program
+runs some of them otherwise (float64: the number rounded to float32; ``t / x`` as ``t * (1 /
+x) + 0``), which is why ``rule.py`` itself writes its scalars as 0-d tensors
+(``attribute``). Where a NaN learning rate or attribute meets a NaN element, which NaN
+survives is not modelled (Paddle's broadcast add and multiply keep the 0-d operand's).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import inspect
+import textwrap
+
+from . import rule
+from ._settings import RULE_SETTINGS
+
+ELEMENT, SCALAR, HOST, BOOL, MASK = "element", "scalar", "host", "bool", "mask"
+_TENSOR = (ELEMENT, SCALAR)
+# the rule's arguments: its tensors, then the kernel's own attributes
+_TENSOR_ARGUMENTS = {"param": ELEMENT, "grad": ELEMENT, "velocity": ELEMENT, "lr": SCALAR}
+_CXX_RESERVED = {"auto", "bool", "break", "case", "char", "class", "const", "default", "delete",
+                 "do", "double", "else", "enum", "float", "for", "goto", "int", "long", "new",
+                 "private", "public", "return", "short", "signed", "static", "struct",
+                 "switch", "template", "this", "typename", "union", "unsigned", "void",
+                 "volatile", "while", "h", "MT", "R"}
+
+
+class CannotGenerate(Exception):
+    """The rule holds a construct with no C++ counterpart (the message names it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    """The generated C++: ``attributes`` (the ``PM_RULE_ATTRIBUTES`` X-macro), ``function``
+    (``RuleUpdate``), and ``digest`` (a hash of both, for messages)."""
+
+    attributes: str
+    function: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256((self.attributes + self.function).encode()).hexdigest()[:12]
+
+
+def attribute_macro() -> str:
+    """``#define PM_RULE_ATTRIBUTES(X) ...``: the rule settings as kernel attributes."""
+    types = {"double": "int64_t", "bool": "bool", "float32": "float"}
+    entries = " ".join(f"X({types[s.kernel]}, {s.name})" for s in RULE_SETTINGS)
+    return f"#define PM_RULE_ATTRIBUTES(X) {entries}\n"
+
+
+def generate(function=None) -> Generated:
+    """The C++ of ``function`` (default: ``rule.momentum_update``, looked up now, so an
+    edited module reloaded is seen)."""
+    function = function or rule.momentum_update
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        path = inspect.getsourcefile(function)
+        first_line = inspect.getsourcelines(function)[1]
+    except (OSError, TypeError) as error:
+        raise CannotGenerate(f"the rule's source cannot be read ({error})") from error
+    tree = ast.parse(source)
+    definition = tree.body[0]
+    if not isinstance(definition, ast.FunctionDef):
+        raise CannotGenerate("the rule is not a plain function")
+    translator = _Translator(path, first_line - 1, source.splitlines())
+    body = translator.function(definition)
+    return Generated(attribute_macro(), body)
+
+
+def _setting_kinds():
+    return {s.name: (BOOL if s.kernel == "bool" else HOST) for s in RULE_SETTINGS}
+
+
+class _Translator:
+    def __init__(self, path, line_offset, lines):
+        self.path, self.line_offset, self.lines = path, line_offset, lines
+        self.kinds = {}  # variable -> kind
+        self.declared = {}  # assigned variable -> kind (declared at the top)
+        self.rounding = set()  # names bound to the rounding function
+        self.out = []
+
+    # ------------------------------------------------------------------ errors and names
+    def fail(self, node, what):
+        line = self.line_offset + getattr(node, "lineno", 1)
+        code = ast.unparse(node) if isinstance(node, ast.AST) else str(node)
+        raise CannotGenerate(f"{self.path}:{line}: {what}: {code}")
+
+    @staticmethod
+    def cxx_name(name):
+        return f"{name}_" if name in _CXX_RESERVED else name
+
+    # ------------------------------------------------------------------ the function
+    def function(self, definition: ast.FunctionDef):
+        arguments = definition.args
+        names = [a.arg for a in arguments.args + arguments.kwonlyargs]
+        settings = _setting_kinds()
+        for name in names:
+            if name in _TENSOR_ARGUMENTS:
+                self.kinds[name] = _TENSOR_ARGUMENTS[name]
+            elif name in settings:
+                self.kinds[name] = settings[name]
+            elif name == "l2_coeff":
+                self.kinds[name] = HOST
+            elif name == "first_step":
+                self.kinds[name] = BOOL
+            elif name == "round_result":
+                self.kinds[name] = "round_result"
+            else:
+                self.fail(definition, f"argument {name!r} is neither a tensor of the update, "
+                                      "nor a setting declared in _settings.RULE_SETTINGS")
+        missing = [s.name for s in RULE_SETTINGS if s.name not in names]
+        if missing:
+            self.fail(definition, f"settings {missing} are declared but not arguments")
+        self.block(definition.body, 1)
+        reads = []
+        for setting in RULE_SETTINGS:
+            value = {"double": f"DoubleOfBits(h.{setting.name})", "bool": f"h.{setting.name}",
+                     "float32": f"static_cast<double>(h.{setting.name})"}[setting.kernel]
+            default = (("true" if setting.default else "false") if setting.kernel == "bool"
+                       else repr(float(setting.default)))
+            if setting.keyword_only:  # folded to its default in the loops without them
+                value = f"kKeywordOptions ? {value} : {default}"
+            cxx_type = "bool" if setting.kernel == "bool" else "double"
+            reads.append(f"  const {cxx_type} {self.cxx_name(setting.name)} = {value};")
+        reads.append("  const double l2_coeff = DoubleOfBits(h.l2_coeff);")
+        reads.append("  const bool has_l2 = h.has_l2;")
+        reads.append("  const bool first_step = h.first_step;")
+        declarations = [f"  {'MT' if kind in _TENSOR else 'double' if kind == HOST else 'bool'}"
+                        f" {self.cxx_name(name)}{{}};"
+                        for name, kind in self.declared.items()]
+        header = (
+            "// Generated by paddle_momentum/_generate.py from paddle_momentum/rule.py\n"
+            "// (momentum_update): one C++ operation per Paddle operation, in the rule's order.\n"
+            "// Do not edit: edit rule.py (python -m paddle_momentum build --show prints this).\n"
+            "template <typename MT, typename R, bool kKeywordOptions>\n"
+            "inline void RuleUpdate(const Attributes& h, const MT lr_in, MT& param_io, "
+            "const MT grad_in, MT& velocity_io) {\n")
+        setup = ["  MT param = param_io, grad = grad_in, velocity = velocity_io;",
+                 "  const MT lr = lr_in;"]
+        return (header + "\n".join(reads + setup + declarations + self.out) + "\n}\n")
+
+    def block(self, statements, depth):
+        for statement in statements:
+            self.statement(statement, depth)
+
+    def emit(self, depth, text, node=None):
+        where = ""
+        if node is not None and hasattr(node, "lineno"):
+            python = self.lines[node.lineno - 1].strip()
+            where = f"  // rule.py:{self.line_offset + node.lineno}: {python}"
+        self.out.append("  " * depth + text + where)
+
+    def statement(self, node, depth):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            return  # the docstring
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            return self.assign(node.targets[0].id, node.value, node, depth)
+        if isinstance(node, ast.If):
+            return self.if_statement(node, depth)
+        if isinstance(node, ast.Return):
+            return self.return_statement(node, depth)
+        if isinstance(node, ast.Pass):
+            return None
+        return self.fail(node, "a statement the kernel generator cannot translate")
+
+    def assign(self, name, value, node, depth):
+        if isinstance(value, ast.BoolOp) and any(
+                isinstance(v, ast.Name) and v.id == "round_result" for v in value.values):
+            self.rounding.add(name)  # rnd = round_result or _exact
+            return
+        code, kind = self.expression(value)
+        if kind not in (ELEMENT, SCALAR, HOST, BOOL):
+            self.fail(node, "a value the kernel cannot hold")
+        if name in _TENSOR_ARGUMENTS or name in self.kinds and self.kinds[name] in _TENSOR:
+            if kind not in _TENSOR:
+                self.fail(node, f"{name} is a tensor, assigned a Python value")
+            kind = ELEMENT if ELEMENT in (kind, self.kinds.get(name)) else kind
+        elif name in self.kinds and name not in self.declared:
+            self.fail(node, f"the setting {name!r} is reassigned")
+        elif name in self.declared and (self.declared[name] in _TENSOR) != (kind in _TENSOR):
+            self.fail(node, f"{name} holds a tensor in one place, a Python value in another")
+        if name not in _TENSOR_ARGUMENTS:
+            previous = self.declared.get(name)
+            self.declared[name] = ELEMENT if ELEMENT in (kind, previous) else kind
+        self.kinds[name] = self.declared.get(name, kind)
+        self.emit(depth, f"{self.cxx_name(name)} = {code};", node)
+
+    def if_statement(self, node, depth):
+        condition = self.condition(node.test)
+        self.emit(depth, f"if ({condition}) {{", node)
+        self.block(node.body, depth + 1)
+        if node.orelse:
+            if len(node.orelse) == 1 and isinstance(node.orelse[0], ast.If):
+                self.emit(depth, "} else {")
+                self.if_statement(node.orelse[0], depth + 1)
+            else:
+                self.emit(depth, "} else {")
+                self.block(node.orelse, depth + 1)
+        self.emit(depth, "}")
+
+    def return_statement(self, node, depth):
+        value = node.value
+        if not (isinstance(value, ast.Tuple) and len(value.elts) == 2):
+            self.fail(node, "the rule must return (new_param, new_velocity)")
+        new_param, param_kind = self.expression(value.elts[0])
+        new_velocity, velocity_kind = self.expression(value.elts[1])
+        if param_kind not in _TENSOR or velocity_kind not in _TENSOR:
+            self.fail(node, "the rule must return two tensors")
+        self.emit(depth, f"param_io = {new_param};", node)
+        self.emit(depth, f"velocity_io = {new_velocity};")
+        self.emit(depth, "return;")
+
+    # ------------------------------------------------------------------ expressions
+    def condition(self, node) -> str:
+        code, kind = self.expression(node)
+        if kind == BOOL:
+            return code
+        if kind == HOST:
+            return f"({code}) != 0.0"
+        return self.fail(node, "a condition on a tensor (the rule may branch on settings only;"
+                               " use paddle.where)")
+
+    def expression(self, node):
+        """``(C++ code, kind)`` of ``node``."""
+        if isinstance(node, ast.Name):
+            if node.id not in self.kinds:
+                self.fail(node, f"the name {node.id!r} (not an argument nor assigned before)")
+            return self.cxx_name(node.id), self.kinds[node.id]
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool):
+                return ("true" if node.value else "false"), BOOL
+            if isinstance(node.value, (int, float)):
+                return repr(float(node.value)), HOST
+            self.fail(node, "a constant that is not a number")
+        if isinstance(node, ast.BinOp):
+            return self.binary(node)
+        if isinstance(node, ast.UnaryOp):
+            operand, kind = self.expression(node.operand)
+            if isinstance(node.op, ast.USub):
+                if kind in _TENSOR:  # Paddle's neg of a tensor is scale(x, -1, bias 0)
+                    return f"(({operand}) * MT(-1) + MT(0))", kind
+                if kind == HOST:
+                    return f"(-({operand}))", HOST
+            if isinstance(node.op, ast.Not) and kind in (BOOL, HOST):
+                return f"!({self.condition(node.operand)})", BOOL
+            self.fail(node, "a unary operation the kernel generator cannot translate")
+        if isinstance(node, ast.BoolOp):
+            joiner = " && " if isinstance(node.op, ast.And) else " || "
+            return "(" + joiner.join(f"({self.condition(v)})" for v in node.values) + ")", BOOL
+        if isinstance(node, ast.Compare):
+            return self.compare(node)
+        if isinstance(node, ast.IfExp):
+            test = self.condition(node.test)
+            yes, yes_kind = self.expression(node.body)
+            no, no_kind = self.expression(node.orelse)
+            return f"(({test}) ? {yes} : {no})", self.merged(node, yes_kind, no_kind)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        return self.fail(node, "an expression the kernel generator cannot translate")
+
+    def merged(self, node, a, b):
+        if a == b:
+            return a
+        if a in _TENSOR and b in _TENSOR:
+            return ELEMENT
+        return self.fail(node, "a choice between a tensor and a Python value")
+
+    def binary(self, node):
+        left, left_kind = self.expression(node.left)
+        right, right_kind = self.expression(node.right)
+        op = type(node.op)
+        symbols = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+        if op not in symbols:
+            self.fail(node, "an arithmetic operation the kernel generator cannot translate")
+        symbol = symbols[op]
+        if left_kind == HOST and right_kind == HOST:  # Python arithmetic: doubles
+            return f"({left} {symbol} {right})", HOST
+        if left_kind in _TENSOR and right_kind in _TENSOR:
+            kind = ELEMENT if ELEMENT in (left_kind, right_kind) else SCALAR
+            if left_kind == right_kind and op is ast.Add:
+                return f"AddKeepFirst({left}, {right})", kind
+            if left_kind == right_kind and op is ast.Mult:
+                return f"MulKeepFirst({left}, {right})", kind
+            return f"({left} {symbol} {right})", kind
+        if left_kind in _TENSOR and right_kind == HOST:
+            return self.scale(node, left, left_kind, symbol, right, reflected=False)
+        if left_kind == HOST and right_kind in _TENSOR:
+            return self.scale(node, right, right_kind, symbol, left, reflected=True)
+        return self.fail(node, "an operation between a tensor and a non-number")
+
+    def scale(self, node, tensor, kind, symbol, number, reflected):
+        """A tensor and a Python number: Paddle's scale op, ``x * s + b`` in the tensor's
+        type, as dygraph runs ``*``, ``+``, ``-`` (``/`` by a number: a divide)."""
+        s = lambda value: f"static_cast<MT>({value})"  # noqa: E731 (Scalar.to<T>())
+        if symbol == "*":
+            return f"({tensor} * {s(number)} + MT(0))", kind
+        if symbol == "+":
+            return f"({tensor} * MT(1) + {s(number)})", kind
+        if symbol == "-" and not reflected:
+            return f"({tensor} * MT(1) + {s(f'-({number})')})", kind
+        if symbol == "-":
+            return f"({tensor} * MT(-1) + {s(number)})", kind
+        if not reflected:  # t / x: a full tensor, then divide
+            return f"({tensor} / {s(number)})", kind
+        return f"({s(number)} / {tensor})", kind
+
+    def compare(self, node):
+        if len(node.ops) != 1:
+            self.fail(node, "a chained comparison")
+        op, right_node = node.ops[0], node.comparators[0]
+        if isinstance(op, (ast.Is, ast.IsNot)):
+            negate = isinstance(op, ast.IsNot)
+            left = node.left
+            constant = right_node.value if isinstance(right_node, ast.Constant) else object()
+            if isinstance(left, ast.Name) and left.id == "l2_coeff" and constant is None:
+                return ("has_l2" if negate else "!has_l2"), BOOL
+            if isinstance(left, ast.Name) and self.kinds.get(left.id) == BOOL \
+                    and constant in (True, False):
+                positive = constant is not negate
+                return (self.cxx_name(left.id) if positive
+                        else f"!{self.cxx_name(left.id)}"), BOOL
+            self.fail(node, "an identity test other than `l2_coeff is None` or `flag is True`")
+        symbols = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+                   ast.GtE: ">="}
+        if type(op) not in symbols:
+            self.fail(node, "a comparison the kernel generator cannot translate")
+        left, left_kind = self.expression(node.left)
+        right, right_kind = self.expression(right_node)
+        kind = MASK if left_kind in _TENSOR or right_kind in _TENSOR else BOOL
+        return f"({left} {symbols[type(op)]} {right})", kind
+
+    def call(self, node):
+        function = node.func
+        name = ast.unparse(function)
+        arguments = node.args
+        if node.keywords:
+            self.fail(node, "a call with keyword arguments")
+        if isinstance(function, ast.Name) and function.id in self.rounding:
+            value, kind = self.expression(arguments[0])
+            if kind not in _TENSOR:
+                self.fail(node, "rounding a Python value")
+            return f"RoundTo<R, MT>({value})", kind
+        if name == "attribute" and len(arguments) == 2:
+            value, kind = self.expression(arguments[0])
+            if kind != HOST:
+                self.fail(node, "attribute() of a value that is not a Python number")
+            return f"static_cast<MT>(static_cast<float>({value}))", SCALAR
+        if name == "as_float32_attribute" and len(arguments) == 1:
+            value, kind = self.expression(arguments[0])
+            return f"static_cast<double>(static_cast<float>({value}))", HOST
+        if name == "paddle.where" and len(arguments) == 3:
+            condition, condition_kind = self.expression(arguments[0])
+            yes, yes_kind = self.expression(arguments[1])
+            no, no_kind = self.expression(arguments[2])
+            if condition_kind not in (BOOL, MASK):
+                self.fail(node, "paddle.where on a value that is not a condition")
+            return f"(({condition}) ? {yes} : {no})", self.merged(node, yes_kind, no_kind)
+        return self.fail(node, f"the call {name}() (no C++ counterpart in the generator)")

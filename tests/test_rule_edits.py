@@ -1,0 +1,132 @@
+"""The rule you read is the rule that runs: an edited ``rule.py`` runs on the fast path.
+
+Each test copies the package to a scratch directory, edits its ``rule.py`` as a researcher
+would, and trains in a fresh process with an empty kernel cache: the default implementation
+(the fused kernel, generated from the edited rule and built once) must equal
+``kernel="composed"`` (Paddle's ops running the edited rule) bit for bit, and differ from the
+unedited rule's numbers (so the edit really runs); the default must not have used the composed
+ops. A rule the generator cannot translate runs on the composed ops, after one warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import paddle_momentum
+
+PACKAGE = pathlib.Path(paddle_momentum.__file__).resolve().parent
+
+WORKER = textwrap.dedent('''
+    import json, sys, warnings
+    import numpy as np
+    import paddle
+    import paddle_momentum
+    from paddle_momentum import _kernel, implementations
+
+    composed_calls = []
+    composed = implementations.composed
+    implementations.composed = lambda *a, **k: (composed_calls.append(1), composed(*a, **k))[1]
+
+    def train(kernel, steps=3, **options):
+        paddle.seed(0)
+        model = paddle.nn.Sequential(paddle.nn.Linear(16, 32), paddle.nn.Tanh(),
+                                     paddle.nn.Linear(32, 4))
+        optimizer = paddle_momentum.Momentum(0.1, 0.9, parameters=model.parameters(),
+                                             kernel=kernel, **options)
+        data = paddle.to_tensor(np.random.RandomState(1).standard_normal((8, 16)), "float32")
+        for _ in range(steps):
+            model(data).square().mean().backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        return [p.numpy().tobytes().hex() for p in model.parameters()]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _kernel.load(), _kernel.gradient_table()  # (built and checked: the check runs composed)
+        results = {}
+        for options in ({}, {"use_nesterov": True, "weight_decay": 0.01}):
+            key = json.dumps(options)
+            composed_calls.clear()
+            results[key] = {"auto": train("auto", **options)}
+            results[key]["auto_composed_calls"] = len(composed_calls)
+            results[key]["composed"] = train("composed", **options)
+    print(json.dumps({"results": results, "kernel": _kernel.load() is not None,
+                      "warnings": [str(w.message) for w in caught
+                                   if "paddle_momentum" in str(w.message)]}))
+''')
+
+# The edits: (name, old text in rule.py, new text)
+EDITS = {
+    # keep half of the new velocity (a tensor times a Python number: Paddle's scale op)
+    "half-velocity": ("    if decoupled_weight_decay:\n",
+                      "    velocity = rnd(velocity * 0.5)\n    if decoupled_weight_decay:\n"),
+    # a term added to the parameter update: p - step - lr * (p * 1e-3)
+    "extra-term": ("    return rnd(param - step), velocity\n",
+                   "    extra = rnd(lr * rnd(param * attribute(1e-3, param)))\n"
+                   "    return rnd(rnd(param - step) - extra), velocity\n"),
+    # a Paddle call the generator has no C++ for
+    "not-generated": ("    return rnd(param - step), velocity\n",
+                      "    return rnd(param - paddle.tanh(step)), velocity\n"),
+}
+
+
+def _run(tmp_path, edit=None, cache=True):
+    copy = tmp_path / "src"
+    shutil.copytree(PACKAGE, copy / "paddle_momentum",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    rule = copy / "paddle_momentum" / "rule.py"
+    if edit is not None:
+        old, new = EDITS[edit]
+        text = rule.read_text()
+        assert text.count(old) == 1, f"the edit {edit!r} no longer applies to rule.py"
+        rule.write_text(text.replace(old, new))
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    if cache:  # an empty cache (else the machine's: the unedited kernel is built there)
+        env["PADDLE_MOMENTUM_CACHE"] = str(tmp_path / "cache")
+    done = subprocess.run([sys.executable, "-c", WORKER], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    builds = [line for line in done.stderr.splitlines() if "compiling the fused" in line]
+    return json.loads(done.stdout.strip().splitlines()[-1]), builds
+
+
+@pytest.fixture(scope="module")
+def unedited(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("unedited"), cache=False)[0]
+
+
+@pytest.mark.parametrize("edit", ["half-velocity", "extra-term"])
+def test_edited_rule_runs_on_the_fast_path(edit, tmp_path, unedited):
+    report, builds = _run(tmp_path, edit)
+    assert report["kernel"], report["warnings"]
+    assert len(builds) == 1 and "rule.py" in builds[0], builds  # one build, and one line
+    for key, result in report["results"].items():
+        assert result["auto"] == result["composed"], f"{edit} {key}: fused != composed"
+        assert result["auto_composed_calls"] == 0, f"{edit} {key}: the default used composed"
+        assert result["auto"] != unedited["results"][key]["auto"], f"{edit} {key} changed nothing"
+    assert report["warnings"] == []
+
+
+def test_unedited_rule_fused_equals_composed(unedited):
+    for key, result in unedited["results"].items():
+        assert result["auto"] == result["composed"], key
+        assert result["auto_composed_calls"] == 0, key
+
+
+def test_rule_the_generator_cannot_translate_runs_composed_with_one_warning(tmp_path,
+                                                                          unedited):
+    report, builds = _run(tmp_path, "not-generated")
+    assert not report["kernel"] and builds == []
+    assert len(report["warnings"]) == 1, report["warnings"]
+    assert "paddle.tanh" in report["warnings"][0] and "rule.py:" in report["warnings"][0]
+    for key, result in report["results"].items():
+        assert result["auto"] == result["composed"], key
+        assert result["auto"] != unedited["results"][key]["auto"], key
