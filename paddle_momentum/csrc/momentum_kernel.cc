@@ -76,6 +76,13 @@ int UpdateThreads() {
   return threads;
 }
 
+// Inlined into the loop whatever its size (a call in the loop body stops its vectorization).
+#if defined(__GNUC__) || defined(__clang__)
+#define PM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PM_ALWAYS_INLINE inline
+#endif
+
 template <typename T>
 constexpr bool kIsNarrow =
     std::is_same<T, float16>::value || std::is_same<T, bfloat16>::value;
@@ -270,6 +277,7 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
   const BitsOf<MT> factor_overrides =
       (kOps & kScaleBit) != 0 && factor_wins && scale != scale ? ~BitsOf<MT>(0) : 0;
   const MT factor_nan = grad_scale + grad_scale;
+  const RuleSettings rule = RuleSettings::Of(h);  // (a local: read once, kept in registers)
   for (int64_t i = 0; i < n; ++i) {
     T given = grad[i];
     if constexpr ((kOps & kScaleBit) != 0) {
@@ -285,7 +293,7 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
         given, param[i], constants, grad_scale));
     MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
     MT v = static_cast<MT>(velocity[i]);
-    RuleUpdate<MT, R, (kOps & kTorchBit) != 0>(h, lr, p, g, v);  // (generated from rule.py)
+    RuleUpdate<MT, R, (kOps & kTorchBit) != 0>(rule, lr, p, g, v);  // (generated from rule.py)
     velocity[i] = static_cast<V>(v);
     if (master != nullptr) master[i] = p;
     param[i] = static_cast<T>(p);
