@@ -52,7 +52,7 @@ class Capabilities:
 def capabilities() -> Capabilities:
     """This process's :class:`Capabilities` (each part cached by ``_kernel`` after its first
     answer: a build, a check). Asked once per step (a few us), and passed to :func:`choose`."""
-    kernel = _kernel.load() is not None
+    kernel = _kernel.load() is not None and _kernel.runs_current_rule()
     return Capabilities(kernel, kernel and _kernel.gradient_table() is not None)
 
 

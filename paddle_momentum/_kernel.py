@@ -57,11 +57,29 @@ FALLBACK = "using the composed-ops implementation (slower, same numbers)"
 GENERATED_MARKERS = ("// @generated attributes", "// @generated rule")
 
 
+_GENERATED_FROM = []  # the rule function the loaded kernel was generated from
+
+
+def runs_current_rule() -> bool:
+    """Whether the loaded kernel runs ``rule.momentum_update`` as it is now: False after the
+    function was replaced in this process (a monkeypatch, a reload), which the composed
+    ops then run (one warning). Checked once per step: an identity test."""
+    if not _GENERATED_FROM or _GENERATED_FROM[0] is _generate.rule.momentum_update:
+        return True
+    if len(_GENERATED_FROM) == 1:
+        _GENERATED_FROM.append(None)
+        _build.warn("rule.momentum_update was replaced after the fused kernel was built from "
+                    "it: the composed ops run the new rule in this process (a new process "
+                    f"builds a kernel for it); {FALLBACK}")
+    return False
+
+
 def kernel_source():
     """``(source, None)``: the kernel's source with the rule's generated arithmetic (a
     ``_build.GeneratedSource``), or ``(None, why)`` when the rule cannot be generated."""
+    function = _generate.rule.momentum_update
     try:
-        generated = _generate.generate()
+        generated = _generate.generate(function)
     except _generate.CannotGenerate as error:
         return None, str(error)
     text = SOURCE.read_text()
@@ -70,7 +88,9 @@ def kernel_source():
         end = text.index("\n", at) + 1
         text = text[:end] + part + text[end:]
     note = f" (the arithmetic of {_generate.rule.__file__}, generated {generated.digest})"
-    return _build.GeneratedSource(SOURCE.name, text, SOURCE, note), None
+    source = _build.GeneratedSource(SOURCE.name, text, SOURCE, note)
+    source.function = function  # (what runs_current_rule compares with)
+    return source, None
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,6 +102,7 @@ def _load():
     if source is None:
         _build.warn(f"the fused kernel cannot run rule.py as it is ({why}); {FALLBACK}")
         return None
+    _GENERATED_FROM[:] = [source.function]
     return _build.cached(source, "fused momentum kernel", "paddle_momentum_kernel_",
                          FALLBACK, _build.import_ops, _kernel_problem, _prebuild_table)
 

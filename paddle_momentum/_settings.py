@@ -78,13 +78,15 @@ class Setting:
     """One per-group scalar setting of the update rule, declared once.
 
     ``name`` is at once the constructor's argument, a group dict's key, the keyword of
-    :func:`paddle_momentum.rule.momentum_update` and the fused kernel's attribute
-    (``PM_ATTRIBUTES`` in csrc/momentum_kernel.cc). The built-in reads it at every step: from
+    :func:`paddle_momentum.rule.momentum_update` and the fused kernel's attribute (in
+    ``PM_RULE_ATTRIBUTES``, generated from these declarations by ``_generate``). The built-in
+    reads it at every step: from
     the optimizer's attribute ``_<name>`` without groups, from the group dict's key with
     them; so do we, and ``check(value, where)`` validates it each time (at construction, in a
     group, at every step), with the error the constructor would raise. ``kernel`` is how the
-    kernel takes the value: "float32" (a float32 attribute, as Paddle's kernel takes mu),
-    "double" (the double's 64 bits), "bool". ``keyword_only``: one of our keyword-only
+    kernel takes the value: "double" (the double's 64 bits: the rule's Python value exactly;
+    ``attribute()`` in the rule rounds it through float32 as Paddle's kernel takes mu),
+    "float32" (a float32 attribute), "bool". ``keyword_only``: one of our keyword-only
     constructor arguments (the built-in has none of these)."""
 
     name: str

@@ -22,7 +22,7 @@ import paddle
 
 from . import _compat, _kernel
 from ._boundary import NO_GRADIENT_OPS, kernel_attributes
-from .rule import momentum_update
+from . import rule
 
 
 def composed(param, grad, velocity, master, lr, *, first_step=False, **options):
@@ -40,7 +40,7 @@ def composed(param, grad, velocity, master, lr, *, first_step=False, **options):
     else:
         current = param
     compute_dtype = current.dtype
-    new_param, new_velocity = momentum_update(
+    new_param, new_velocity = rule.momentum_update(  # (looked up now: the rule as it is)
         current,
         _compat.cast(grad, compute_dtype),
         _compat.cast(velocity, compute_dtype),

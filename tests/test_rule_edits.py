@@ -130,3 +130,42 @@ def test_rule_the_generator_cannot_translate_runs_composed_with_one_warning(tmp_
     for key, result in report["results"].items():
         assert result["auto"] == result["composed"], key
         assert result["auto"] != unedited["results"][key]["auto"], key
+
+
+def test_rule_replaced_in_the_process_runs_composed_with_one_warning(monkeypatch):
+    """A rule function replaced after the kernel was built from the old one (a monkeypatch,
+    a reload) is never run by the stale kernel: the composed ops run it, after one warning."""
+    import numpy as np
+    import paddle
+
+    from paddle_momentum import _kernel, rule
+
+    if _kernel.load() is None:
+        pytest.skip("no fused kernel here")
+    original = rule.momentum_update
+
+    def halved(*args, **kwargs):  # the rule, then half of the new velocity kept
+        new_param, new_velocity = original(*args, **kwargs)
+        return new_param, new_velocity * 0.5
+
+    def train(kernel, replace=True):
+        paddle.seed(0)
+        params = [paddle.create_parameter([64], "float32") for _ in range(3)]
+        optimizer = paddle_momentum.Momentum(0.1, 0.9, parameters=params, kernel=kernel)
+        for step in range(3):
+            for p in params:
+                p.grad = paddle.full([64], 0.5 + step, "float32")
+            optimizer.step()
+            if step == 0 and replace:  # replaced after the first (fused) step
+                monkeypatch.setattr(rule, "momentum_update", halved)
+        monkeypatch.setattr(rule, "momentum_update", original)
+        return [p.numpy() for p in params]
+
+    with pytest.warns(RuntimeWarning, match="was replaced after the fused kernel") as caught:
+        default = train("auto")
+        composed = train("composed")
+    assert sum("was replaced" in str(w.message) for w in caught) == 1
+    monkeypatch.setattr(_kernel, "_GENERATED_FROM", [original])
+    plain = train("composed", replace=False)
+    assert all(np.array_equal(a, b) for a, b in zip(default, composed))
+    assert not any(np.array_equal(a, b) for a, b in zip(default, plain))
