@@ -45,8 +45,8 @@ class Momentum(Optimizer):
     (SGDW), which default to Paddle's behaviour (see :func:`paddle_momentum.momentum_update`).
     Deliberate differences from the built-in are listed in ``docs/differences.md``:
     ``learning_rate`` may be a 0-d float Tensor, ``rescale_grad`` is applied, float16/bfloat16
-    parameters train on CPU, ``minimize`` works with parameter groups, and the user's group
-    dicts are never modified.
+    parameters train on CPU, and ``minimize`` works with parameter groups. What the built-in
+    writes into the caller's group dicts and onto grouped parameters, this class writes too.
 
     Everything the built-in reads at step time is read at step time here too (see
     ``_settings``): a learning-rate scale, regularizer or group setting changed between steps
@@ -98,7 +98,10 @@ class Momentum(Optimizer):
         # Read by _add_param_group, which the base constructor calls for every group.
         self._group_defaults = {"learning_rate": 1.0, "weight_decay": weight_decay,
                                 "grad_clip": grad_clip, **rule_values}
+        given_parameters = parameters
         parameters = self._checked_parameters(parameters)
+        if isinstance(given_parameters, list) and parameters and isinstance(parameters[0], dict):
+            _write_group_decays(given_parameters, weight_decay)
 
         # A dygraph Tensor (read into the lr variable at every step), or a static program's
         # value (the program's learning rate itself); the base class holds a float stand-in.
@@ -218,11 +221,20 @@ class Momentum(Optimizer):
         return normalized
 
     def _add_param_group(self, param_group):
-        """Add a group without touching the caller's dict or the parameters' attributes."""
+        """Add a group (our normalized copy of ``param_group``), and write its settings onto
+        its parameters as the built-in does: ``regularizer`` (the group's non-fused decay,
+        None for a float or L2 one) and ``optimize_attr['learning_rate']`` (the group's, 1.0
+        when it gives none). A second optimizer built on the same parameters reads them, as
+        with the built-in."""
         group = self._normalized_group(param_group, len(self._param_groups))
         check.check_unique(
             [p for existing in self._param_groups for p in existing["params"]] + group["params"]
         )
+        _, regularizer = split_weight_decay(group["weight_decay"])
+        for param in group["params"]:
+            param.regularizer = regularizer
+            if isinstance(getattr(param, "optimize_attr", None), dict):
+                param.optimize_attr["learning_rate"] = param_group.get("learning_rate", 1.0)
         self._param_groups.append(group)
         self._settings.construction.add(group)
 
@@ -443,6 +455,24 @@ def _schedulers_in(learning_rate):
         schedulers.append(learning_rate)
         learning_rate = getattr(learning_rate, "learning_rate", None)
     return schedulers
+
+
+def _write_group_decays(groups, weight_decay):
+    """What the built-in's constructor writes into the caller's group dicts (before anything
+    else reads them): ``regularization_method`` and ``regularization_coeff`` (its fused
+    decay), and ``weight_decay`` replaced by None where it is fused (a float or an
+    ``L2Decay``; a group without one takes the optimizer's). Code that builds a second
+    optimizer from the same dicts (PaddleClas does) depends on it: the second one then has no
+    fused decay, with the built-in and with ours."""
+    if isinstance(weight_decay, int) and not isinstance(weight_decay, bool):
+        weight_decay = float(weight_decay)
+    for group in groups:
+        decay = group["weight_decay"] if "weight_decay" in group else weight_decay
+        fused = isinstance(decay, (L2Decay, float))
+        group["regularization_method"] = "l2_decay" if fused else ""
+        group["regularization_coeff"] = (decay._coeff if isinstance(decay, L2Decay)
+                                         else decay if fused else 0.0)
+        group["weight_decay"] = None if fused else decay
 
 
 def _fused_decay_setting(fused_l2):

@@ -6,7 +6,6 @@ where it does work.
 """
 
 import contextlib
-import copy
 import itertools
 import warnings
 
@@ -100,19 +99,53 @@ def test_master_weights_named_like_paddle_and_in_state_dict():
     assert np.array_equal(master.astype("float16").numpy(), param.numpy())
 
 
-def test_group_dicts_and_parameters_untouched():
+def _grouped_model(seed=3):
+    paddle.seed(seed)
     linear = paddle.nn.Linear(3, 2, weight_attr=paddle.ParamAttr(
         regularizer=paddle.regularizer.L1Decay(0.05), learning_rate=0.5))
+    other = paddle.nn.Linear(2, 2)
     groups = [{"params": [linear.weight], "weight_decay": 0.02, "learning_rate": 0.3},
-              {"params": [linear.bias], "momentum": 0.5}]
-    before = copy.copy(groups), [dict(g) for g in groups]
-    Momentum(0.1, parameters=groups, weight_decay=0.01)
-    assert groups == before[0] and [dict(g) for g in groups] == before[1]
-    assert isinstance(linear.weight.regularizer, paddle.regularizer.L1Decay)
-    assert linear.weight.optimize_attr["learning_rate"] == 0.5
-    # The built-in rewrites both the dicts and the parameters: this is what we avoid.
-    paddle.optimizer.Momentum(0.1, parameters=groups, weight_decay=0.01)
-    assert "regularization_method" in groups[0]
+              {"params": [linear.bias], "momentum": 0.5},
+              {"params": other.parameters(), "weight_decay": paddle.regularizer.L1Decay(0.01)}]
+    return (linear, other), groups
+
+
+def _side_effects(groups, params):
+    """What a caller can see after construction: its dicts, the parameters' attributes."""
+    dicts = [{k: (type(v).__name__ if k == "weight_decay" and v is not None else v)
+              for k, v in g.items() if k != "params"} for g in groups]
+    attributes = [(type(p.regularizer).__name__, p.optimize_attr["learning_rate"])
+                  for p in params]
+    return dicts, attributes
+
+
+def test_group_dicts_and_parameters_written_as_the_builtin():
+    seen = []
+    for cls in (paddle.optimizer.Momentum, Momentum):
+        (linear, other), groups = _grouped_model()
+        cls(0.1, parameters=groups, weight_decay=0.01)
+        seen.append(_side_effects(groups, [linear.weight, linear.bias, *other.parameters()]))
+    assert seen[0] == seen[1]
+    assert seen[0][0][0]["weight_decay"] is None  # (the built-in's: a fused decay is taken out)
+
+
+def test_second_optimizer_from_the_same_group_dicts_equals_builtin():
+    """PaddleClas builds a second optimizer from the group dicts the first one modified (its
+    use_multi_tensor branch) and trains with it: with the built-in, its decay group then
+    trains without weight decay. Ours, bit for bit."""
+    results = []
+    for cls in (paddle.optimizer.Momentum, Momentum):
+        (linear, other), groups = _grouped_model()
+        cls(0.1, parameters=groups, weight_decay=0.01, momentum=0.9)
+        second = cls(0.1, parameters=groups, weight_decay=0.01, momentum=0.9)
+        x = paddle.ones([4, 3])
+        for _ in range(3):
+            other(linear(x)).square().mean().backward()
+            second.step()
+            second.clear_grad()
+        results.append([p.numpy() for p in [*linear.parameters(), *other.parameters()]])
+    for i, (expected, actual) in enumerate(zip(*results)):
+        assert_same(expected, actual, f"param {i}")
 
 
 def _two_layer_model():
