@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import types
 
 import numpy as np
 import paddle
@@ -51,6 +52,47 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def describe(value) -> str:
+    """A short description of ``value`` for a message: never a tensor's values or a whole
+    list's repr (a ResNet-18's parameters printed as one message: 207,247 characters)."""
+    if _compat.is_tensor(value):
+        kind = "Parameter" if isinstance(value, paddle.base.framework.EagerParamBase) \
+            else "Tensor"
+        name = getattr(value, "name", None)
+        named = f" {name!r}" if name and kind == "Parameter" else ""
+        return (f"a {kind}{named} of shape {list(value.shape)} and dtype "
+                f"{_compat.dtype_name(value.dtype)}")
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({_kind_of(v) for v in value})
+        what = kinds[0] + "s" if len(kinds) == 1 else " and ".join(k + "s" for k in kinds)
+        return f"a {type(value).__name__} of {len(value)} {what}" if value else \
+            f"an empty {type(value).__name__}"
+    if isinstance(value, types.GeneratorType) or (
+            hasattr(value, "__next__") and hasattr(value, "__iter__")):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} of {type(value)}"
+
+
+def _kind_of(value) -> str:
+    if _compat.is_tensor(value):
+        return "Parameter" if isinstance(value, paddle.base.framework.EagerParamBase) \
+            else "Tensor"
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        return "(name, value) pair"
+    return type(value).__name__
+
+
+def _tensor_number(value, name):
+    """A one-element float Tensor given for a number (the built-in takes a 0-d one as
+    ``momentum``): its value now, as a float."""
+    if not _compat.is_float_dtype(value.dtype) or list(value.shape) != []:
+        raise TypeError(f"{name} as a Tensor must be a 0-d float tensor, got "
+                        f"{describe(value)}")
+    return float(value)
+
+
 def check_learning_rate(value, name="learning_rate"):
     """A float, an LRScheduler, a 0-d / shape-[1] float tensor, or in a static program a 0-d
     / shape-[1] float graph value (a fed ``paddle.static.data``, or computed)."""
@@ -80,15 +122,30 @@ def check_learning_rate(value, name="learning_rate"):
         if math.isnan(float(value)):
             raise ValueError(f"{name} must not be NaN, got {float(value)!r}")
         return value
-    raise TypeError(
-        f"learning rate should be float, 0-d float Tensor or LRScheduler, got {type(value)} here "
-        f"({name}={value!r})"
-    )
+    hint = ""
+    if _looks_like_parameters(value):
+        hint = (": parameters given as the first argument (learning_rate)? Pass them as "
+                "parameters=...")
+    raise TypeError(f"{name} must be a float, a 0-d float Tensor or an LRScheduler, got "
+                    f"{describe(value)}{hint}")
+
+
+def _looks_like_parameters(value) -> bool:
+    """A list, tuple or iterator of tensors or (name, tensor) pairs, or any generator."""
+    if isinstance(value, types.GeneratorType):
+        return True
+    if isinstance(value, (list, tuple)) and value:
+        first = value[0]
+        return _compat.is_tensor(first) or isinstance(first, dict) or (
+            isinstance(first, tuple) and len(first) == 2 and _compat.is_tensor(first[1]))
+    return False
 
 
 def _real_number(value, name) -> float:
+    if isinstance(value, paddle.Tensor):
+        return _tensor_number(value, name)
     if not _is_real(value):
-        raise TypeError(f"{name} must be a real number, got {value!r} of {type(value)}")
+        raise TypeError(f"{name} must be a real number, got {describe(value)}")
     return float(value)
 
 
@@ -109,9 +166,14 @@ def check_rescale_grad(value, name="rescale_grad"):
 
 
 def check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} of {type(value)}")
-    return bool(value)
+    """A bool: ``True``/``False``, a numpy bool, or the ints 0 and 1 (a YAML or argparse
+    config gives those). The built-in takes anything (``bool('no')`` is True): other values
+    are refused here."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (or 0/1), got {describe(value)}")
 
 
 def _finite_coefficient(coeff, l2) -> bool:
@@ -142,23 +204,26 @@ def check_weight_decay(value, name="weight_decay"):
         return value
     raise TypeError(
         f"{name} must be None, a float or a paddle.regularizer.WeightDecayRegularizer, "
-        f"got {value!r} of {type(value)}"
+        f"got {describe(value)}"
     )
 
 
 def check_grad_clip(value, name="grad_clip"):
     if value is not None and not isinstance(value, GradientClipBase):
         raise TypeError(
-            f"'{name}' should be an instance of GradientClipBase's derived class, got {value!r}"
+            f"'{name}' should be an instance of GradientClipBase's derived class, got "
+            f"{describe(value)}"
         )
     return value
 
 
 def check_lr_scale(value, name):
-    """A parameter group's ``learning_rate``: a scale of the optimizer's learning rate."""
+    """A parameter group's ``learning_rate``: a scale of the optimizer's learning rate, any
+    finite number, as the built-in takes it (0.0 freezes the group; the built-in takes a
+    negative one too). NaN or inf would turn every parameter of the group into NaN."""
     value = _real_number(value, name)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return value
 
 
@@ -186,8 +251,12 @@ def check_parameter_list(params, name):
     params = list(params)
     for index, param in enumerate(params):
         if not _compat.is_tensor(param):
+            hint = ""
+            if isinstance(param, tuple) and len(param) == 2 and _compat.is_tensor(param[1]):
+                hint = (" (named_parameters() gives (name, parameter) pairs: pass "
+                        "model.parameters())")
             raise ParametersAttributeError(
-                f"{name}[{index}] must be a paddle Tensor, got {param!r} of {type(param)}"
+                f"{name}[{index}] must be a paddle Tensor, got {describe(param)}{hint}"
             )
         if not _compat.is_float_dtype(param.dtype):
             raise TypeError(

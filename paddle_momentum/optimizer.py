@@ -129,7 +129,10 @@ class Momentum(Optimizer):
         self._regularization_method, self._regularization_coeff = _fused_decay_setting(
             fused_l2)
         for setting_name, value in rule_values.items():  # read at every step, as the built-in
-            setattr(self, f"_{setting_name}", value)  # reads _momentum, _use_nesterov, ...
+            # reads _momentum, _use_nesterov, ... (a Tensor kept: changed in place, it counts)
+            given_value = given.get(setting_name)
+            setattr(self, f"_{setting_name}",
+                    given_value if isinstance(given_value, paddle.Tensor) else value)
         self._multi_precision = bool(multi_precision)
         # use_multi_tensor is accepted for compatibility: results are the same either way, the
         # fused kernel's flat buckets already update many parameters per call, and the base
@@ -214,6 +217,8 @@ class Momentum(Optimizer):
             normalized[key] = (
                 validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
             )
+            if key in _settings.RULE_SETTING_NAMES and isinstance(group.get(key), paddle.Tensor):
+                normalized[key] = group[key]  # (read, and checked, at every step)
         _settings.check_rule_values(normalized)
         # The built-in's group keys for the fused decay, read at every step.
         normalized["regularization_method"], normalized["regularization_coeff"] = \
