@@ -4,6 +4,7 @@
     nox -s matrix                        # all releases: fast path, parity, oracle, bench
     nox -s "matrix(paddle='3.0.0')"      # one release
     nox -s quick                         # the oldest release, quickly (CI)
+    nox -s torch                         # ours against torch.optim.SGD itself (CI)
 
 Each session installs ``paddlepaddle==<release>`` and this package (not editable: as a user
 installs it), then checks, against that release's own built-in optimizer:
@@ -78,3 +79,14 @@ def quick(session):
     """The oldest release: fast path, every 4th parity case, oracle rows (for CI)."""
     _install(session, OLDEST)
     _check(session, parity_every=4)
+
+
+@nox.session(python="3.11")
+def torch(session):
+    """The torch.optim.SGD options (dampening, maximize, Nesterov, weight decay) against torch
+    itself: the default torch wheel from PyPI (runs on CPU), the newest Paddle (for CI)."""
+    _install(session, RELEASES[-1])
+    session.install("torch")
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "tests/test_decisions.py", "-k", "torch",
+                env={"PADDLE_MOMENTUM_REQUIRE_TORCH": "1"})

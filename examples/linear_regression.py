@@ -1,4 +1,4 @@
-"""The Gluon momentum chapter's experiment: linear regression with momentum 0.99, 0.9 and 0.5,
+"""The momentum chapter of Dive into Deep Learning (d2l.ai), its experiment: linear regression with momentum 0.99, 0.9 and 0.5,
 trained with paddle.optimizer.Momentum and with paddle_momentum side by side.
 
     python examples/linear_regression.py --plot regression.png

@@ -12,7 +12,7 @@ def main(argv=None) -> int:
                                      description="paddle_momentum command line")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="train the Gluon momentum-chapter regression with the built-in and ours",
+        "demo", help="train d2l.ai's momentum-chapter regression with the built-in and ours",
         description="Linear regression (1000 embedded examples, batch 10, lr 0.2, 3 epochs) "
                     "for momentum 0.99, 0.9 and 0.5, built-in and ours side by side.")
     demo.add_argument("--momentum", type=float, nargs="+", default=[0.99, 0.9, 0.5],

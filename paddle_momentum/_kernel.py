@@ -53,7 +53,11 @@ def load_if_built():
         return _load()
 
 
-FALLBACK = "using the composed-ops implementation (slower, same numbers)"
+# What the fallback costs, measured (bench, 2 cores): the composed ops take 8-11x the
+# built-in's step time (2000 x [512]: 305 ms against 27 ms; ResNet-50 shapes: 364 against 45).
+FALLBACK = ("using the composed ops instead: the same numbers, but about 8-11x the built-in's "
+            "step time; a C++ compiler (g++ or clang++) and the Python development headers "
+            "give the fused kernel")
 GENERATED_MARKERS = ("// @generated attributes", "// @generated rule")
 
 

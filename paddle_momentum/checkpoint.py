@@ -26,12 +26,14 @@ import paddle
 
 
 def save(path, model, optimizer, **extra) -> None:
-    """Atomically write ``model``'s and ``optimizer``'s state and ``extra`` values to ``path``."""
+    """Atomically write ``model``'s and ``optimizer``'s state and ``extra`` values to ``path``
+    (its directory created if needed)."""
     buffer = io.BytesIO()
     paddle.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "extra": extra}, buffer)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)  # (as paddle.save does)
     descriptor, temporary = tempfile.mkstemp(prefix=".checkpoint-", dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as handle:

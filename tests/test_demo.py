@@ -14,7 +14,7 @@ def test_demo_is_bit_identical_and_recovers_the_generating_line():
     for result in results:
         assert result["max_abs_diff"] == 0.0
         assert result["builtin_losses"] == result["our_losses"]
-    for result in results[1:]:  # 0.99 oscillates within 3 epochs, as in the Gluon chapter
+    for result in results[1:]:  # 0.99 oscillates within 3 epochs, as in the d2l.ai chapter
         # noise std is 0.01, so the least-squares fit is within a few 1e-3 of the truth
         np.testing.assert_allclose(result["weight"], demo.TRUE_W, atol=5e-3)
         assert abs(result["bias"] - demo.TRUE_B) < 5e-3

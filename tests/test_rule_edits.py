@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -68,10 +69,15 @@ EDITS = {
     # keep half of the new velocity (a tensor times a Python number: Paddle's scale op)
     "half-velocity": ("    if decoupled_weight_decay:\n",
                       "    velocity = rnd(velocity * 0.5)\n    if decoupled_weight_decay:\n"),
-    # a term added to the parameter update: p - step - lr * (p * 1e-3)
-    "extra-term": ("    return rnd(param - step), velocity\n",
-                   "    extra = rnd(lr * rnd(param * attribute(1e-3, param)))\n"
-                   "    return rnd(rnd(param - step) - extra), velocity\n"),
+    # quasi-hyperbolic momentum, the worked example of docs/change_the_rule.md (a gradient
+    # term added to the parameter update)
+    "qhm": ("    if use_nesterov:\n"
+            "        step = rnd(rnd(rnd(velocity * mu) + grad) * lr)\n"
+            "    else:\n"
+            "        step = rnd(lr * velocity)\n"
+            "    return rnd(param - step), velocity\n",
+            re.findall(r"```python\n(.*?)```", (pathlib.Path(__file__).resolve().parent.parent / "docs" /
+                                                "change_the_rule.md").read_text(), re.S)[0]),
     # a Paddle call the generator has no C++ for
     "not-generated": ("    return rnd(param - step), velocity\n",
                       "    return rnd(param - paddle.tanh(step)), velocity\n"),
@@ -103,7 +109,7 @@ def unedited(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("unedited"), cache=False)[0]
 
 
-@pytest.mark.parametrize("edit", ["half-velocity", "extra-term"])
+@pytest.mark.parametrize("edit", ["half-velocity", "qhm"])
 def test_edited_rule_runs_on_the_fast_path(edit, tmp_path, unedited):
     report, builds = _run(tmp_path, edit)
     assert report["kernel"], report["warnings"]

@@ -1,4 +1,4 @@
-"""The seed experiment of the Gluon momentum chapter, trained with the built-in and with ours.
+"""The seed experiment of d2l.ai's momentum chapter (Dive into Deep Learning), trained with the built-in and with ours.
 
 Linear regression on y = 2*x1 - 3.4*x2 + 4.2 + N(0, 0.01^2) noise, 1000 examples generated from
 a fixed seed (the embedded dataset), batch 10, lr 0.2, 3 epochs, lr multiplied by 0.1 from the
@@ -95,7 +95,7 @@ def run(momenta=(0.99, 0.9, 0.5), out=print, plot=None):
     if plot:
         from .plotting import save_loss_plot
 
-        save_loss_plot(curves, plot, "Linear regression (Gluon momentum chapter): "
+        save_loss_plot(curves, plot, "Linear regression (d2l.ai momentum chapter): "
                        "lr 0.2, x0.1 from epoch 3", xlabel="batch")
         out(f"plot: {plot}")
     return results

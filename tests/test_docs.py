@@ -1,0 +1,73 @@
+"""Every python block of README.md and docs/ runs, with the setup it states (its prose
+names what it assumes: a model, batches, an optimizer), in a fresh process."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+
+_MODEL = "import paddle\nfrom paddle_momentum import Momentum\nmodel = paddle.nn.Linear(4, 2)\n"
+# (file, block index) -> what the block assumes, run before it; EDIT: the block is an edit of
+# rule.py, applied and run by tests/test_rule_edits.py
+SETUPS = {
+    ("README.md", 0): "",
+    ("docs/change_the_rule.md", 0): "EDIT",
+    ("docs/distributed.md", 0): "",
+    # (inside each rank of a two-process gloo job, as the page says)
+    ("docs/distributed.md", 1): (
+        "import paddle\nimport paddle.distributed as dist\nfrom paddle_momentum import Momentum\n"
+        "BLOCK = {block!r}\n"
+        "def train():\n    dist.init_parallel_env()\n"
+        "    exec(BLOCK, {{'paddle': paddle, 'Momentum': Momentum,\n"
+        "                  'model': paddle.nn.Linear(4, 2)}})\n"
+        "if __name__ == '__main__':\n    dist.spawn(train, nprocs=2, backend='gloo')\n"),
+    ("docs/usage.md", 0): "",
+    ("docs/usage.md", 1): ("import paddle\nfrom paddle_momentum import Momentum\n"
+                           "backbone, head = paddle.nn.Linear(4, 4), paddle.nn.Linear(4, 2)\n"),
+    ("docs/usage.md", 2): ("import numpy as np\nbatches = [(np.ones([8, 2], 'float32'), "
+                           "np.ones([8, 1], 'float32')) for _ in range(3)]\n"),
+    ("docs/usage.md", 3): _MODEL + ("optimizer = Momentum(0.1, parameters=model.parameters())\n"
+                                    "start, steps = 0, 3\n"),
+}
+
+
+def python_blocks():
+    """``{(file, index): code}`` of every python block."""
+    blocks = {}
+    for path in DOCS:
+        for index, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(),
+                                                re.S)):
+            blocks[(str(path.relative_to(ROOT)), index)] = code
+    return blocks
+
+
+def test_every_block_has_its_setup():
+    assert sorted(python_blocks()) == sorted(SETUPS), "a python block was added or removed: " \
+        "give it its setup here"
+
+
+@pytest.mark.parametrize("where", sorted(k for k, v in SETUPS.items() if v != "EDIT"),
+                         ids=lambda where: f"{where[0]}#{where[1]}")
+def test_block_runs(where, tmp_path):
+    setup, block = SETUPS[where], python_blocks()[where]
+    code = setup.format(block=block) if "{block" in setup else setup + block
+    script = tmp_path / "block.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"{where}:\n{code}\n{done.stderr[-3000:]}"
+
+
+def test_edit_blocks_are_the_edits_tested():
+    import test_rule_edits
+
+    for where, setup in SETUPS.items():
+        if setup == "EDIT":
+            assert python_blocks()[where] in [new for _, new in test_rule_edits.EDITS.values()]
