@@ -40,22 +40,22 @@ def main(argv=None) -> int:
                        help="print the C++ generated from rule.py (the kernel's arithmetic) and "
                             "exit, building nothing")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["bench"], ["parity"]) and "GLOG_minloglevel" not in os.environ:
+        # Paddle logs through glog, for the built-in's programs and ours alike ("New
+        # Executor is Running", "PIR not support input out tensor"), and glog reads its
+        # level once, when Paddle loads (done by our import already): run again with only
+        # errors logged, so that nothing interleaves with the tables.
+        # (and without Paddle's import warning a second time)
+        warning_filters = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                 "ignore:No ccache found",
+                                                 "ignore:Tensor do not have 'place'"]))
+        os.execve(sys.executable, [sys.executable, "-m", "paddle_momentum", *argv],
+                  {**os.environ, "GLOG_minloglevel": "2", "PYTHONWARNINGS": warning_filters})
     if argv[:1] == ["bench"]:  # everything after "bench" is the benchmark's own command line
         from .tools.bench import main as bench_main
 
         return bench_main(argv[1:])
     if argv[:1] == ["parity"]:
-        if "GLOG_minloglevel" not in os.environ:
-            # Paddle logs through glog, for the built-in's programs and ours alike ("New
-            # Executor is Running", "PIR not support input out tensor"), and glog reads its
-            # level once, when Paddle loads (done by our import already): run again with only
-            # errors logged, so that nothing interleaves with the table.
-            # (and without Paddle's import warning a second time)
-            warning_filters = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
-                                                     "ignore:No ccache found"]))
-            os.execve(sys.executable, [sys.executable, "-m", "paddle_momentum", *argv],
-                      {**os.environ, "GLOG_minloglevel": "2",
-                       "PYTHONWARNINGS": warning_filters})
         from .tools.parity import main as parity_main
 
         return parity_main(argv[1:])

@@ -14,7 +14,10 @@ def test_bench_smoke_reports_every_candidate():
         assert {(workload, c) for c in ("builtin", "builtin-mt", "ours-fused",
                                         "ours-composed")} <= labels
     assert all(r["median_ms"] > 0 for r in rows)
-    assert any(line.startswith("memory-bandwidth roof") for line in lines)
+    assert any(line.startswith("% roof") for line in lines)
+    # the roof is an upper bound: no step beats it
+    assert all(r["roof_percent"] is None or r["roof_percent"] <= 100 for r in rows)
+    assert any(r["roof_percent"] is not None for r in rows)
 
 
 def test_training_loop_workload_trains_every_candidate_alike():
