@@ -15,7 +15,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 
 _MODEL = "import paddle\nfrom paddle_momentum import Momentum\nmodel = paddle.nn.Linear(4, 2)\n"
 # (file, block index) -> what the block assumes, run before it; EDIT: the block is an edit of
-# rule.py, applied and run by tests/test_rule_edits.py
+# rule.py, applied and run by tests/test_rule_edits.py; PYTEST: a test file, run by pytest
 SETUPS = {
     ("README.md", 0): "",
     ("docs/change_the_rule.md", 0): "EDIT",
@@ -28,6 +28,7 @@ SETUPS = {
         "    exec(BLOCK, {{'paddle': paddle, 'Momentum': Momentum,\n"
         "                  'model': paddle.nn.Linear(4, 2)}})\n"
         "if __name__ == '__main__':\n    dist.spawn(train, nprocs=2, backend='gloo')\n"),
+    ("docs/testing.md", 0): "PYTEST",
     ("docs/usage.md", 0): "",
     ("docs/usage.md", 1): ("import paddle\nfrom paddle_momentum import Momentum\n"
                            "backbone, head = paddle.nn.Linear(4, 4), paddle.nn.Linear(4, 2)\n"),
@@ -58,10 +59,14 @@ def test_every_block_has_its_setup():
 def test_block_runs(where, tmp_path):
     setup, block = SETUPS[where], python_blocks()[where]
     code = setup.format(block=block) if "{block" in setup else setup + block
-    script = tmp_path / "block.py"
-    script.write_text(code)
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    if setup == "PYTEST":
+        code = block
+    pytest_file = setup == "PYTEST"
+    script = tmp_path / ("test_block.py" if pytest_file else "block.py")
+    script.write_text(block if pytest_file else code)
+    command = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
+               if pytest_file else [sys.executable, str(script)])
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{where}:\n{code}\n{done.stderr[-3000:]}"
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from harness import assert_same
+from paddle_momentum import testing
 from paddle_momentum.tools import parity
 
 CASES = parity.matrix_cases()
@@ -47,13 +48,13 @@ def test_matrix_ids_are_unique():
 def test_ulp_distance():
     one = np.array([1.0], dtype="float32")
     after = np.nextafter(one, np.float32(2))
-    assert parity.ulp_distance(one, one) == 0
-    assert parity.ulp_distance(one, after) == 1
-    assert parity.ulp_distance(np.float32([0.0]), np.float32([-0.0])) == 0
-    assert parity.ulp_distance(np.float32([-1e-45]), np.float32([1e-45])) == 2
-    assert parity.ulp_distance(np.float32([np.nan]), np.float32([np.nan])) == 0
-    assert parity.ulp_distance(np.float32([np.nan]), one) == float("inf")
-    assert parity.ulp_distance(one, one.astype("float64")) == float("inf")
+    assert testing.ulp_distance(one, one) == 0
+    assert testing.ulp_distance(one, after) == 1
+    assert testing.ulp_distance(np.float32([0.0]), np.float32([-0.0])) == 0
+    assert testing.ulp_distance(np.float32([-1e-45]), np.float32([1e-45])) == 2
+    assert testing.ulp_distance(np.float32([np.nan]), np.float32([np.nan])) == 0
+    assert testing.ulp_distance(np.float32([np.nan]), one) == float("inf")
+    assert testing.ulp_distance(one, one.astype("float64")) == float("inf")
 
 
 def test_parity_command_reports_and_exits_zero():

@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 
 import paddle_momentum
+from paddle_momentum.testing import max_ulp, ulp_distance  # noqa: F401  (re-exported)
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -378,39 +379,6 @@ def comparisons(case):
         result.append(("built-in static vs ours static", run_static(case, "builtin"), ours,
                        True))
     return result
-
-
-def ulp_distance(expected, actual):
-    """The largest distance in units in the last place between two float arrays (0: the same
-    bits up to the sign of zero; NaN against NaN counts as equal; inf: NaN against a number,
-    or different shapes or dtypes)."""
-    if expected is None or actual is None:
-        return 0 if expected is None and actual is None else float("inf")
-    if expected.dtype != actual.dtype or expected.shape != actual.shape:
-        return float("inf")
-    if expected.size == 0:
-        return 0
-    integer = {4: np.int32, 8: np.int64}[expected.dtype.itemsize]
-    nan_a, nan_b = np.isnan(expected), np.isnan(actual)
-    if (nan_a != nan_b).any():
-        return float("inf")
-
-    def ordered(values):  # floats -> integers in the same order, adjacent floats 1 apart
-        bits = values.view(integer).astype(np.int64)
-        return np.where(bits < 0, np.iinfo(integer).min - bits, bits)
-
-    distance = np.abs(ordered(expected).astype(object) - ordered(actual).astype(object))
-    distance[nan_a] = 0
-    return int(distance.max())
-
-
-def max_ulp(reference_run, ours_run):
-    """The largest ulp distance over every step, parameter and velocity of two runs."""
-    worst = 0
-    for (ref_params, ref_vel), (our_params, our_vel) in zip(reference_run, ours_run):
-        for expected, actual in zip(ref_params + ref_vel, our_params + our_vel):
-            worst = max(worst, ulp_distance(expected, actual))
-    return worst if len(reference_run) == len(ours_run) else float("inf")
 
 
 # ------------------------------------------------------------------------------ command line

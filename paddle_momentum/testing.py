@@ -1,0 +1,189 @@
+"""Diff an optimizer against a reference (by default Paddle's built-in Momentum) on your own
+model, data and device: the largest difference, in units in the last place, per parameter and
+per optimizer-state tensor, over every step.
+
+    import paddle
+    from paddle_momentum import Momentum, testing
+
+    report = testing.compare(
+        lambda params: Momentum(0.1, 0.9, parameters=params, weight_decay=1e-4),
+        lambda params: paddle.optimizer.Momentum(0.1, 0.9, parameters=params,
+                                                 weight_decay=1e-4),
+        model=lambda: paddle.nn.Linear(8, 2),
+        batches=[paddle.randn([4, 8]) for _ in range(5)],
+        loss=lambda model, x: model(x).square().mean())
+    report.assert_equal()          # AssertionError with the worst tensors, unless 0 ulp
+    print(report)                  # a table: tensor, kind, largest ulp, first step it differs
+
+Both runs build the model from the same seed and under the same unique names (so parameters
+and state-dict keys match), see the same batches, and run ``loss -> backward -> step ->
+clear_grad`` on ``place`` (default: Paddle's current device). The module is what the parity
+command and the test matrix measure with (:func:`ulp_distance`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Callable, Iterable, List, Optional
+
+import numpy as np
+import paddle
+from paddle.utils import unique_name
+
+__all__ = ["compare", "Report", "Difference", "ulp_distance", "max_ulp"]
+
+
+def ulp_distance(expected, actual):
+    """The largest distance in units in the last place between two float arrays (0: the same
+    bits up to the sign of zero; NaN against NaN counts as equal; inf: NaN against a number,
+    or different shapes or dtypes)."""
+    if expected is None or actual is None:
+        return 0 if expected is None and actual is None else float("inf")
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.dtype != actual.dtype or expected.shape != actual.shape:
+        return float("inf")
+    if expected.size == 0:
+        return 0
+    if expected.dtype.kind != "f":
+        return 0 if np.array_equal(expected, actual) else float("inf")
+    if expected.dtype.itemsize == 2:  # float16 (bfloat16 arrives as uint16: compared above)
+        expected, actual = expected.astype(np.float32), actual.astype(np.float32)
+    integer = {4: np.int32, 8: np.int64}[expected.dtype.itemsize]
+    nan_a, nan_b = np.isnan(expected), np.isnan(actual)
+    if (nan_a != nan_b).any():
+        return float("inf")
+
+    def ordered(values):  # floats -> integers in the same order, adjacent floats 1 apart
+        bits = values.view(integer).astype(np.int64)
+        return np.where(bits < 0, np.iinfo(integer).min - bits, bits)
+
+    distance = np.abs(ordered(expected).astype(object) - ordered(actual).astype(object))
+    distance[nan_a] = 0
+    return int(distance.max())
+
+
+def max_ulp(reference_run, ours_run):
+    """The largest ulp distance over every step, parameter and velocity of two runs (lists of
+    ``(params, velocities)`` snapshots, one per step)."""
+    worst = 0
+    for (ref_params, ref_vel), (our_params, our_vel) in zip(reference_run, ours_run):
+        for expected, actual in zip(ref_params + ref_vel, our_params + our_vel):
+            worst = max(worst, ulp_distance(expected, actual))
+    return worst if len(reference_run) == len(ours_run) else float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """One tensor's comparison: ``name`` (a parameter's, or a state-dict key), ``kind``
+    ('parameter' or 'state'), ``ulp`` (the largest over every step; inf: missing on one
+    side, another shape or dtype, NaN against a number) and ``first_step`` (the first step,
+    counted from 1, where it differed; None: never)."""
+
+    name: str
+    kind: str
+    ulp: float
+    first_step: Optional[int]
+
+
+@dataclasses.dataclass
+class Report:
+    """What :func:`compare` found: ``differences`` (one per tensor, in the model's order,
+    then the state's) and ``steps``."""
+
+    differences: List[Difference]
+    steps: int
+
+    @property
+    def max_ulp(self):
+        return max((d.ulp for d in self.differences), default=0)
+
+    def assert_equal(self, ulp=0):
+        """Raise AssertionError (naming the worst tensors) unless every tensor is within
+        ``ulp`` (default 0: bit for bit up to the sign of zero)."""
+        failing = [d for d in self.differences if d.ulp > ulp]
+        if failing:
+            worst = sorted(failing, key=lambda d: -d.ulp)[:10]
+            raise AssertionError(f"{len(failing)} of {len(self.differences)} tensors differ by "
+                                 f"more than {ulp} ulp over {self.steps} steps:\n"
+                                 + _table(worst))
+
+    def __str__(self):
+        return (f"{len(self.differences)} tensors over {self.steps} steps, largest difference "
+                f"{self.max_ulp} ulp\n" + _table(self.differences))
+
+
+def _table(differences):
+    lines = [f"{'tensor':40s} {'kind':9s} {'max ulp':>10s}  first step"]
+    for d in differences:
+        lines.append(f"{d.name[:40]:40s} {d.kind:9s} {d.ulp!s:>10s}  "
+                     f"{'-' if d.first_step is None else d.first_step}")
+    return "\n".join(lines)
+
+
+def compare(optimizer: Callable, reference: Optional[Callable] = None, *,
+            model: Callable[[], paddle.nn.Layer], batches: Iterable,
+            loss: Callable, seed: int = 0, place: Optional[str] = None) -> Report:
+    """Train ``model()`` with ``optimizer(parameters)`` and with ``reference(parameters)``
+    (default: ``paddle.optimizer.Momentum`` with learning rate 0.1 and momentum 0.9: pass
+    your own to match your settings) on ``batches`` (``loss(model, batch)`` gives each step's
+    loss), and compare every parameter and every optimizer-state tensor after every step.
+    ``place``: the device to run on ('cpu', 'gpu', 'gpu:1', ...; default: the current)."""
+    if reference is None:
+        def reference(params):
+            return paddle.optimizer.Momentum(0.1, 0.9, parameters=params)
+    batches = list(batches)
+    runs = [_train(factory, model, batches, loss, seed, place)
+            for factory in (reference, optimizer)]
+    differences = []
+    for kind, index in (("parameter", 0), ("state", 1)):
+        names = list(dict.fromkeys([*runs[0][0][index], *runs[1][0][index]]))
+        for name in names:
+            worst, first = 0, None
+            for step, (expected, actual) in enumerate(zip(runs[0], runs[1]), start=1):
+                distance = ulp_distance(expected[index].get(name), actual[index].get(name))
+                if distance and first is None:
+                    first = step
+                worst = max(worst, distance)
+            differences.append(Difference(name, kind, worst, first))
+    return Report(differences, len(batches))
+
+
+@contextlib.contextmanager
+def _on(place):
+    if place is None:
+        yield
+        return
+    previous = paddle.get_device()
+    paddle.set_device(place)
+    try:
+        yield
+    finally:
+        paddle.set_device(previous)
+
+
+def _train(factory, model_factory, batches, loss, seed, place):
+    """``[(parameters, state)]`` after every step: name -> numpy array each."""
+    snapshots = []
+    with _on(place), unique_name.guard():
+        paddle.seed(seed)
+        model = model_factory()
+        optimizer = factory(model.parameters())
+        for batch in batches:
+            loss(model, batch).backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            params = {p.name: p.numpy().copy() for p in model.parameters()}
+            state = {key: value.numpy().copy()
+                     for key, value in _flatten(optimizer.state_dict())
+                     if isinstance(value, paddle.Tensor)}
+            snapshots.append((params, state))
+    return snapshots
+
+
+def _flatten(state, prefix=""):
+    for key, value in state.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value

@@ -1,0 +1,75 @@
+"""paddle_momentum.testing: the parity kit for users' suites, diffed against the built-in."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_momentum
+from paddle_momentum import rule, testing
+
+
+def _mlp():
+    return paddle.nn.Sequential(paddle.nn.Linear(6, 8), paddle.nn.Tanh(), paddle.nn.Linear(8, 2))
+
+
+BATCHES = [paddle.to_tensor(np.random.default_rng(i).standard_normal((4, 6)), "float32")
+           for i in range(4)]
+
+
+def _loss(model, x):
+    return model(x).square().mean()
+
+
+def _settings(cls, **extra):
+    return lambda params: cls(0.1, 0.9, parameters=params, use_nesterov=True,
+                              weight_decay=1e-3, **extra)
+
+
+@pytest.mark.parametrize("kernel", ["auto", "composed"])
+def test_ours_against_the_builtin_is_zero_ulp(kernel):
+    report = testing.compare(_settings(paddle_momentum.Momentum, kernel=kernel),
+                             _settings(paddle.optimizer.Momentum), model=_mlp,
+                             batches=BATCHES, loss=_loss, place="cpu")
+    report.assert_equal()
+    kinds = [d.kind for d in report.differences]
+    assert kinds.count("parameter") == 4 and kinds.count("state") >= 4  # (velocities)
+    assert report.max_ulp == 0 and report.steps == 4
+
+
+def test_catches_an_edited_rule(monkeypatch):
+    """A rule that keeps 0.999 of the new velocity: the report names the velocities and the
+    parameters, from the second step on (the first velocity is the same: it starts at 0,
+    then only the kept share differs)."""
+    original = rule.momentum_update
+
+    def edited(*args, **kwargs):
+        new_param, new_velocity = original(*args, **kwargs)
+        return new_param, new_velocity * 0.999
+
+    monkeypatch.setattr(rule, "momentum_update", edited)
+    report = testing.compare(_settings(paddle_momentum.Momentum, kernel="composed"),
+                             _settings(paddle.optimizer.Momentum), model=_mlp,
+                             batches=BATCHES, loss=_loss)
+    assert report.max_ulp > 0
+    states = [d for d in report.differences if d.kind == "state" and "velocity" in d.name]
+    assert states and all(d.ulp > 0 and d.first_step == 1 for d in states)
+    with pytest.raises(AssertionError, match="velocity"):
+        report.assert_equal()
+
+
+def test_default_reference_and_missing_state():
+    """The default reference is the built-in Momentum(0.1, 0.9); a state tensor only one side
+    has counts as a difference (inf)."""
+    report = testing.compare(lambda params: paddle.optimizer.SGD(0.1, parameters=params),
+                             model=_mlp, batches=BATCHES[:2], loss=_loss)
+    assert report.max_ulp == float("inf")
+    assert any(d.kind == "state" and d.ulp == float("inf") for d in report.differences)
+
+
+def test_ulp_distance_of_special_values():
+    one = np.float32([1.0])
+    assert testing.ulp_distance(one, np.nextafter(one, np.float32(2))) == 1
+    assert testing.ulp_distance(np.float64([0.0]), np.float64([-0.0])) == 0
+    assert testing.ulp_distance(np.float32([np.nan]), one) == float("inf")
