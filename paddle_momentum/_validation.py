@@ -153,8 +153,8 @@ def check_momentum(value, name="momentum"):
     if value is None:
         raise ValueError(f"{name} is not set")
     value = _real_number(value, name)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    if not math.isfinite(value):  # (a negative one is taken, as by the built-in)
+        raise ValueError(f"{name} must be finite, got {value!r}")
     return value
 
 

@@ -35,6 +35,7 @@ ACCEPTED = {
     "momentum: a 0-d float32 Tensor": lambda: dict(momentum=paddle.to_tensor(0.9)),
     "momentum: a 0-d float64 Tensor": lambda: dict(momentum=paddle.to_tensor(0.5, "float64")),
     "momentum: numpy float32": lambda: dict(momentum=np.float32(0.9)),
+    "momentum: negative": lambda: dict(momentum=-0.5),
     "use_nesterov: the int 1": lambda: dict(use_nesterov=1),
     "use_nesterov: the int 0": lambda: dict(use_nesterov=0),
     "use_nesterov: a numpy bool": lambda: dict(use_nesterov=np.bool_(True)),
