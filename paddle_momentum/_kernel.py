@@ -120,16 +120,34 @@ def _prebuild_table():
 
 
 # The self-check's cases: (dtype, rule options, first_step). Every branch of the rule as
-# written today, and the low-precision rounding.
-_CHECK_CASES = [(dtype, options, first) for dtype in ("float32", "float64") for options, first in (
+# written today, the low-precision rounding, and each setting declared later off its default.
+_OPTION_CASES = (
     ({}, False), ({"use_nesterov": True}, False), ({"l2_coeff": 0.01}, False),
     ({"use_nesterov": True, "l2_coeff": 0.0}, False), ({"rescale_grad": 2.0}, False),
     ({"momentum": 0.0, "l2_coeff": 0.01}, False), ({"maximize": True}, False),
     ({"dampening": 0.3}, True), ({"dampening": 0.3, "l2_coeff": 0.01}, False),
     ({"dampening": 0.3, "momentum": 0.0}, False), ({"decoupled_weight_decay": 0.01}, False),
     ({"maximize": True, "rescale_grad": 0.5, "decoupled_weight_decay": 0.1,
-      "use_nesterov": True, "l2_coeff": 0.02}, False))] + [
-    ("float16", {"use_nesterov": True, "l2_coeff": 0.01}, False), ("float16", {}, False)]
+      "use_nesterov": True, "l2_coeff": 0.02}, False))
+
+
+def _check_cases():
+    from ._settings import RULE_SETTINGS
+
+    listed = {name for options, _ in _OPTION_CASES for name in options}
+    cases = list(_OPTION_CASES)
+    for setting in RULE_SETTINGS:  # (a setting added since: off its default, alone)
+        if setting.name not in listed:
+            value = True if isinstance(setting.default, bool) else 0.3
+            try:
+                setting.check(value, setting.name)
+            except (TypeError, ValueError):
+                continue
+            cases.append(({setting.name: value}, False))
+    return ([(dtype, options, first) for dtype in ("float32", "float64")
+             for options, first in cases]
+            + [("float16", {"use_nesterov": True, "l2_coeff": 0.01}, False),
+               ("float16", {}, False)])
 
 
 def _special_grid(dtype):
@@ -159,7 +177,7 @@ def _kernel_problem(ops):
     from ._settings import rule_options
 
     with _compat.isolated():
-        for dtype, values, first_step in _CHECK_CASES:
+        for dtype, values, first_step in _check_cases():
             options = rule_options(**values)
             param, grad, velocity = _special_grid(dtype)
             lr = np.array([0.1], "float32" if dtype == "float16" else dtype)
