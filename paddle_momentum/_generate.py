@@ -102,16 +102,6 @@ def generate(function=None) -> Generated:
     return Generated(attribute_macro(), body)
 
 
-def _assigned_names(statements):
-    """The variables ``statements`` assign (in nested branches too)."""
-    names = set()
-    for statement in statements:
-        for node in ast.walk(statement):
-            if isinstance(node, ast.Assign):
-                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    return names
-
-
 def _setting_kinds():
     return {s.name: (BOOL if s.kernel == "bool" else HOST) for s in RULE_SETTINGS}
 
