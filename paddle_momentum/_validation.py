@@ -62,6 +62,9 @@ def describe(value) -> str:
         named = f" {name!r}" if name and kind == "Parameter" else ""
         return (f"a {kind}{named} of shape {list(value.shape)} and dtype "
                 f"{_compat.dtype_name(value.dtype)}")
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) \
+            and _compat.is_tensor(value[1]):
+        return f"a (name, {_kind_of(value[1])}) pair ({value[0]!r}, ...)"
     if isinstance(value, (list, tuple)):
         kinds = sorted({_kind_of(v) for v in value})
         what = kinds[0] + "s" if len(kinds) == 1 else " and ".join(k + "s" for k in kinds)
