@@ -56,7 +56,10 @@ _CXX_RESERVED = {"auto", "bool", "break", "case", "char", "class", "const", "def
                  "do", "double", "else", "enum", "float", "for", "goto", "int", "long", "new",
                  "private", "public", "return", "short", "signed", "static", "struct",
                  "switch", "template", "this", "typename", "union", "unsigned", "void",
-                 "volatile", "while", "h", "MT", "R"}
+                 "volatile", "while", "h", "MT", "R",
+                 # the generated function's own names
+                 "s", "lr_in", "param_io", "grad_in", "velocity_io", "has_l2", "RuleSettings",
+                 "RuleUpdate", "RoundTo", "AddKeepFirst", "MulKeepFirst", "kKeywordOptions"}
 
 
 class CannotGenerate(Exception):
@@ -378,8 +381,11 @@ class _Translator:
             self.fail(node, "a comparison the kernel generator cannot translate")
         left, left_kind = self.expression(node.left)
         right, right_kind = self.expression(right_node)
-        kind = MASK if left_kind in _TENSOR or right_kind in _TENSOR else BOOL
-        return f"({left} {symbols[type(op)]} {right})", kind
+        tensors = left_kind in _TENSOR or right_kind in _TENSOR
+        if tensors:  # Paddle compares with the number in the tensor's dtype
+            left = f"static_cast<MT>({left})" if left_kind == HOST else left
+            right = f"static_cast<MT>({right})" if right_kind == HOST else right
+        return f"({left} {symbols[type(op)]} {right})", MASK if tensors else BOOL
 
     def call(self, node):
         function = node.func

@@ -241,6 +241,9 @@ def check_parameter_list(params, name):
     """A list of float tensors; raises for anything else."""
     if isinstance(params, (paddle.Tensor, framework_variable_types())):
         return [params]
+    if isinstance(params, paddle.nn.Layer):
+        raise TypeError(f"{name} must be an iterable of Tensors, got a "
+                        f"{type(params).__name__} layer: pass its .parameters()")
     if isinstance(params, (set, frozenset)):
         raise TypeError(
             f"{name}: optimizer parameters should be in ordered collections, but received set, "

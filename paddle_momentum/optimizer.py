@@ -170,6 +170,9 @@ class Momentum(Optimizer):
                 "`parameters` argument should not get dict type, if parameter groups is needed, "
                 "please set `parameters` as list of dict"
             )
+        if isinstance(parameters, paddle.nn.Layer):
+            raise TypeError(f"parameters must be an iterable of Tensors, got a "
+                            f"{type(parameters).__name__} layer: pass its .parameters()")
         parameters = list(parameters)
         if not parameters:
             raise check.ParametersIndexError("parameters is empty: give at least one parameter")

@@ -132,7 +132,16 @@ def compare(optimizer: Callable, reference: Optional[Callable] = None, *,
     if reference is None:
         def reference(params):
             return paddle.optimizer.Momentum(0.1, 0.9, parameters=params)
+    if isinstance(model, paddle.nn.Layer) or not callable(model):
+        raise TypeError("model must be a factory (called once per run, so that both runs "
+                        f"start alike), got {type(model).__name__}: pass lambda: YourModel()")
+    for name, factory in (("optimizer", optimizer), ("reference", reference)):
+        if not callable(factory):
+            raise TypeError(f"{name} must be a factory taking the parameters, got "
+                            f"{type(factory).__name__}")
     batches = list(batches)
+    if not batches:
+        raise ValueError("batches is empty: give at least one batch to train on")
     runs = [_train(factory, model, batches, loss, seed, place)
             for factory in (reference, optimizer)]
     differences = []
@@ -169,6 +178,9 @@ def _train(factory, model_factory, batches, loss, seed, place):
         paddle.seed(seed)
         model = model_factory()
         optimizer = factory(model.parameters())
+        if not hasattr(optimizer, "step"):
+            raise TypeError(f"the optimizer factory returned {type(optimizer).__name__}, not "
+                            "an optimizer")
         for batch in batches:
             loss(model, batch).backward()
             optimizer.step()

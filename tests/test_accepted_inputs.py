@@ -94,3 +94,10 @@ def test_likely_mistakes_have_short_messages_naming_the_argument():
     assert len(tensor) < 200 and "momentum" in tensor and "[3, 3]" in tensor, tensor
     for message in (positional, named, tensor):
         assert "Tensor(shape" not in message and "[[" not in message
+
+
+def test_a_layer_given_as_parameters_says_to_pass_its_parameters():
+    layer = paddle.nn.Linear(2, 2)
+    for given in (layer, [{"params": layer}]):
+        message = _message(lambda: paddle_momentum.Momentum(0.1, parameters=given))
+        assert len(message) < 200 and ".parameters()" in message and "Linear" in message

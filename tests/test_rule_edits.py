@@ -59,6 +59,21 @@ WORKER = textwrap.dedent('''
             results[key] = {"auto": train("auto", **options)}
             results[key]["auto_composed_calls"] = len(composed_calls)
             results[key]["composed"] = train("composed", **options)
+        for dtype in ("float32", "float64"):  # gradients at 0.1 exactly, and around it
+            values = np.array([0.1, 0.3, 1 / 3, -0.1, 0.0, -0.0, 2.5, 1e-8], dtype)
+            for kernel in ("auto", "composed"):
+                composed_calls.clear()
+                param = paddle.create_parameter([values.size], dtype)
+                param.set_value(values)
+                optimizer = paddle_momentum.Momentum(0.1, 0.9, parameters=[param],
+                                                     kernel=kernel)
+                for _ in range(2):
+                    param.grad = paddle.to_tensor(values)
+                    optimizer.step()
+                results.setdefault("special-" + dtype, {})[kernel] = \
+                    [param.numpy().tobytes().hex()]
+                if kernel == "auto":
+                    results["special-" + dtype]["auto_composed_calls"] = len(composed_calls)
     print(json.dumps({"results": results, "kernel": _kernel.load() is not None,
                       "warnings": [str(w.message) for w in caught
                                    if "paddle_momentum" in str(w.message)]}))
@@ -66,9 +81,14 @@ WORKER = textwrap.dedent('''
 
 # The edits: (name, old text in rule.py, new text)
 EDITS = {
-    # keep half of the new velocity (a tensor times a Python number: Paddle's scale op)
+    # keep half of the new velocity (a tensor times a Python number: Paddle's scale op); then
+    # a comparison with a number float32 cannot hold (Paddle compares in the tensor's dtype),
+    # a division by a number, a number minus a tensor, and a name the generated C++ uses too
     "half-velocity": ("    if decoupled_weight_decay:\n",
-                      "    velocity = rnd(velocity * 0.5)\n    if decoupled_weight_decay:\n"),
+                      "    velocity = rnd(velocity * 0.5)\n"
+                      "    s = rnd(velocity / 3.0)\n"
+                      "    velocity = paddle.where(grad > 0.1, velocity, rnd(2.0 - s))\n"
+                      "    if decoupled_weight_decay:\n"),
     # quasi-hyperbolic momentum, the worked example of docs/change_the_rule.md (a gradient
     # term added to the parameter update)
     "qhm": ("    if use_nesterov:\n"

@@ -73,3 +73,13 @@ def test_ulp_distance_of_special_values():
     assert testing.ulp_distance(one, np.nextafter(one, np.float32(2))) == 1
     assert testing.ulp_distance(np.float64([0.0]), np.float64([-0.0])) == 0
     assert testing.ulp_distance(np.float32([np.nan]), one) == float("inf")
+
+
+def test_likely_mistakes_are_named():
+    ours = _settings(paddle_momentum.Momentum)
+    with pytest.raises(ValueError, match="batches is empty"):
+        testing.compare(ours, model=_mlp, batches=[], loss=_loss)
+    with pytest.raises(TypeError, match="model must be a factory"):
+        testing.compare(ours, model=_mlp(), batches=BATCHES, loss=_loss)
+    with pytest.raises(TypeError, match="factory returned NoneType"):
+        testing.compare(lambda params: None, model=_mlp, batches=BATCHES, loss=_loss)
