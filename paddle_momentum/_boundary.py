@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-from ._settings import KEYWORD_ONLY, RULE_SETTINGS
+from ._settings import RULE_SETTINGS, torch_option_on
 from .rule import as_float32_attribute
 
 
@@ -56,6 +56,7 @@ def kernel_attributes(options: dict, gradient_ops=NO_GRADIENT_OPS, first_step=Fa
     l2_coeff = options["l2_coeff"]
     attributes.update(l2_coeff=bits(l2_coeff), has_l2=l2_coeff is not None,
                       first_step=bool(first_step),
-                      keyword_options=any(options[name] for name in KEYWORD_ONLY),
+                      keyword_options=torch_option_on(
+                          tuple(options[s.name] for s in RULE_SETTINGS)),
                       **gradient_ops.attributes())
     return attributes

@@ -80,8 +80,13 @@ def runs_current_rule() -> bool:
 
 def kernel_source():
     """``(source, None)``: the kernel's source with the rule's generated arithmetic (a
-    ``_build.GeneratedSource``), or ``(None, why)`` when the rule cannot be generated."""
-    function = _generate.rule.momentum_update
+    ``_build.GeneratedSource``), or ``(None, why)`` when the rule cannot be generated.
+    Generated once per rule function (import asks, then the first load)."""
+    return _source_for(_generate.rule.momentum_update)
+
+
+@functools.lru_cache(maxsize=4)
+def _source_for(function):
     try:
         generated = _generate.generate(function)
     except _generate.CannotGenerate as error:

@@ -51,12 +51,15 @@ class State:
     def create_master_weight(self, param):
         return self._storage._create_master_weight(param)
 
+    def _kind(self) -> str:
+        """The velocities' accumulator kind (the base class prefixes it with the optimizer's
+        ``name``)."""
+        name = self._storage._name
+        return VELOCITY if name is None else f"{name}_{VELOCITY}"
+
     def velocities(self) -> dict:
-        """``{param (or master weight) name: velocity}`` (the base class prefixes the kind
-        with the optimizer's ``name``)."""
-        storage = self._storage
-        return storage._accumulators[VELOCITY if storage._name is None
-                                     else f"{storage._name}_{VELOCITY}"]
+        """``{param (or master weight) name: velocity}``."""
+        return self._storage._accumulators[self._kind()]
 
     def velocity_of(self, param):
         """``param``'s velocity, created on first use (zeros, or what a state dict loaded
@@ -87,7 +90,7 @@ class State:
                 p.name in storage._already_create_accumulator or self.uses_master_weight(p)
                 or _compat.is_low_precision(p.dtype) for p in params)):
             return None
-        kind = VELOCITY if storage._name is None else f"{storage._name}_{VELOCITY}"
+        kind = self._kind()
         getattr(storage, "need_refuse", lambda: None)()  # (as _add_accumulator; Paddle 3.3)
         names = [unique_name.generate(f"{p.name}_{kind}") for p in params]
         storage._opti_name_list.extend(names)

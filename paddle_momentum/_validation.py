@@ -56,8 +56,7 @@ def describe(value) -> str:
     """A short description of ``value`` for a message: never a tensor's values or a whole
     list's repr (a ResNet-18's parameters printed as one message: 207,247 characters)."""
     if _compat.is_tensor(value):
-        kind = "Parameter" if isinstance(value, paddle.base.framework.EagerParamBase) \
-            else "Tensor"
+        kind = _kind_of(value)
         name = getattr(value, "name", None)
         named = f" {name!r}" if name and kind == "Parameter" else ""
         return (f"a {kind}{named} of shape {list(value.shape)} and dtype "

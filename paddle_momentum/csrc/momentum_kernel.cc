@@ -125,10 +125,10 @@ inline T AddKeepFirst(T a, T b) {
   return Pick(NaNMask(a), a + a, a + b);
 }
 
-// a + b; when both are NaN, b's NaN.
+// a + b; when both are NaN, b's NaN (b + a keeping its first: the same sum).
 template <typename T>
 inline T AddKeepSecond(T a, T b) {
-  return Pick(NaNMask(b), b + b, a + b);
+  return AddKeepFirst(b, a);
 }
 
 // a * b; when both are NaN, a's NaN.
@@ -398,11 +398,7 @@ inline T SumFirst(T a, T b) {
 
 template <bool kNaNs, typename T>
 inline T SumSecond(T a, T b) {
-  if constexpr (kNaNs) {
-    return AddKeepSecond(a, b);
-  } else {
-    return a + b;
-  }
+  return SumFirst<kNaNs>(b, a);  // (b + a: the same sum)
 }
 
 // One leaf: x[first, first + n), n <= kLanes * kLeafPackets. Where two NaNs meet, the leaf keeps
