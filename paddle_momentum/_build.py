@@ -46,8 +46,12 @@ import paddle
 from . import _layout
 
 # -ffp-contract=off: no fused multiply-add, so the rounding order (and every bit) matches
-# Paddle's CPU kernel and the composed reference.
-CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"] + _layout.compiler_defines()
+# Paddle's CPU kernel and the composed reference. -g0: Paddle's builder compiles with -g, and
+# the debug information of the kernel's many instantiated loops was 40% of a cold build
+# (26.5 s against 16.0 s for the kernel alone; 12.6 MB of object against 0.6 MB). GCC
+# generates the same code with and without it.
+CXX_FLAGS = (["-O3", "-g0", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+             + _layout.compiler_defines())
 
 LOCK = threading.RLock()  # one thread loads or builds at a time
 _MESSAGE_LOCK = threading.Lock()
