@@ -271,7 +271,7 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
                     if loaded is None:
                         _fail(entry, "it built but could not be loaded")
                         return None
-                    problem = check(loaded) if check is not None else None
+                    problem = _checked(check, loaded)
                     if problem:
                         _fail(entry, problem)
                         _warn(f"the {what} disagrees with Paddle ({problem}); {consequence}")
@@ -297,6 +297,18 @@ def _loaded(load, library, what, consequence):
         _warn(f"the {what} could not be loaded from {library} ({type(error).__name__}: "
               f"{error}); {consequence}")
         return None
+
+
+def _checked(check, loaded):
+    """``check(loaded)``'s problem, or None; a check that raised (a Paddle release without
+    an op it runs, say) is a problem too, never the user's step failing."""
+    if check is None:
+        return None
+    try:
+        return check(loaded)
+    except Exception as error:  # noqa: BLE001 - any failure: the composed fallback
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"its check raised {type(error).__name__}: {first_line}"
 
 
 def _fail(entry, reason):

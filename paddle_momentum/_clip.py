@@ -12,16 +12,34 @@ import functools
 
 import paddle
 from paddle.base.layer_helper import LayerHelper
-from paddle.nn.clip import (ClipGradBase, ClipGradByGlobalNorm, _can_inplace_clip_grad,
-                            _squared_l2_norm, merge_selected_rows)
+from paddle.nn.clip import (ClipGradBase, ClipGradByGlobalNorm, ClipGradByValue,
+                            _can_inplace_clip_grad, _squared_l2_norm, merge_selected_rows)
 
-from . import _compat
+from . import _compat, rule
+
+
+def rule_clip_bounds(grad_clip):
+    """``(min, max)`` when ``grad_clip`` is Paddle's own ``ClipGradByValue`` with number
+    bounds: ``rule.clip_by_value`` then does its work, in dygraph (the fused kernel runs the
+    same function, generated); None: the object runs its own code (a subclass; bounds set to
+    None or a Tensor after construction)."""
+    if type(grad_clip) is ClipGradByValue and all(
+            type(bound) in (float, int) for bound in (grad_clip.min, grad_clip.max)):
+        return grad_clip.min, grad_clip.max
+    return None
 
 
 def clip_gradients(grad_clip, params_grads):
-    """``grad_clip(params_grads)``, working around the two mode gaps above."""
+    """``grad_clip(params_grads)``, working around the two mode gaps above; in dygraph a
+    ``ClipGradByValue`` is ``rule.clip_by_value`` (its ``_dygraph_clip``, op for op)."""
     if grad_clip is None:
         return params_grads
+    bounds = rule_clip_bounds(grad_clip)
+    if bounds is not None and _compat.in_dygraph():
+        with paddle.no_grad():
+            return [(p, g if getattr(p, "need_clip", True) is False
+                     else rule.clip_by_value(g, *bounds))
+                    for p, g in params_grads if g is not None]
     if _compat.in_pir() and type(grad_clip)._pir_clip is ClipGradBase._pir_clip:
         # Its dygraph implementation is plain tensor ops (paddle.clip), valid under PIR.
         return grad_clip._dygraph_clip(params_grads)

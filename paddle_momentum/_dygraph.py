@@ -19,8 +19,9 @@ import dataclasses
 import numpy as np
 import paddle
 from paddle.nn.clip import ClipGradByValue
+from paddle.regularizer import L1Decay
 
-from . import _clip, _compat, _dispatch, _flat, _kernel, implementations
+from . import _clip, _compat, _dispatch, _flat, _kernel, implementations, rule
 from ._boundary import GradientOps
 from ._settings import (GLOBAL_NORM_CLIP, NORM_CLIP, VALUE_CLIP, GroupSettings,
                         ParamSettings)
@@ -306,9 +307,12 @@ def param_lr(lr, settings: ParamSettings):
 
 
 def _regularized(param, grad, settings: ParamSettings):
-    """The gradient plus any non-fused regularization term (built-in: ``add_n``)."""
+    """The gradient plus any non-fused regularization term (built-in: ``add_n``); Paddle's own
+    ``L1Decay`` is ``rule.l1_decay`` (its ops, op for op; the fused kernel runs it generated)."""
     if settings.regularizer is None:
         return grad
+    if type(settings.regularizer) is L1Decay:
+        return rule.l1_decay(param, grad, settings.regularizer._coeff)
     term = settings.regularizer(param, grad, _compat.default_block(grad))
     return paddle.add_n([grad, term])
 
@@ -329,9 +333,7 @@ def _gradient_ops_now(clip_kind, l1, clip, global_factor) -> GradientOps:
 def _fusable_clip_values(clip) -> bool:
     """The clip's values are plain numbers the kernel takes as doubles (a clip set by value
     may hold anything after construction: None, a Tensor, ...)."""
-    if type(clip) is not ClipGradByValue:
-        return True
-    return all(type(bound) in (float, int) for bound in (clip.min, clip.max))
+    return type(clip) is not ClipGradByValue or _clip.rule_clip_bounds(clip) is not None
 
 
 def _clip_kind(bucket):

@@ -1,9 +1,11 @@
-"""The fused kernel's update arithmetic, generated from ``rule.momentum_update``.
+"""The fused kernel's update arithmetic, generated from ``rule.py``.
 
 ``rule.py`` is the only copy of the arithmetic. This module reads ``momentum_update``'s source
 and translates it, statement by statement, into a C++ function (``RuleUpdate``) that the
-kernel's hand-written loops (``csrc/momentum_kernel.cc``: threads, the gradient table, the
-gradient ops, loads and stores) call once per element. Each Paddle operation the rule makes
+kernel's hand-written loops (``csrc/momentum_kernel.cc``: threads, the gradient table, the norm
+clips' reductions, loads and stores) call once per element; and likewise the gradient ops
+``clip_by_value`` and ``l1_decay`` (``GRADIENT_OPS``), each op of which rounds to the
+gradient's type. Each Paddle operation the rule makes
 becomes one C++ operation with that operation's semantics on Paddle's CPU kernels, in the
 rule's order (the file is compiled without contraction), so the kernel runs the rule bit for
 bit, signed zeros and NaN signs included:
@@ -21,6 +23,9 @@ rule.py (Paddle op)                         C++
 ``attribute(x, like)``                      ``MT(float(x))``: a kernel attribute
 ``rnd(t)`` (``round_result``)               ``RoundTo<R, MT>(t)``
 ``paddle.where(c, a, b)``                   ``c ? a : b``
+``paddle.sign(t)``, ``paddle.clip(t, x, y)``  ``SignOf(t)``, ``ClipTo(t, T(x), T(y))``
+``paddle.add_n([a, b])`` (gradient ops)     ``AddN(a, b, add_n_first)``: which NaN Paddle
+                                            keeps depends on the element's position
 ``if``/``elif``/``else`` on settings        ``if`` on loop-invariant values
 ==========================================  ===============================================
 
@@ -59,7 +64,9 @@ _CXX_RESERVED = {"auto", "bool", "break", "case", "char", "class", "const", "def
                  "volatile", "while", "h", "MT", "R",
                  # the generated function's own names
                  "s", "lr_in", "param_io", "grad_in", "velocity_io", "has_l2", "RuleSettings",
-                 "RuleUpdate", "RoundTo", "AddKeepFirst", "MulKeepFirst", "kKeywordOptions"}
+                 "RuleUpdate", "RoundTo", "AddKeepFirst", "MulKeepFirst", "kKeywordOptions",
+                 "T", "add_n_first", "ScalarAs", "SignOf", "ClipTo", "AddN"}
+_CXX_RESERVED |= set(f"{name}_in" for name in ("param", "grad"))
 
 
 class CannotGenerate(Exception):
@@ -86,23 +93,48 @@ def attribute_macro() -> str:
     return f"#define PM_RULE_ATTRIBUTES(X) {entries}\n"
 
 
-def generate(function=None) -> Generated:
-    """The C++ of ``function`` (default: ``rule.momentum_update``, looked up now, so an
-    edited module reloaded is seen)."""
-    function = function or rule.momentum_update
+# The gradient ops generated beside the update: rule.py's function -> the C++ function.
+GRADIENT_OPS = {"clip_by_value": "RuleClipByValue", "l1_decay": "RuleL1Decay"}
+
+
+def rule_functions() -> tuple:
+    """The functions of ``rule.py`` the kernel is generated from, looked up now (so an edited
+    module reloaded, or a function replaced, is seen): the update, then the gradient ops."""
+    return (rule.momentum_update,) + tuple(getattr(rule, name) for name in GRADIENT_OPS)
+
+
+def generate(functions=None) -> Generated:
+    """The C++ of ``functions`` (default: :func:`rule_functions`): ``RuleUpdate`` from the
+    update, and one function per gradient op (``GRADIENT_OPS``)."""
+    update, *gradient_ops = functions or rule_functions()
+    parts = [_translate(update).function(_definition(update))]
+    for function, cxx_name in zip(gradient_ops, GRADIENT_OPS.values()):
+        parts.append(_translate(function, gradient=True).gradient_function(
+            _definition(function), cxx_name))
+    return Generated(attribute_macro(), "\n".join(parts))
+
+
+def _source(function):
     try:
         source = textwrap.dedent(inspect.getsource(function))
         path = inspect.getsourcefile(function)
         first_line = inspect.getsourcelines(function)[1]
     except (OSError, TypeError) as error:
-        raise CannotGenerate(f"the rule's source cannot be read ({error})") from error
-    tree = ast.parse(source)
-    definition = tree.body[0]
+        raise CannotGenerate(f"the source of rule.{getattr(function, '__name__', function)} "
+                             f"cannot be read ({error})") from error
+    return source, path, first_line
+
+
+def _translate(function, gradient=False):
+    source, path, first_line = _source(function)
+    return _Translator(path, first_line - 1, source.splitlines(), gradient)
+
+
+def _definition(function):
+    definition = ast.parse(_source(function)[0]).body[0]
     if not isinstance(definition, ast.FunctionDef):
-        raise CannotGenerate("the rule is not a plain function")
-    translator = _Translator(path, first_line - 1, source.splitlines())
-    body = translator.function(definition)
-    return Generated(attribute_macro(), body)
+        raise CannotGenerate(f"rule.{function.__name__} is not a plain function")
+    return definition
 
 
 def _setting_kinds():
@@ -110,8 +142,14 @@ def _setting_kinds():
 
 
 class _Translator:
-    def __init__(self, path, line_offset, lines):
+    """``gradient``: translating a gradient op (``GRADIENT_OPS``), where every Paddle op
+    rounds to the gradient's type ``T`` (``RoundTo<T, MT>``) and Python numbers enter as
+    Paddle's ops of type ``T`` take them (``ScalarAs<T>``); else the update, whose rounding is
+    the rule's own ``rnd``."""
+
+    def __init__(self, path, line_offset, lines, gradient=False):
         self.path, self.line_offset, self.lines = path, line_offset, lines
+        self.gradient = gradient
         self.kinds = {}  # variable -> kind
         self.declared = {}  # assigned variable -> kind (declared at the top)
         self.rounding = set()  # names bound to the rounding function
@@ -193,6 +231,39 @@ class _Translator:
         return (settings + header + "\n".join(reads + setup + declarations + self.out)
                 + "\n}\n")
 
+    def gradient_function(self, definition: ast.FunctionDef, cxx_name: str):
+        """``MT cxx_name(...)``: one element's gradient op; ``param`` and ``grad`` are the
+        element's, any other argument a Python number (a double); ``add_n_first``: where
+        ``add_n`` meets two NaNs at this element, Paddle keeps the first's (decided by the
+        element's position in its tensor: the kernel's ``AddNKeepsFirst``)."""
+        arguments = definition.args
+        if arguments.vararg or arguments.kwarg or arguments.defaults or arguments.kw_defaults:
+            self.fail(definition, "a gradient op's arguments must be plain")
+        names = [a.arg for a in arguments.args + arguments.kwonlyargs]
+        parameters, setup = [], []
+        for name in names:
+            kind = _TENSOR_ARGUMENTS.get(name)
+            if kind not in (ELEMENT, None) or (kind is None and name in ("velocity", "lr")):
+                self.fail(definition, f"a gradient op takes param, grad and numbers, not {name!r}")
+            self.kinds[name] = ELEMENT if kind == ELEMENT else HOST
+            cxx = self.cxx_name(name)
+            if kind == ELEMENT:
+                parameters.append(f"const MT {cxx}_in")
+                setup.append(f"  MT {cxx} = {cxx}_in;")
+            else:
+                parameters.append(f"const double {cxx}")
+        self.block(definition.body, 1)
+        declarations = [f"  {'MT' if kind in _TENSOR else 'double' if kind == HOST else 'bool'}"
+                        f" {self.cxx_name(name)}{{}};"
+                        for name, kind in self.declared.items() if name not in names]
+        header = (f"// rule.{definition.name}: one element, every op rounded to T as Paddle's "
+                  "ops of the\n// gradient's type do.\n"
+                  "template <typename T, typename MT>\n"
+                  f"PM_ALWAYS_INLINE MT {cxx_name}("
+                  + ", ".join(parameters + ["const bool add_n_first"]) + ") {\n"
+                  "  (void)add_n_first;\n")
+        return header + "\n".join(setup + declarations + self.out) + "\n}\n"
+
     def block(self, statements, depth):
         for statement in statements:
             self.statement(statement, depth)
@@ -255,6 +326,11 @@ class _Translator:
 
     def return_statement(self, node, depth):
         value = node.value
+        if self.gradient:
+            code, kind = self.expression(value) if value is not None else ("", None)
+            if kind not in _TENSOR:
+                self.fail(node, "a gradient op must return one tensor")
+            return self.emit(depth, f"return {code};", node)
         if not (isinstance(value, ast.Tuple) and len(value.elts) == 2):
             self.fail(node, "the rule must return (new_param, new_velocity)")
         new_param, param_kind = self.expression(value.elts[0])
@@ -276,7 +352,18 @@ class _Translator:
                                " use paddle.where)")
 
     def expression(self, node):
-        """``(C++ code, kind)`` of ``node``."""
+        """``(C++ code, kind)`` of ``node`` (a gradient op: each tensor result rounded)."""
+        code, kind = self._expression(node)
+        if self.gradient and kind in _TENSOR and not isinstance(node, (ast.Name, ast.Constant)):
+            return f"RoundTo<T, MT>({code})", kind
+        return code, kind
+
+    def number(self, value):
+        """A Python number as an operand of a Paddle op on tensors (``Scalar.to<T>()``)."""
+        return (f"static_cast<MT>(ScalarAs<T>({value}))" if self.gradient
+                else f"static_cast<MT>({value})")
+
+    def _expression(self, node):
         if isinstance(node, ast.Name):
             if node.id not in self.kinds:
                 self.fail(node, f"the name {node.id!r} (not an argument nor assigned before)")
@@ -346,9 +433,11 @@ class _Translator:
     def scale(self, node, tensor, kind, symbol, number, reflected):
         """A tensor and a Python number: Paddle's scale op, ``x * s + b`` in the tensor's
         type, as dygraph runs ``*``, ``+``, ``-`` (``/`` by a number: a divide)."""
-        s = lambda value: f"static_cast<MT>({value})"  # noqa: E731 (Scalar.to<T>())
-        if symbol == "*":
-            return f"({tensor} * {s(number)} + MT(0))", kind
+        s = self.number
+        if symbol == "*":  # (a gradient op: the product rounded to T first, as in Eigen)
+            product = f"{tensor} * {s(number)}"
+            product = f"RoundTo<T, MT>({product})" if self.gradient else product
+            return f"({product} + MT(0))", kind
         if symbol == "+":
             return f"({tensor} * MT(1) + {s(number)})", kind
         if symbol == "-" and not reflected:
@@ -383,8 +472,8 @@ class _Translator:
         right, right_kind = self.expression(right_node)
         tensors = left_kind in _TENSOR or right_kind in _TENSOR
         if tensors:  # Paddle compares with the number in the tensor's dtype
-            left = f"static_cast<MT>({left})" if left_kind == HOST else left
-            right = f"static_cast<MT>({right})" if right_kind == HOST else right
+            left = self.number(left) if left_kind == HOST else left
+            right = self.number(right) if right_kind == HOST else right
         return f"({left} {symbols[type(op)]} {right})", MASK if tensors else BOOL
 
     def call(self, node):
@@ -413,4 +502,37 @@ class _Translator:
             if condition_kind not in (BOOL, MASK):
                 self.fail(node, "paddle.where on a value that is not a condition")
             return f"(({condition}) ? {yes} : {no})", self.merged(node, yes_kind, no_kind)
+        if name == "paddle.sign" and len(arguments) == 1:
+            value, kind = self.tensor(arguments[0], node)
+            return f"SignOf({value})", kind
+        if name == "paddle.clip" and len(arguments) == 3:
+            value, kind = self.tensor(arguments[0], node)
+            low, high = (self.host(a, node) for a in arguments[1:])
+            return f"ClipTo({value}, {self.number(low)}, {self.number(high)})", kind
+        if name == "paddle.add_n" and len(arguments) == 1:
+            return self.add_n(arguments[0], node)
         return self.fail(node, f"the call {name}() (no C++ counterpart in the generator)")
+
+    def tensor(self, node, call):
+        code, kind = self.expression(node)
+        if kind not in _TENSOR:
+            self.fail(call, "a Paddle op on a value that is not a tensor")
+        return code, kind
+
+    def host(self, node, call):
+        code, kind = self.expression(node)
+        if kind != HOST:
+            self.fail(call, "a bound that is not a Python number")
+        return code
+
+    def add_n(self, listed, node):
+        """``paddle.add_n([a, b])``: where both are NaN, Paddle's CPU add_n keeps one or the
+        other by the element's position in its tensor (``AddN``), which only a gradient op
+        is told (``add_n_first``)."""
+        if not (isinstance(listed, ast.List) and len(listed.elts) == 2):
+            self.fail(node, "add_n of anything but a list of two tensors")
+        if not self.gradient:
+            self.fail(node, "add_n in the update (its NaN choice depends on the element's "
+                            "position; write a + b)")
+        (a, a_kind), (b, b_kind) = (self.tensor(e, node) for e in listed.elts)
+        return f"AddN({a}, {b}, add_n_first)", self.merged(node, a_kind, b_kind)

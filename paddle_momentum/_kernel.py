@@ -24,7 +24,8 @@ import pathlib
 import numpy as np
 import paddle
 
-from . import _build, _compat, _generate, _layout
+from . import _build, _compat, _generate, _layout, rule
+from ._boundary import NO_GRADIENT_OPS, GradientOps
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "csrc" / "momentum_kernel.cc"
 GRADIENT_TABLE_SOURCE = SOURCE.with_name("gradient_table.cc")
@@ -65,30 +66,35 @@ _GENERATED_FROM = []  # the rule function the loaded kernel was generated from
 
 
 def runs_current_rule() -> bool:
-    """Whether the loaded kernel runs ``rule.momentum_update`` as it is now: False after the
-    function was replaced in this process (a monkeypatch, a reload), which the composed
-    ops then run (one warning). Checked once per step: an identity test."""
-    if not _GENERATED_FROM or _GENERATED_FROM[0] is _generate.rule.momentum_update:
+    """Whether the loaded kernel runs ``rule.py``'s functions as they are now: False after one
+    was replaced in this process (a monkeypatch, a reload), which the composed ops then run
+    (one warning). Checked once per step: identity tests."""
+    if not _GENERATED_FROM:
+        return True
+    functions = _generate.rule_functions()
+    if all(a is b for a, b in zip(_GENERATED_FROM[0], functions)):
         return True
     if len(_GENERATED_FROM) == 1:
         _GENERATED_FROM.append(None)
-        _build.warn("rule.momentum_update was replaced after the fused kernel was built from "
-                    "it: the composed ops run the new rule in this process (a new process "
-                    f"builds a kernel for it); {FALLBACK}")
+        replaced = [f"rule.{a.__name__}" for a, b in zip(_GENERATED_FROM[0], functions)
+                    if a is not b]
+        _build.warn(f"{', '.join(replaced)} was replaced after the fused kernel was built "
+                    "from it: the composed ops run the new rule in this process (a new "
+                    f"process builds a kernel for it); {FALLBACK}")
     return False
 
 
 def kernel_source():
     """``(source, None)``: the kernel's source with the rule's generated arithmetic (a
     ``_build.GeneratedSource``), or ``(None, why)`` when the rule cannot be generated.
-    Generated once per rule function (import asks, then the first load)."""
-    return _source_for(_generate.rule.momentum_update)
+    Generated once per set of rule functions (import asks, then the first load)."""
+    return _source_for(_generate.rule_functions())
 
 
 @functools.lru_cache(maxsize=4)
-def _source_for(function):
+def _source_for(functions):
     try:
-        generated = _generate.generate(function)
+        generated = _generate.generate(functions)
     except _generate.CannotGenerate as error:
         return None, str(error)
     text = SOURCE.read_text()
@@ -98,7 +104,7 @@ def _source_for(function):
         text = text[:end] + part + text[end:]
     note = f" (the arithmetic of {_generate.rule.__file__}, generated {generated.digest})"
     source = _build.GeneratedSource(SOURCE.name, text, SOURCE, note)
-    source.function = function  # (what runs_current_rule compares with)
+    source.functions = functions  # (what runs_current_rule compares with)
     return source, None
 
 
@@ -111,7 +117,7 @@ def _load():
     if source is None:
         _build.warn(f"the fused kernel cannot run rule.py as it is ({why}); {FALLBACK}")
         return None
-    _GENERATED_FROM[:] = [source.function]
+    _GENERATED_FROM[:] = [source.functions]
     return _build.cached(source, "fused momentum kernel", "paddle_momentum_kernel_",
                          FALLBACK, _build.import_ops, _kernel_problem, _prebuild_table)
 
@@ -149,10 +155,29 @@ def _check_cases():
             except (TypeError, ValueError):
                 continue
             cases.append(({setting.name: value}, False))
-    return ([(dtype, options, first) for dtype in ("float32", "float64")
+    return ([(dtype, options, first, NO_GRADIENT_OPS) for dtype in ("float32", "float64")
              for options, first in cases]
-            + [("float16", {"use_nesterov": True, "l2_coeff": 0.01}, False),
-               ("float16", {}, False)])
+            + [(dtype, options, False, gradient_ops) for dtype in ("float32", "float64")
+               for options, gradient_ops in _GRADIENT_OP_CASES]
+            + [("float16", {"use_nesterov": True, "l2_coeff": 0.01}, False, NO_GRADIENT_OPS),
+               ("float16", {}, False, NO_GRADIENT_OPS)])  # (no float16 sign or clip on CPU)
+
+
+# ... and the gradient ops generated from rule.py (the clip's and the L1 term's).
+_GRADIENT_OP_CASES = (
+    ({}, GradientOps(clip_min=-1.0, clip_max=1.0)), ({}, GradientOps(l1=0.01)),
+    ({"use_nesterov": True, "l2_coeff": 0.01}, GradientOps(clip_min=-0.5, clip_max=2.0,
+                                                           l1=-0.25)))
+
+
+def _composed_gradient_ops(param, grad, gradient_ops):
+    """The gradient ops through rule.py's functions, in the built-in's order (clip, then
+    the regularizer's term)."""
+    if gradient_ops.clip_min is not None:
+        grad = rule.clip_by_value(grad, gradient_ops.clip_min, gradient_ops.clip_max)
+    if gradient_ops.l1 is not None:
+        grad = rule.l1_decay(param, grad, gradient_ops.l1)
+    return grad
 
 
 def _special_grid(dtype):
@@ -182,7 +207,7 @@ def _kernel_problem(ops):
     from ._settings import rule_options
 
     with _compat.isolated():
-        for dtype, values, first_step in _check_cases():
+        for dtype, values, first_step, gradient_ops in _check_cases():
             options = rule_options(**values)
             param, grad, velocity = _special_grid(dtype)
             lr = np.array([0.1], "float32" if dtype == "float16" else dtype)
@@ -190,10 +215,11 @@ def _kernel_problem(ops):
             for run in ("kernel", "composed"):
                 tensors = [paddle.to_tensor(a) for a in (param, grad, velocity, lr)]
                 if run == "kernel":
-                    ops.pm_momentum(*tensors, **kernel_attributes(options,
+                    ops.pm_momentum(*tensors, **kernel_attributes(options, gradient_ops,
                                                                   first_step=first_step))
                 else:
-                    implementations.composed(*tensors[:3], None, tensors[3],
+                    clipped = _composed_gradient_ops(tensors[0], tensors[1], gradient_ops)
+                    implementations.composed(tensors[0], clipped, tensors[2], None, tensors[3],
                                              first_step=first_step, **options)
                 results.append([tensors[0].numpy(), tensors[2].numpy()])
             for name, got, wanted in zip(("param", "velocity"), *results):
@@ -201,10 +227,20 @@ def _kernel_problem(ops):
                 differ = np.flatnonzero(got.view(bits_type) != wanted.view(bits_type))
                 if differ.size:
                     i = differ[0]
-                    return (f"{dtype} {values or 'defaults'} first_step={first_step}: {name} "
-                            f"at p={param[i]!r}, g={grad[i]!r}, v={velocity[i]!r}: kernel "
-                            f"{got[i]!r}, composed {wanted[i]!r}")
+                    ops_note = "" if gradient_ops == NO_GRADIENT_OPS else f" {gradient_ops}"
+                    return (f"{dtype} {values or 'defaults'}{ops_note} first_step={first_step}: "
+                            f"{name} at p={_shown(param[i])}, g={_shown(grad[i])}, "
+                            f"v={_shown(velocity[i])}: kernel {_shown(got[i])}, composed "
+                            f"{_shown(wanted[i])}")
     return None
+
+
+def _shown(value):
+    """A value of the self-check, with its bits where they say more (a NaN, a zero)."""
+    value = np.asarray(value)
+    bits = value.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[value.itemsize])
+    text = repr(value.item())
+    return f"{text} ({int(bits):#x})" if np.isnan(value) or value == 0 else text
 
 
 def norm_reductions_exact() -> bool:

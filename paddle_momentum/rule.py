@@ -33,6 +33,24 @@ def _exact(tensor):
     return tensor
 
 
+# ---- The gradient ops the built-in applies before its update, when the clip is Paddle's own
+# ClipGradByValue (with number bounds) and the regularizer Paddle's own L1Decay: in dygraph the
+# optimizer calls these in their place (kernel="composed" and the fallback) and the fused
+# kernel runs them as generated from here; a subclass, or any other clip or regularizer, runs
+# its own code, as in a static program. Each Paddle op here rounds in the gradient's dtype.
+
+def clip_by_value(grad, low: float, high: float):
+    r"""``ClipGradByValue``: :math:`g' = \min(\max(g, low), high)`, Paddle's ``clip`` (a NaN
+    gradient stays itself)."""
+    return paddle.clip(grad, low, high)
+
+
+def l1_decay(param, grad, coeff: float):
+    r"""``L1Decay``'s term added to the gradient: :math:`g' = g + (\mathrm{sign}(p) \cdot c + 0)`
+    (Paddle's ``sign``, then its ``scale`` op, then ``add_n``; ``sign(-0.0)`` is +0.0)."""
+    return paddle.add_n([grad, paddle.sign(param) * coeff])
+
+
 def momentum_update(
     param,
     grad,

@@ -3,6 +3,7 @@ names what it assumes: a model, batches, an optimizer), in a fresh process."""
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import re
 import subprocess
@@ -15,10 +16,12 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 
 _MODEL = "import paddle\nfrom paddle_momentum import Momentum\nmodel = paddle.nn.Linear(4, 2)\n"
 # (file, block index) -> what the block assumes, run before it; EDIT: the block is an edit of
-# rule.py, applied and run by tests/test_rule_edits.py; PYTEST: a test file, run by pytest
+# rule.py, applied and run by tests/test_rule_edits.py; PYTEST: a test file, run by pytest;
+# QUOTE: functions of rule.py as they are
 SETUPS = {
     ("README.md", 0): "",
     ("docs/change_the_rule.md", 0): "EDIT",
+    ("docs/change_the_rule.md", 1): "QUOTE",
     ("docs/distributed.md", 0): "",
     # (inside each rank of a two-process gloo job, as the page says)
     ("docs/distributed.md", 1): (
@@ -54,7 +57,8 @@ def test_every_block_has_its_setup():
         "give it its setup here"
 
 
-@pytest.mark.parametrize("where", sorted(k for k, v in SETUPS.items() if v != "EDIT"),
+@pytest.mark.parametrize("where", sorted(k for k, v in SETUPS.items()
+                                         if v not in ("EDIT", "QUOTE")),
                          ids=lambda where: f"{where[0]}#{where[1]}")
 def test_block_runs(where, tmp_path):
     setup, block = SETUPS[where], python_blocks()[where]
@@ -75,4 +79,20 @@ def test_edit_blocks_are_the_edits_tested():
 
     for where, setup in SETUPS.items():
         if setup == "EDIT":
-            assert python_blocks()[where] in [new for _, new in test_rule_edits.EDITS.values()]
+            assert python_blocks()[where] in [new for edits in test_rule_edits.EDITS.values()
+                                              for _, new in edits]
+
+
+def test_quoted_blocks_are_the_source():
+    """A QUOTE block shows functions of rule.py as they are (docstrings left out)."""
+    functions = {node.name: node for node in ast.parse((ROOT / "paddle_momentum" / "rule.py")
+                                                       .read_text()).body
+                 if isinstance(node, ast.FunctionDef)}
+    for where, setup in SETUPS.items():
+        if setup == "QUOTE":
+            for quoted in ast.parse(python_blocks()[where]).body:
+                source = functions[quoted.name]
+                body = [s for s in source.body if not (isinstance(s, ast.Expr) and isinstance(
+                    s.value, ast.Constant) and isinstance(s.value.value, str))]
+                source = ast.FunctionDef(**{**vars(source), "body": body})
+                assert ast.dump(quoted) == ast.dump(source), f"{where}: {quoted.name}"

@@ -35,6 +35,10 @@ WORKER = textwrap.dedent('''
     composed_calls = []
     composed = implementations.composed
     implementations.composed = lambda *a, **k: (composed_calls.append(1), composed(*a, **k))[1]
+    gradient_op_calls = []  # rule.py's gradient ops through Paddle's ops, after step 1
+    for name in ("sign", "clip"):
+        setattr(paddle, name, lambda *a, _op=getattr(paddle, name), **k: (
+            gradient_op_calls.append(1), _op(*a, **k))[1])
 
     def train(kernel, steps=3, **options):
         paddle.seed(0)
@@ -43,22 +47,29 @@ WORKER = textwrap.dedent('''
         optimizer = paddle_momentum.Momentum(0.1, 0.9, parameters=model.parameters(),
                                              kernel=kernel, **options)
         data = paddle.to_tensor(np.random.RandomState(1).standard_normal((8, 16)), "float32")
-        for _ in range(steps):
+        for step in range(steps):
             model(data).square().mean().backward()
             optimizer.step()
             optimizer.clear_grad()
+            if step == 0:  # (the first step's run before its bucket is built)
+                gradient_op_calls.clear()
         return [p.numpy().tobytes().hex() for p in model.parameters()]
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _kernel.load(), _kernel.gradient_table()  # (built and checked: the check runs composed)
         results = {}
-        for options in ({}, {"use_nesterov": True, "weight_decay": 0.01}):
-            key = json.dumps(options)
+        gradient_ops = {"weight_decay": paddle.regularizer.L1Decay(0.01),
+                        "grad_clip": paddle.nn.ClipGradByValue(0.05)}
+        for key, options in (("{}", {}), ("nesterov-l2", {"use_nesterov": True,
+                                                          "weight_decay": 0.01}),
+                             ("l1-clip", gradient_ops)):
             composed_calls.clear()
             results[key] = {"auto": train("auto", **options)}
             results[key]["auto_composed_calls"] = len(composed_calls)
+            results[key]["auto_gradient_ops"] = len(gradient_op_calls)
             results[key]["composed"] = train("composed", **options)
+            results[key]["composed_gradient_ops"] = len(gradient_op_calls)
         for dtype in ("float32", "float64"):  # gradients at 0.1 exactly, and around it
             values = np.array([0.1, 0.3, 1 / 3, -0.1, 0.0, -0.0, 2.5, 1e-8], dtype)
             for kernel in ("auto", "composed"):
@@ -79,28 +90,34 @@ WORKER = textwrap.dedent('''
                                    if "paddle_momentum" in str(w.message)]}))
 ''')
 
-# The edits: (name, old text in rule.py, new text)
+# The edits: name -> [(old text in rule.py, new text), ...]
 EDITS = {
     # keep half of the new velocity (a tensor times a Python number: Paddle's scale op); then
     # a comparison with a number float32 cannot hold (Paddle compares in the tensor's dtype),
-    # a division by a number, a number minus a tensor, and a name the generated C++ uses too
-    "half-velocity": ("    if decoupled_weight_decay:\n",
-                      "    velocity = rnd(velocity * 0.5)\n"
-                      "    s = rnd(velocity / 3.0)\n"
-                      "    velocity = paddle.where(grad > 0.1, velocity, rnd(2.0 - s))\n"
-                      "    if decoupled_weight_decay:\n"),
+    # a division by a number, a number minus a tensor, and a name the generated C++ uses too;
+    # and the gradient ops: half the L1 term, half the lower clip bound
+    "half-velocity": [("    if decoupled_weight_decay:\n",
+                       "    velocity = rnd(velocity * 0.5)\n"
+                       "    s = rnd(velocity / 3.0)\n"
+                       "    velocity = paddle.where(grad > 0.1, velocity, rnd(2.0 - s))\n"
+                       "    if decoupled_weight_decay:\n"),
+                      ("    return paddle.add_n([grad, paddle.sign(param) * coeff])\n",
+                       "    return paddle.add_n([grad, paddle.sign(param) * (coeff * 0.5)])\n"),
+                      ("    return paddle.clip(grad, low, high)\n",
+                       "    return paddle.clip(grad, low * 0.5, high)\n")],
     # quasi-hyperbolic momentum, the worked example of docs/change_the_rule.md (a gradient
     # term added to the parameter update)
-    "qhm": ("    if use_nesterov:\n"
-            "        step = rnd(rnd(rnd(velocity * mu) + grad) * lr)\n"
-            "    else:\n"
-            "        step = rnd(lr * velocity)\n"
-            "    return rnd(param - step), velocity\n",
-            re.findall(r"```python\n(.*?)```", (pathlib.Path(__file__).resolve().parent.parent / "docs" /
-                                                "change_the_rule.md").read_text(), re.S)[0]),
+    "qhm": [("    if use_nesterov:\n"
+             "        step = rnd(rnd(rnd(velocity * mu) + grad) * lr)\n"
+             "    else:\n"
+             "        step = rnd(lr * velocity)\n"
+             "    return rnd(param - step), velocity\n",
+             re.findall(r"```python\n(.*?)```", (pathlib.Path(__file__).resolve().parent.parent
+                                                 / "docs" / "change_the_rule.md").read_text(),
+                        re.S)[0])],
     # a Paddle call the generator has no C++ for
-    "not-generated": ("    return rnd(param - step), velocity\n",
-                      "    return rnd(param - paddle.tanh(step)), velocity\n"),
+    "not-generated": [("    return rnd(param - step), velocity\n",
+                       "    return rnd(param - paddle.tanh(step)), velocity\n")],
 }
 
 
@@ -109,8 +126,7 @@ def _run(tmp_path, edit=None, cache=True):
     shutil.copytree(PACKAGE, copy / "paddle_momentum",
                     ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     rule = copy / "paddle_momentum" / "rule.py"
-    if edit is not None:
-        old, new = EDITS[edit]
+    for old, new in EDITS.get(edit, []):
         text = rule.read_text()
         assert text.count(old) == 1, f"the edit {edit!r} no longer applies to rule.py"
         rule.write_text(text.replace(old, new))
@@ -137,9 +153,13 @@ def test_edited_rule_runs_on_the_fast_path(edit, tmp_path, unedited):
     for key, result in report["results"].items():
         assert result["auto"] == result["composed"], f"{edit} {key}: fused != composed"
         assert result["auto_composed_calls"] == 0, f"{edit} {key}: the default used composed"
+    gradient_ops = report["results"]["l1-clip"]  # (after the first step: in its bucket)
+    assert gradient_ops["auto_gradient_ops"] == 0, f"{edit}: the default clipped in Python"
+    assert gradient_ops["composed_gradient_ops"] > 0
     # (the QHM edit changes the plain step only; Nesterov's stays: equal, not changed)
-    assert report["results"]["{}"]["auto"] != unedited["results"]["{}"]["auto"], \
-        f"{edit} changed nothing"
+    for key in ("{}", "l1-clip"):
+        assert report["results"][key]["auto"] != unedited["results"][key]["auto"], \
+            f"{edit} changed nothing ({key})"
     assert report["warnings"] == []
 
 
@@ -166,7 +186,7 @@ def test_rule_replaced_in_the_process_runs_composed_with_one_warning(monkeypatch
     import numpy as np
     import paddle
 
-    from paddle_momentum import _kernel, rule
+    from paddle_momentum import _generate, _kernel, rule
 
     if _kernel.load() is None:
         pytest.skip("no fused kernel here")
@@ -193,7 +213,7 @@ def test_rule_replaced_in_the_process_runs_composed_with_one_warning(monkeypatch
         default = train("auto")
         composed = train("composed")
     assert sum("was replaced" in str(w.message) for w in caught) == 1
-    monkeypatch.setattr(_kernel, "_GENERATED_FROM", [original])
+    monkeypatch.setattr(_kernel, "_GENERATED_FROM", [(original,) + _generate.rule_functions()[1:]])
     plain = train("composed", replace=False)
     assert all(np.array_equal(a, b) for a, b in zip(default, composed))
     assert not any(np.array_equal(a, b) for a, b in zip(default, plain))

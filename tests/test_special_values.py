@@ -18,6 +18,7 @@ import pytest
 from paddle.utils import unique_name
 
 import paddle_momentum
+from paddle_momentum import _kernel
 
 BITS = {"float32": np.uint32, "float64": np.uint64}
 OPTIONS = [dict(use_nesterov=nesterov, weight_decay=decay, momentum=mu)
@@ -135,3 +136,50 @@ def test_zero_d_parameters_special_values_bitwise(mode, dtype):
     for options in (OPTIONS[1], OPTIONS[-2]):  # (momentum 0 plain, L2 0.0 Nesterov)
         builtin = run(paddle.optimizer.Momentum, dtype, options, zero_d=True)
         _assert_same_bits(run(_ours("auto"), dtype, options, zero_d=True), builtin, dtype)
+
+
+# The gradient ops the kernel generates from rule.py (clip_by_value, l1_decay). Beside the grid,
+# parameters whose every element is a NaN and whose gradient is another NaN: Paddle's add_n
+# keeps one or the other by the element's position (blocks of four packets, packets, a half
+# packet, single elements), so their lengths take every such stretch.
+NAN_LENGTHS = (1, 3, 5, 7, 12, 33, 47, 100)
+GRADIENT_OPS = {
+    "l1": dict(weight_decay=paddle.regularizer.L1Decay(0.25)),
+    "negative-l1-nesterov": dict(weight_decay=paddle.regularizer.L1Decay(-0.5),
+                                 use_nesterov=True),
+    "clip": dict(grad_clip=paddle.nn.ClipGradByValue(1.0, -0.5)),
+    "clip-l1": dict(grad_clip=paddle.nn.ClipGradByValue(2.0), momentum=0.0,
+                    weight_decay=paddle.regularizer.L1Decay(0.01)),
+}
+
+
+def _gradient_ops_run(make, dtype, options):
+    param, grad, velocity = _grid(dtype)
+    first_nan, second_nan = _specials(dtype)[-2:]
+    pieces = [(param, grad, velocity)] + [
+        (np.full(n, first_nan, dtype), np.full(n, second_nan, dtype), np.zeros(n, dtype))
+        for n in NAN_LENGTHS]
+    with unique_name.guard():
+        params = [paddle.create_parameter([p.size], dtype) for p, _, _ in pieces]
+        for p, (values, _, _) in zip(params, pieces):
+            p.set_value(values)
+        optimizer = make(0.1, parameters=params, **options)
+        optimizer.set_state_dict({f"{p.name}_velocity_0": paddle.to_tensor(v)
+                                  for p, (_, _, v) in zip(params, pieces)})
+        for p, (_, g, _) in zip(params, pieces):
+            p.grad = paddle.to_tensor(g)
+        optimizer.step()
+        state = optimizer.state_dict()
+        return np.concatenate([p.numpy() for p in params]
+                              + [state[f"{p.name}_velocity_0"].numpy() for p in params])
+
+
+@pytest.mark.parametrize("kernel", ["composed", "auto"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ops", sorted(GRADIENT_OPS))
+def test_gradient_ops_special_values_bitwise(ops, dtype, kernel):
+    if kernel == "auto":  # (the kernel itself: its self-check would fall back to the composed)
+        assert _kernel.load() is not None, "the fused kernel fell back"
+    builtin = _gradient_ops_run(paddle.optimizer.Momentum, dtype, GRADIENT_OPS[ops])
+    _assert_same_bits(_gradient_ops_run(_ours(kernel), dtype, GRADIENT_OPS[ops]), builtin,
+                      dtype)

@@ -1,11 +1,13 @@
 // paddle_momentum's fused momentum kernel (CPU, OpenMP), a Paddle custom operator.
 //
-// The arithmetic is paddle_momentum.rule.momentum_update's: this file holds no copy of it. The
-// function RuleUpdate, spliced in below where "@generated rule" stands, is generated from
-// rule.py by paddle_momentum/_generate.py (python -m paddle_momentum build --show prints it),
-// and so is the list of the rule's attributes (PM_RULE_ATTRIBUTES). What is hand-written here
-// is the loop around it: threads, the gradient table, loads and stores, the gradient ops the
-// built-in applies before its kernel (Paddle's clip and L1 ops), the norm reductions. The file
+// The arithmetic is paddle_momentum/rule.py's: this file holds no copy of it. The functions
+// RuleUpdate (the update), RuleClipByValue and RuleL1Decay (the gradient ops of Paddle's
+// ClipGradByValue and L1Decay), spliced in below where "@generated rule" stands, are generated
+// from rule.py by paddle_momentum/_generate.py (python -m paddle_momentum build --show prints
+// them), and so is the list of the rule's attributes (PM_RULE_ATTRIBUTES). What is hand-written
+// here is the loop around them: threads, the gradient table, loads and stores, the semantics
+// of the Paddle ops they call (which NaN survives), and the norm clips (Paddle's reductions,
+// the factor clip_by_norm computes from a norm, the multiply by a factor). The file
 // is compiled with -ffp-contract=off so no multiply-add is fused: every operation is rounded
 // in the compute type MT, in the rule's order, which keeps the result equal, bit for bit, to
 // the composed ops of the rule (and through them to Paddle's own CPU kernel).
@@ -147,6 +149,61 @@ inline MT RoundTo(MT x) {
   }
 }
 
+// A double scalar as Paddle's kernels of type T take it (narrow types through float).
+template <typename T>
+T ScalarAs(double value) {
+  if constexpr (kIsNarrow<T>) {
+    return static_cast<T>(static_cast<float>(value));
+  } else {
+    return static_cast<T>(value);
+  }
+}
+
+// Paddle's CPU ops the generated gradient ops call, one element each (MT: the compute type).
+// sign: 1, -1, +0 for either zero, a NaN itself.
+template <typename MT>
+PM_ALWAYS_INLINE MT SignOf(MT x) {
+  return x > MT(0) ? MT(1) : (x < MT(0) ? MT(-1) : (x != x ? x : MT(0)));
+}
+
+// clip: below low, low; above high, high; else (a NaN too) x itself.
+template <typename MT>
+PM_ALWAYS_INLINE MT ClipTo(MT x, MT low, MT high) {
+  return x < low ? low : (x > high ? high : x);
+}
+
+// add_n of two tensors (Eigen's a + b): where both are NaN, the first's if first_wins (the
+// element's position decides: AddNKeepsFirst), else the second's.
+template <typename MT>
+PM_ALWAYS_INLINE MT AddN(MT a, MT b, bool first_wins) {
+  return first_wins ? AddKeepFirst(a, b) : AddKeepSecond(a, b);
+}
+
+// The lanes of Paddle's CPU wheel's AVX packets (8 floats, 4 doubles).
+template <typename T>
+constexpr int64_t kLanes = std::is_same<T, double>::value ? 4 : 8;
+
+// Whether Paddle's CPU add_n of two tensors of numel elements keeps the first operand's NaN at
+// element pos where both are NaN (measured on Paddle 3.3.1, docs/research/nan_bits.md): its
+// Eigen loop runs blocks of four packets, keeping the first's in each block's first packet and
+// the second's in the other three; then whole packets, then one half packet, keeping the
+// second's; then single elements, keeping the first's. float16 keeps the second's throughout
+// (bfloat16 makes every NaN the same quiet one).
+template <typename T>
+PM_ALWAYS_INLINE bool AddNKeepsFirst(int64_t pos, int64_t numel) {
+  if constexpr (kIsNarrow<T>) {
+    return false;
+  } else {
+    constexpr int64_t kPacket = kLanes<T>, kBlock = 4 * kLanes<T>;
+    const int64_t blocks_end = numel / kBlock * kBlock;
+    if (pos < blocks_end) return pos % kBlock < kPacket;
+    const int64_t rest = numel - blocks_end;
+    const int64_t packets_end = blocks_end + rest / kPacket * kPacket +
+                                (rest % kPacket >= kPacket / 2 ? kPacket / 2 : 0);
+    return pos >= packets_end;
+  }
+}
+
 // The attributes every update op takes, listed once, as X(type, name): the op registrations,
 // the kernel functions' parameters and the Attributes struct below are all expanded from it.
 // The Python side passes them by name (paddle_momentum/_boundary.py: kernel_attributes), the
@@ -193,16 +250,6 @@ using Hyper = Attributes;
 
 // @generated rule
 
-// A double scalar as Paddle's kernels of type T take it (narrow types through float).
-template <typename T>
-T ScalarAs(double value) {
-  if constexpr (kIsNarrow<T>) {
-    return static_cast<T>(static_cast<float>(value));
-  } else {
-    return static_cast<T>(value);
-  }
-}
-
 // The gradient ops a loop does, as bits of a compile-time choice: a test inside the loop
 // stops its vectorization (one-big took 3.5x as long, and 3.7x with the gradient ops' own
 // tests inside).
@@ -226,35 +273,30 @@ int GradientOpBitsOf(const Hyper& h, bool clipped) {
          (h.keyword_options ? kTorchBit : 0);
 }
 
-// The gradient ops' constants, in the types the built-in's ops take them.
-template <typename T, typename MT>
+// The gradient ops' numbers, as Paddle's ops take them (the generated ops convert them to T).
 struct GradientOpConstants {
   explicit GradientOpConstants(const Hyper& h)
-      : low(ScalarAs<T>(DoubleOfBits(h.clip_min))), high(ScalarAs<T>(DoubleOfBits(h.clip_max))),
-        low_mt(static_cast<MT>(low)), high_mt(static_cast<MT>(high)),
-        l1(static_cast<MT>(ScalarAs<T>(DoubleOfBits(h.l1)))) {}
-  T low, high;
-  MT low_mt, high_mt, l1;
+      : low(DoubleOfBits(h.clip_min)), high(DoubleOfBits(h.clip_max)), l1(DoubleOfBits(h.l1)) {}
+  double low, high, l1;
 };
 
-// The built-in's gradient ops before its kernel, in T (the gradient's type), as Paddle's CPU
-// ops compute them: the scale of a norm clip (multiply) or the clip (ClipGradByValue), then the
-// L1 term added (L1Decay: scale(sign(p), l1, bias 0) then add_n). sign(NaN) is NaN, sign(+-0)
-// is +0.
+// The built-in's gradient ops before its kernel, in T (the gradient's type): the scale of a
+// norm clip (Paddle's multiply by the factor), then the clip (ClipGradByValue) and the L1 term
+// (L1Decay), generated from rule.py (RuleClipByValue, RuleL1Decay). add_n_first: where add_n
+// meets two NaNs here, the first's is kept (AddNKeepsFirst).
 template <typename T, typename MT, int kOps>
-inline T GradientOps(T grad, T param, const GradientOpConstants<T, MT>& c, MT scale) {
+PM_ALWAYS_INLINE T GradientOps(T grad, T param, const GradientOpConstants& c, MT scale,
+                               bool add_n_first) {
   if constexpr ((kOps & kScaleBit) != 0) {  // (a NaN factor: see MomentumLoopOf)
     grad = static_cast<T>(static_cast<MT>(grad) * scale);
   }
   if constexpr ((kOps & kClipBit) != 0) {
-    const MT g = static_cast<MT>(grad);
-    grad = g < c.low_mt ? c.low : (g > c.high_mt ? c.high : grad);
+    grad = static_cast<T>(RuleClipByValue<T, MT>(static_cast<MT>(grad), c.low, c.high,
+                                                  add_n_first));
   }
   if constexpr ((kOps & kL1Bit) != 0) {
-    const MT p = static_cast<MT>(param);
-    const MT sign = p > MT(0) ? MT(1) : (p < MT(0) ? MT(-1) : (p != p ? p : MT(0)));
-    const MT term = RoundTo<T, MT>(RoundTo<T, MT>(sign * c.l1) + MT(0));
-    grad = static_cast<T>(RoundTo<T, MT>(static_cast<MT>(grad) + term));
+    grad = static_cast<T>(RuleL1Decay<T, MT>(static_cast<MT>(param), static_cast<MT>(grad),
+                                             c.l1, add_n_first));
   }
   return grad;
 }
@@ -265,13 +307,15 @@ inline T GradientOps(T grad, T param, const GradientOpConstants<T, MT>& c, MT sc
 // A plain serial loop over n elements (vectorised by the compiler); Update() splits the work.
 // kOps: the gradient ops (GradientOpBits); scale: the gradient's factor (kScaleBit), as
 // Paddle's multiply takes it (type T); factor_wins: a NaN factor's NaN is kept where the
-// gradient is NaN too (else the gradient's). Per element, after the gradient ops: RuleUpdate,
-// the rule's arithmetic (generated from rule.py).
+// gradient is NaN too (else the gradient's); position: where element 0 is in its gradient
+// tensor of numel elements (add_n's NaNs: AddNKeepsFirst). Per element, after the gradient ops:
+// RuleUpdate, the rule's arithmetic (generated from rule.py).
 template <typename T, typename V, typename MT, typename R, int kOps>
 void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
                     V* __restrict__ velocity, MT* __restrict__ master, int64_t n, MT lr,
-                    const Hyper& h, T scale, bool factor_wins) {
-  const GradientOpConstants<T, MT> constants(h);
+                    const Hyper& h, T scale, bool factor_wins, int64_t position,
+                    int64_t numel) {
+  const GradientOpConstants constants(h);
   const MT grad_scale = static_cast<MT>(scale);
   // A NaN factor that wins: every scaled gradient is that NaN, quieted.
   const BitsOf<MT> factor_overrides =
@@ -285,12 +329,12 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
         const MT kept = MulKeepFirst(static_cast<MT>(given), grad_scale);
         given = static_cast<T>(Pick<MT>(factor_overrides, factor_nan, kept));
       } else {  // (no NaN factor: no two NaNs meet here, a plain multiply keeps the one there)
-        given = GradientOps<T, MT, kScaleBit>(given, param[i], constants, grad_scale);
+        given = GradientOps<T, MT, kScaleBit>(given, param[i], constants, grad_scale, false);
       }
       if constexpr ((kOps & kWriteBackBit) != 0) const_cast<T*>(grad)[i] = given;
     }
     const MT g = static_cast<MT>(GradientOps<T, MT, kOps & (kClipBit | kL1Bit)>(
-        given, param[i], constants, grad_scale));
+        given, param[i], constants, grad_scale, AddNKeepsFirst<T>(position + i, numel)));
     MT p = master != nullptr ? master[i] : static_cast<MT>(param[i]);
     MT v = static_cast<MT>(velocity[i]);
     RuleUpdate<MT, R, (kOps & kTorchBit) != 0>(rule, lr, p, g, v);  // (generated from rule.py)
@@ -301,17 +345,19 @@ void MomentumLoopOf(T* __restrict__ param, const T* __restrict__ grad,
 }
 
 // factor_wins_end: the elements [0, factor_wins_end) keep a NaN factor's NaN where the gradient
-// is NaN too, the rest the gradient's (as Paddle's multiply, or clip_by_norm, does there).
+// is NaN too, the rest the gradient's (as Paddle's multiply, or clip_by_norm, does there);
+// position, numel: where element 0 is in its gradient tensor, and that tensor's size.
 template <typename T, typename V, typename MT, typename R>
 void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, MT lr,
-                  const Hyper& h, int ops, T scale, int64_t factor_wins_end = 0) {
+                  const Hyper& h, int ops, T scale, int64_t factor_wins_end, int64_t position,
+                  int64_t numel) {
   if ((ops & kScaleBit) != 0 && scale != scale && 0 < factor_wins_end && factor_wins_end < n) {
     MomentumLoop<T, V, MT, R>(param, grad, velocity, master, factor_wins_end, lr, h, ops, scale,
-                              factor_wins_end);
+                              factor_wins_end, position, numel);
     const int64_t k = factor_wins_end;
     MomentumLoop<T, V, MT, R>(param + k, grad + k, velocity + k,
                               master == nullptr ? nullptr : master + k, n - k, lr, h, ops,
-                              scale, 0);
+                              scale, 0, position + k, numel);
     return;
   }
   const bool factor_wins = factor_wins_end > 0;
@@ -321,7 +367,7 @@ void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, M
 #define PM_LOOP(bits)                                                                      \
   case bits:                                                                               \
     return MomentumLoopOf<T, V, MT, R, bits>(param, grad, velocity, master, n, lr, h, scale, \
-                                             factor_wins)
+                                             factor_wins, position, numel)
   // The loops of the gradient ops without a norm clip's scaling, and with it, each with the
   // bits of ``extra``.
 #define PM_PLAIN_LOOPS(extra)                                              \
@@ -364,8 +410,6 @@ void MomentumLoop(T* param, const T* grad, V* velocity, MT* master, int64_t n, M
 // packets, two packet accumulators per leaf, a scalar tail, then the packet's lanes halved
 // down to one. The lanes below are plain arrays: the order of the additions, not the
 // instructions, decides the bits (and -ffp-contract=off forbids multiply-adds).
-template <typename T>
-constexpr int64_t kLanes = std::is_same<T, double>::value ? 4 : 8;
 constexpr int64_t kLeafPackets = 1024;
 
 template <typename T, bool kSquare>
@@ -716,7 +760,8 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
                                 master_data[j] == nullptr ? nullptr : master_data[j] + offset,
                                 stop - at, piece_lr[i], h, piece_ops[i],
                                 factors.empty() ? factor : factors[i],
-                                std::max<int64_t>(0, wins_end - (at - grad_starts[i])));
+                                std::max<int64_t>(0, wins_end - (at - grad_starts[i])),
+                                at - grad_starts[i], numel);
       at = stop;
     }
   }
