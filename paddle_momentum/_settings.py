@@ -159,6 +159,7 @@ class GroupSettings:
     l2_coeff: float | None
     regularizer: object
     multi_precision: bool
+    rescale_grad_on_cpu: bool  # the optimizer's opt-in (see ParamSettings.rule_options)
 
     def value(self, name):
         """The value of the rule setting ``name``."""
@@ -194,7 +195,9 @@ def group_settings(group, optimizer):
         method, coeff = group["regularization_method"], group["regularization_coeff"]
     return GroupSettings(read_rule_values(group, optimizer), clip,
                          fused_decay(method, coeff, where), optimizer.regularization,
-                         bool(optimizer._multi_precision))
+                         bool(optimizer._multi_precision),
+                         check.check_bool(optimizer._rescale_grad_on_cpu,
+                                          "optimizer._rescale_grad_on_cpu"))
 
 
 class ConstructionAttributes:
@@ -243,6 +246,7 @@ class ParamSettings:
     master_weight: bool
     dtype: str
     uses_main_grad: bool  # the gradient is ``param.main_grad`` (set, and no groups)
+    rescale_dense: bool  # rescale_grad applies to a dense gradient (not on CPU, or opted in)
 
     def batch_key(self):
         """Parameters of one group (or of a static program) with equal keys can share one
@@ -252,10 +256,16 @@ class ParamSettings:
         at every step; a static batch adds it to the key.)"""
         return (self.dtype, self.master_weight, self.l2_coeff)
 
-    def rule_options(self):
+    def rule_options(self, sparse=False):
         """The keyword arguments every implementation (``implementations``) takes: the
-        :data:`RULE_SETTINGS` values and the fused L2 coefficient."""
-        return dict(zip(RULE_SETTING_NAMES, self.rule), l2_coeff=self.l2_coeff)
+        :data:`RULE_SETTINGS` values and the fused L2 coefficient. ``rescale_grad`` is 1.0
+        for a dense gradient on CPU (``sparse`` False), as the built-in's dense CPU kernel
+        ignores it (its sparse and GPU kernels apply it), unless the optimizer was made with
+        ``rescale_grad_on_cpu=True``."""
+        options = dict(zip(RULE_SETTING_NAMES, self.rule), l2_coeff=self.l2_coeff)
+        if not (self.rescale_dense or sparse):
+            options["rescale_grad"] = 1.0
+        return options
 
     @property
     def has_torch_option(self) -> bool:
@@ -318,7 +328,8 @@ def derive(param, group: GroupSettings, grouped: bool, construction):
     return ParamSettings(
         lr_scale, l2_coeff, regularizer, group.grad_clip, group.rule,
         group.multi_precision and _compat.is_low_precision(param.dtype),
-        dtype, not grouped and main_grad is not None and _compat.STEP_READS_MAIN_GRAD)
+        dtype, not grouped and main_grad is not None and _compat.STEP_READS_MAIN_GRAD,
+        group.rescale_grad_on_cpu or not _compat.on_cpu(param))
 
 
 def _param_lr_scale(param, lr_object):

@@ -160,11 +160,11 @@ class State:
         parameter's scale); writes param, velocity and master weight back."""
         velocity = self._storage._get_accumulator_master(VELOCITY, param)
         master = self.masters[param.name] if settings.master_weight else None
+        options = settings.rule_options(sparse=_compat.is_sparse(grad))
         if _compat.is_sparse(grad):
             # The built-in's sparse kernel = the dense update on the merged rows, zeros
             # elsewhere (so absent rows still decay), rescale_grad applied.
             grad = _compat.dense_gradient(grad, param)
-        options = settings.rule_options()
         # (in dygraph taken at every update: dampening switched on later damps at once)
         first_step = (self.first_step(param) if options["dampening"] or _compat.in_dygraph()
                       else False)

@@ -40,12 +40,15 @@ class Momentum(Optimizer):
     the state dict, with the built-in's names so checkpoints load both ways.
 
     Arguments are those of ``paddle.optimizer.Momentum`` (PaddlePaddle 3.3.1), validated here
-    at construction, plus keyword-only ``kernel`` ('auto', 'fused', 'composed') and the
-    ``torch.optim.SGD`` options ``dampening``, ``maximize`` and ``decoupled_weight_decay``
-    (SGDW), which default to Paddle's behaviour (see :func:`paddle_momentum.momentum_update`).
+    at construction, plus keyword-only ``kernel`` ('auto', 'fused', 'composed'),
+    ``rescale_grad_on_cpu`` and the ``torch.optim.SGD`` options ``dampening``, ``maximize``
+    and ``decoupled_weight_decay`` (SGDW), which default to Paddle's behaviour (see
+    :func:`paddle_momentum.momentum_update`). ``rescale_grad`` is applied where the built-in's
+    kernels apply it (sparse gradients, GPU); its dense CPU kernel ignores it, and so do we
+    unless ``rescale_grad_on_cpu=True`` (as its documentation says it should be applied).
     Deliberate differences from the built-in are listed in ``docs/differences.md``:
-    ``learning_rate`` may be a 0-d float Tensor, ``rescale_grad`` is applied, float16/bfloat16
-    parameters train on CPU, and ``minimize`` works with parameter groups. What the built-in
+    ``learning_rate`` may be a 0-d float Tensor, float16/bfloat16 parameters train on CPU,
+    and ``minimize`` works with parameter groups. What the built-in
     writes into the caller's group dicts and onto grouped parameters, this class writes too.
 
     Everything the built-in reads at step time is read at step time here too (see
@@ -74,6 +77,7 @@ class Momentum(Optimizer):
         name=None,
         *,
         kernel="auto",
+        rescale_grad_on_cpu=False,
         **options,
     ):
         if kernel not in KERNELS:
@@ -91,6 +95,8 @@ class Momentum(Optimizer):
         weight_decay = check.check_weight_decay(weight_decay)
         grad_clip = check.check_grad_clip(grad_clip)
         multi_precision = check.check_bool(multi_precision, "multi_precision")
+        # (read at every step: _settings.group_settings)
+        self._rescale_grad_on_cpu = check.check_bool(rescale_grad_on_cpu, "rescale_grad_on_cpu")
         check.check_bool(use_multi_tensor, "use_multi_tensor")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be None or a str, got {name!r}")

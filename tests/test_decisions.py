@@ -57,7 +57,8 @@ ORACLE_CASES = [
 )
 @pytest.mark.parametrize("kernel", ["composed", "fused"])
 def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, kernel, place):
-    """rescale_grad is applied; float16/bfloat16 train on CPU, with or without master weights."""
+    """rescale_grad is applied when opted in on CPU; float16/bfloat16 train on CPU, with or
+    without master weights."""
     params = [_leaf(p) for p in _make_params(dtype)]
     oracles = [OracleParam(_as_float32(p), dtype, multi_precision) for p in params]
     lr = 0.1
@@ -65,7 +66,7 @@ def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, kernel, p
         warnings.simplefilter("ignore")  # the low-precision accumulation warning
         opt = Momentum(learning_rate=lr, momentum=0.9, parameters=params, use_nesterov=nesterov,
                        weight_decay=l2 or None, multi_precision=multi_precision,
-                       rescale_grad=rescale, kernel=kernel)
+                       rescale_grad=rescale, kernel=kernel, rescale_grad_on_cpu=True)
     rng = np.random.default_rng(1)
     for step in range(10):
         for p in params:
@@ -85,6 +86,59 @@ def test_against_oracle(dtype, multi_precision, nesterov, l2, rescale, kernel, p
                                       else p.dtype)
             assert_same(oracle.velocity.astype(np.float32) if dtype != "float64"
                         else oracle.velocity, _as_float32(velocity), f"step {step} velocity {i}")
+
+
+def _train_with_rescale(make, mode, dtype, **options):
+    """Three steps of a small model with rescale_grad=0.3 (as an argument, and in a group),
+    dygraph or static; the parameters' bytes."""
+    paddle.seed(0)
+    data = np.random.RandomState(0).standard_normal((4, 8)).astype(dtype)
+    if mode == "dygraph":
+        model = paddle.nn.Linear(8, 4)
+        model.to(dtype=dtype)  # (static: the default dtype, set below)
+        groups = [{"params": [model.weight], "rescale_grad": 0.7}, {"params": [model.bias]}]
+        optimizer = make(0.1, 0.9, parameters=groups, rescale_grad=0.3, weight_decay=0.01,
+                         **options)
+        for _ in range(3):
+            model(paddle.to_tensor(data)).square().mean().backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        return [p.numpy().tobytes() for p in model.parameters()]
+    paddle.enable_static()
+    default_dtype = paddle.get_default_dtype()
+    paddle.set_default_dtype(dtype)
+    try:
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.utils.unique_name.guard(), paddle.static.program_guard(main, startup):
+            x = paddle.static.data("x", [4, 8], dtype)
+            layer = paddle.nn.Linear(8, 4)
+            loss = layer(x).square().mean()
+            make(0.1, 0.9, rescale_grad=0.3, weight_decay=0.01, **options).minimize(loss)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            executor.run(startup)
+            for _ in range(3):
+                executor.run(main, feed={"x": data})
+            # (the parameters fetched by a fourth run: the same procedure for both optimizers)
+            return [value.tobytes() for value in executor.run(
+                main, feed={"x": data}, fetch_list=layer.parameters())]
+    finally:
+        paddle.set_default_dtype(default_dtype)
+        paddle.disable_static()
+
+
+@pytest.mark.parametrize("mode", ["dygraph", "static"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel", ["auto", "composed"])
+def test_rescale_grad_ignored_on_cpu_as_the_builtin(kernel, dtype, mode):
+    """The built-in's dense CPU kernel ignores rescale_grad (its documentation says it
+    multiplies the gradient): by default ours does too, bit for bit; rescale_grad_on_cpu=True
+    applies it (the oracle test above)."""
+    builtin = _train_with_rescale(paddle.optimizer.Momentum, mode, dtype)
+    assert _train_with_rescale(Momentum, mode, dtype, kernel=kernel) == builtin
+    assert _train_with_rescale(Momentum, mode, dtype, kernel=kernel,
+                               rescale_grad_on_cpu=True) != builtin
 
 
 def test_master_weights_named_like_paddle_and_in_state_dict():

@@ -169,9 +169,12 @@ def make_builtin(case, model):
     return make_optimizer(paddle.optimizer.Momentum, case, model, **overrides)
 
 
+# Ours applies rescale_grad on CPU (opted in: by default it ignores it there, as the built-in
+# does, tests/test_decisions.py), checked against the built-in given pre-scaled gradients.
 OPTIMIZERS = {"builtin": make_builtin,
               "ours": lambda case, model: make_optimizer(paddle_momentum.Momentum, case, model,
-                                                         kernel=case.kernel)}
+                                                         kernel=case.kernel,
+                                                         rescale_grad_on_cpu=True)}
 
 
 def batch_arrays(case, seed=7):
