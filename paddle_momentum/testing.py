@@ -17,8 +17,8 @@ per optimizer-state tensor, over every step.
 
 Both runs build the model from the same seed and under the same unique names (so parameters
 and state-dict keys match), see the same batches, and run ``loss -> backward -> step ->
-clear_grad`` on ``place`` (default: Paddle's current device). The module is what the parity
-command and the test matrix measure with (:func:`ulp_distance`).
+clear_grad`` on ``place`` (default: Paddle's current device), or your own ``step``. The parity
+command and our test matrix compare ours with the built-in through :func:`compare`.
 """
 
 from __future__ import annotations
@@ -77,13 +77,15 @@ def max_ulp(reference_run, ours_run):
 class Difference:
     """One tensor's comparison: ``name`` (a parameter's, or a state-dict key), ``kind``
     ('parameter' or 'state'), ``ulp`` (the largest over every step; inf: missing on one
-    side, another shape or dtype, NaN against a number) and ``first_step`` (the first step,
-    counted from 1, where it differed; None: never)."""
+    side, another shape or dtype, NaN against a number), ``first_step`` (the first step,
+    counted from 1, where it differed; None: never) and ``same_bits`` (every step's values
+    identical, bit for bit: zero signs and NaN payloads too, which ``ulp`` does not count)."""
 
     name: str
     kind: str
     ulp: float
     first_step: Optional[int]
+    same_bits: bool = True
 
 
 @dataclasses.dataclass
@@ -98,15 +100,17 @@ class Report:
     def max_ulp(self):
         return max((d.ulp for d in self.differences), default=0)
 
-    def assert_equal(self, ulp=0):
+    def assert_equal(self, ulp=0, bitwise=False):
         """Raise AssertionError (naming the worst tensors) unless every tensor is within
-        ``ulp`` (default 0: bit for bit up to the sign of zero)."""
-        failing = [d for d in self.differences if d.ulp > ulp]
+        ``ulp`` (default 0: equal up to the sign of zero and NaN payloads); ``bitwise``: unless
+        every tensor has the same bits."""
+        failing = [d for d in self.differences
+                   if d.ulp > ulp or (bitwise and not d.same_bits)]
         if failing:
             worst = sorted(failing, key=lambda d: -d.ulp)[:10]
             raise AssertionError(f"{len(failing)} of {len(self.differences)} tensors differ by "
-                                 f"more than {ulp} ulp over {self.steps} steps:\n"
-                                 + _table(worst))
+                                 f"more than {'their bits' if bitwise else f'{ulp} ulp'} over "
+                                 f"{self.steps} steps:\n" + _table(worst))
 
     def __str__(self):
         return (f"{len(self.differences)} tensors over {self.steps} steps, largest difference "
@@ -123,12 +127,23 @@ def _table(differences):
 
 def compare(optimizer: Callable, reference: Optional[Callable] = None, *,
             model: Callable[[], paddle.nn.Layer], batches: Iterable,
-            loss: Callable, seed: int = 0, place: Optional[str] = None) -> Report:
+            loss: Optional[Callable] = None, seed: int = 0, place: Optional[str] = None,
+            step: Optional[Callable] = None) -> Report:
     """Train ``model()`` with ``optimizer(parameters)`` and with ``reference(parameters)``
     (default: ``paddle.optimizer.Momentum`` with learning rate 0.1 and momentum 0.9: pass
     your own to match your settings) on ``batches`` (``loss(model, batch)`` gives each step's
     loss), and compare every parameter and every optimizer-state tensor after every step.
-    ``place``: the device to run on ('cpu', 'gpu', 'gpu:1', ...; default: the current)."""
+    ``place``: the device to run on ('cpu', 'gpu', 'gpu:1', ...; default: the current).
+    ``step(model, optimizer, batch, index)``, in place of ``loss``: one training step of your
+    own (``minimize``, a scheduler, accumulated gradients, ...)."""
+    if (loss is None) == (step is None):
+        raise TypeError("give loss (the default step: loss -> backward -> step -> clear_grad) "
+                        "or step (your own), not both")
+    if step is None:
+        def step(model, optimizer, batch, index):
+            loss(model, batch).backward()
+            optimizer.step()
+            optimizer.clear_grad()
     if reference is None:
         def reference(params):
             return paddle.optimizer.Momentum(0.1, 0.9, parameters=params)
@@ -142,19 +157,21 @@ def compare(optimizer: Callable, reference: Optional[Callable] = None, *,
     batches = list(batches)
     if not batches:
         raise ValueError("batches is empty: give at least one batch to train on")
-    runs = [_train(factory, model, batches, loss, seed, place)
+    runs = [_train(factory, model, batches, step, seed, place)
             for factory in (reference, optimizer)]
     differences = []
     for kind, index in (("parameter", 0), ("state", 1)):
         names = list(dict.fromkeys([*runs[0][0][index], *runs[1][0][index]]))
         for name in names:
-            worst, first = 0, None
-            for step, (expected, actual) in enumerate(zip(runs[0], runs[1]), start=1):
-                distance = ulp_distance(expected[index].get(name), actual[index].get(name))
+            worst, first, same_bits = 0, None, True
+            for number, (expected, actual) in enumerate(zip(runs[0], runs[1]), start=1):
+                expected, actual = expected[index].get(name), actual[index].get(name)
+                distance = ulp_distance(expected, actual)
                 if distance and first is None:
-                    first = step
+                    first = number
                 worst = max(worst, distance)
-            differences.append(Difference(name, kind, worst, first))
+                same_bits = same_bits and _same_bits(expected, actual)
+            differences.append(Difference(name, kind, worst, first, same_bits))
     return Report(differences, len(batches))
 
 
@@ -171,7 +188,14 @@ def _on(place):
         paddle.set_device(previous)
 
 
-def _train(factory, model_factory, batches, loss, seed, place):
+def _same_bits(expected, actual):
+    if expected is None or actual is None:
+        return expected is None and actual is None
+    return (expected.dtype == actual.dtype and expected.shape == actual.shape
+            and expected.tobytes() == actual.tobytes())
+
+
+def _train(factory, model_factory, batches, step, seed, place):
     """``[(parameters, state)]`` after every step: name -> numpy array each."""
     snapshots = []
     with _on(place), unique_name.guard():
@@ -181,10 +205,8 @@ def _train(factory, model_factory, batches, loss, seed, place):
         if not hasattr(optimizer, "step"):
             raise TypeError(f"the optimizer factory returned {type(optimizer).__name__}, not "
                             "an optimizer")
-        for batch in batches:
-            loss(model, batch).backward()
-            optimizer.step()
-            optimizer.clear_grad()
+        for index, batch in enumerate(batches):
+            step(model, optimizer, batch, index)
             params = {p.name: p.numpy().copy() for p in model.parameters()}
             state = {key: value.numpy().copy()
                      for key, value in _flatten(optimizer.state_dict())

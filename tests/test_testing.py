@@ -83,3 +83,24 @@ def test_likely_mistakes_are_named():
         testing.compare(ours, model=_mlp(), batches=BATCHES, loss=_loss)
     with pytest.raises(TypeError, match="factory returned NoneType"):
         testing.compare(lambda params: None, model=_mlp, batches=BATCHES, loss=_loss)
+
+
+def test_own_step_and_bitwise():
+    """A step of one's own; assert_equal(bitwise=True) counts what ulp does not (zero signs):
+    here the run under test leaves -0.0 where the reference leaves +0.0."""
+    def step(model, optimizer, batch, index):
+        model(batch).sum().backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        zero = -0.0 if isinstance(optimizer, paddle_momentum.Momentum) else 0.0
+        model.bias.set_value(paddle.full_like(model.bias, zero))  # (-t would be +0: scale op)
+
+    report = testing.compare(lambda params: paddle_momentum.Momentum(0.1, 0.9, parameters=params),
+                             model=lambda: paddle.nn.Linear(2, 2),
+                             batches=[paddle.ones([1, 2])] * 2, step=step)
+    report.assert_equal()
+    with pytest.raises(AssertionError, match="b_0"):
+        report.assert_equal(bitwise=True)
+    with pytest.raises(TypeError, match="loss"):
+        testing.compare(lambda params: paddle_momentum.Momentum(0.1, parameters=params),
+                        model=lambda: paddle.nn.Linear(2, 2), batches=[paddle.ones([1, 2])])

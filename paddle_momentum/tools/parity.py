@@ -2,9 +2,11 @@
 
 A ``Case`` names one configuration (dtype, Nesterov, decay, clip, learning-rate kind, groups,
 ParamAttr, rescale_grad, use_multi_tensor, step/minimize, clear_grad mode, execution mode,
-kernel). ``run_dygraph``/``run_static`` train one model with the built-in or ours and return a
-snapshot of parameters and velocities after every step; both models start from the same seed
-and see the same batches. ``matrix_cases()`` is the matrix the test suite runs, and
+kernel). In dygraph, ``paddle_momentum.testing.compare`` trains ours and the built-in on the
+case's model and batches and reports every parameter and state tensor (``dygraph_report``);
+``run_dygraph``/``run_static`` train one model and return a snapshot of parameters and
+velocities after every step (static programs against dygraph and the built-in's static run);
+both models start from the same seed and see the same batches. ``matrix_cases()`` is the matrix the test suite runs, and
 ``python -m paddle_momentum parity`` runs it on this machine's devices and prints the largest
 difference in units in the last place (ulp) per case.
 """
@@ -21,6 +23,7 @@ import numpy as np
 import paddle
 
 import paddle_momentum
+from paddle_momentum import testing
 from paddle_momentum.testing import max_ulp, ulp_distance  # noqa: F401  (re-exported)
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +245,29 @@ def run_dygraph(case, kind, grad_scale=1.0):
     return snapshots
 
 
+def dygraph_report(case) -> testing.Report:
+    """Ours against the built-in on ``case`` in dygraph, through ``testing.compare``: every
+    parameter and optimizer-state tensor after every step. The built-in is given what it
+    lacks (pre-scaled gradients for rescale_grad, ``step()`` where its ``minimize`` fails
+    with groups: see ``make_builtin``)."""
+    built = []
+
+    def model():
+        built.append(build_model(case))
+        return built[-1]
+
+    def factory(kind):
+        return lambda parameters: OPTIMIZERS[kind](case, built[-1])
+
+    def step(model, optimizer, batch, index):
+        builtin = not isinstance(optimizer, paddle_momentum.Momentum)
+        train_step(case, index, model, optimizer, *batch, case.rescale if builtin else 1.0,
+                   case.api == "minimize" and (not builtin or case.groups == "none"))
+
+    return testing.compare(factory("ours"), factory("builtin"), model=model,
+                           batches=batches(case), step=step)
+
+
 def run_static(case, kind):
     """Train ``case`` as a static program under ``case.mode`` ('pir' or 'legacy') with an
     Executor; parameters start from the dygraph model's values. A snapshot per step."""
@@ -370,11 +396,11 @@ def static_rounds_attributes(case):
 
 def comparisons(case):
     """``[(what, reference run, ours run, exact)]`` for ``case``: dygraph, ours against the
-    built-in; static, ours against the built-in where it runs, and ours static against ours
-    dygraph (exact unless ``static_rounds_attributes``)."""
+    built-in (the reference a ``testing.Report``, ours None); static, ours against the
+    built-in where it runs, and ours static against ours dygraph (snapshots; exact unless
+    ``static_rounds_attributes``)."""
     if case.mode == "dygraph":
-        reference = run_dygraph(case, "builtin", grad_scale=case.rescale)
-        return [("built-in vs ours", reference, run_dygraph(case, "ours"), True)]
+        return [("built-in vs ours", dygraph_report(case), None, True)]
     ours = run_static(case, "ours")
     result = [("ours dygraph vs ours static", run_dygraph(case, "ours"), ours,
                not static_rounds_attributes(case))]
@@ -429,7 +455,8 @@ def run_parity(kernels=("composed", "fused"), every=1, out=print, gpu_ulp=0, sum
                 worst, notes = 0, []
                 try:
                     for what, reference, ours, exact in comparisons(case):
-                        distance = max_ulp(reference, ours)
+                        distance = (reference.max_ulp if isinstance(reference, testing.Report)
+                                    else max_ulp(reference, ours))
                         if exact:
                             worst = max(worst, distance)
                         else:
