@@ -16,6 +16,7 @@ from paddle.nn.clip import (ClipGradBase, ClipGradByGlobalNorm, ClipGradByValue,
                             _can_inplace_clip_grad, _squared_l2_norm, merge_selected_rows)
 
 from . import _compat, rule
+from ._settings import exact_double
 
 
 def rule_clip_bounds(grad_clip):
@@ -24,7 +25,8 @@ def rule_clip_bounds(grad_clip):
     same function, generated); None: the object runs its own code (a subclass; bounds set to
     None or a Tensor after construction)."""
     if type(grad_clip) is ClipGradByValue and all(
-            type(bound) in (float, int) for bound in (grad_clip.min, grad_clip.max)):
+            type(bound) in (float, int) and exact_double(bound)
+            for bound in (grad_clip.min, grad_clip.max)):
         return grad_clip.min, grad_clip.max
     return None
 

@@ -155,7 +155,8 @@ class DygraphStep:
         repeated = None
         for group_plan in plan:
             if (_dispatch.buckets_possible(self.kernel, group_plan.can)
-                    and not self.flat.built(group_plan.group)):
+                    and not self.flat.built(group_plan.group)
+                    and _fusable_clip_values(group_plan.settings.grad_clip)):
                 if repeated is None:
                     repeated = self._repeated_params()
                 # Bucket members' state is created inside the buckets' buffers.

@@ -24,6 +24,7 @@ rule.py (Paddle op)                         C++
 ``rnd(t)`` (``round_result``)               ``RoundTo<R, MT>(t)``
 ``paddle.where(c, a, b)``                   ``c ? a : b``
 ``paddle.sign(t)``, ``paddle.clip(t, x, y)``  ``SignOf(t)``, ``ClipTo(t, T(x), T(y))``
+``paddle.scale(t, x)``                      as ``t * x`` (the same op)
 ``paddle.add_n([a, b])`` (gradient ops)     ``AddN(a, b, add_n_first)``: which NaN Paddle
                                             keeps depends on the element's position
 ``if``/``elif``/``else`` on settings        ``if`` on loop-invariant values
@@ -509,6 +510,10 @@ class _Translator:
             value, kind = self.tensor(arguments[0], node)
             low, high = (self.host(a, node) for a in arguments[1:])
             return f"ClipTo({value}, {self.number(low)}, {self.number(high)})", kind
+        if name == "paddle.scale" and len(arguments) == 2:  # (bias 0, after the scale)
+            value, kind = self.tensor(arguments[0], node)
+            return self.scale(node, value, kind, "*", self.host(arguments[1], node),
+                              reflected=False)
         if name == "paddle.add_n" and len(arguments) == 1:
             return self.add_n(arguments[0], node)
         return self.fail(node, f"the call {name}() (no C++ counterpart in the generator)")

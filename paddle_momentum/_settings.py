@@ -32,6 +32,8 @@ import dataclasses
 import operator
 from typing import Callable
 
+import numpy as np
+
 from paddle.nn.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
 from paddle.regularizer import L1Decay, L2Decay
 
@@ -302,10 +304,19 @@ def fused_gradient_ops(param, settings: ParamSettings):
         return None
     l1 = None
     if regularizer is not None:
-        if type(regularizer) is not L1Decay:
-            return None
+        if type(regularizer) is not L1Decay or not exact_double(regularizer._coeff):
+            return None  # (a Tensor coefficient is read at every step: its own call)
         l1 = float(regularizer._coeff)
     return kind, l1
+
+
+def exact_double(value) -> bool:
+    """``value`` is a plain number a double holds exactly, as the kernel takes it (Paddle's
+    ops take an int as an int64: beyond 2**53 only they round it right)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        return False
+    return not isinstance(value, (int, np.integer)) or abs(int(value)) <= 2 ** 53
 
 
 def derive(param, group: GroupSettings, grouped: bool, construction):

@@ -47,8 +47,9 @@ def clip_by_value(grad, low: float, high: float):
 
 def l1_decay(param, grad, coeff: float):
     r"""``L1Decay``'s term added to the gradient: :math:`g' = g + (\mathrm{sign}(p) \cdot c + 0)`
-    (Paddle's ``sign``, then its ``scale`` op, then ``add_n``; ``sign(-0.0)`` is +0.0)."""
-    return paddle.add_n([grad, paddle.sign(param) * coeff])
+    (Paddle's ``sign``, then its ``scale`` op, which takes ``c`` as given: an int exactly, a
+    Tensor's value now; then ``add_n``; ``sign(-0.0)`` is +0.0)."""
+    return paddle.add_n([grad, paddle.scale(paddle.sign(param), coeff)])
 
 
 def momentum_update(

@@ -101,7 +101,8 @@ EDITS = {
                        "    s = rnd(velocity / 3.0)\n"
                        "    velocity = paddle.where(grad > 0.1, velocity, rnd(2.0 - s))\n"
                        "    if decoupled_weight_decay:\n"),
-                      ("    return paddle.add_n([grad, paddle.sign(param) * coeff])\n",
+                      ("    return paddle.add_n([grad, paddle.scale(paddle.sign(param), "
+                       "coeff)])\n",
                        "    return paddle.add_n([grad, paddle.sign(param) * (coeff * 0.5)])\n"),
                       ("    return paddle.clip(grad, low, high)\n",
                        "    return paddle.clip(grad, low * 0.5, high)\n")],

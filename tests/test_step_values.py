@@ -174,6 +174,37 @@ def test_value_clip_bounds_changed_in_place_act_as_in_the_builtin(bounds):
         assert_same(expected.numpy(), actual.numpy(), f"parameter {index}")
 
 
+BIG = 2 ** 60 + 2 ** 36 + 1  # (an int no double holds: Paddle's ops take it as an int64)
+
+
+@pytest.mark.parametrize("kernel", ["auto", "composed"])
+@pytest.mark.parametrize("what", ["l1-int", "l1-tensor-changed-in-place", "clip-int"])
+def test_gradient_op_values_taken_as_paddle_takes_them(what, kernel):
+    """An L1 coefficient or clip bound as Paddle's scale and clip ops take it: a Tensor's value
+    now (changed in place between steps), an int exactly (rounded once, to float32)."""
+    runs = []
+    for make in (paddle.optimizer.Momentum,
+                 lambda *a, **k: paddle_momentum.Momentum(*a, kernel=kernel, **k)):
+        params = [paddle.create_parameter([40], "float32") for _ in range(3)]  # (a bucket)
+        for param in params:
+            param.set_value(np.full(40, 0.0 if what == "clip-int" else 1.0, "float32"))
+        coefficient = paddle.to_tensor(0.1) if what == "l1-tensor-changed-in-place" else BIG
+        clip = paddle.nn.ClipGradByValue(1.0)
+        clip.min, clip.max = -BIG, BIG
+        options = ({"grad_clip": clip} if what == "clip-int"
+                   else {"weight_decay": paddle.regularizer.L1Decay(coefficient)})
+        optimizer = make(1.0, 0.9, parameters=params, **options)
+        for step in range(3):
+            if step == 1 and what == "l1-tensor-changed-in-place":
+                coefficient.set_value(paddle.to_tensor(0.5))
+            for param in params:
+                param.grad = paddle.full([40], 3e38 if what == "clip-int" else 0.0, "float32")
+            optimizer.step()
+        runs.append([param.numpy() for param in params])
+    for index, (expected, actual) in enumerate(zip(*runs)):
+        assert_same(expected, actual, f"{what}: parameter {index}")
+
+
 _VIEWS = """
 import json, os, sys
 import numpy as np, paddle, paddle_momentum
