@@ -225,9 +225,15 @@ def _kernel_problem(ops):
                     implementations.composed(tensors[0], clipped, tensors[2], None, tensors[3],
                                              first_step=first_step, **options)
                 results.append([tensors[0].numpy(), tensors[2].numpy()])
+            # Which NaN add_n keeps where the L1 term meets a NaN gradient is a property of
+            # each Paddle release's binary: the kernel reproduces 3.3.1's (AddNKeepsFirst,
+            # docs/research/nan_bits.md), and the check does not hold other releases to it.
+            unmodelled = (np.isnan(param) & np.isnan(grad) if gradient_ops.l1 is not None
+                          else np.zeros(param.shape, bool))
             for name, got, wanted in zip(("param", "velocity"), *results):
                 bits_type = {2: np.uint16, 4: np.uint32, 8: np.uint64}[got.itemsize]
-                differ = np.flatnonzero(got.view(bits_type) != wanted.view(bits_type))
+                differ = np.flatnonzero((got.view(bits_type) != wanted.view(bits_type))
+                                        & ~unmodelled)
                 if differ.size:
                     i = differ[0]
                     ops_note = "" if gradient_ops == NO_GRADIENT_OPS else f" {gradient_ops}"
