@@ -207,13 +207,26 @@ def gradient_of(param, use_main_grad=True):
 
 
 def is_sparse(grad) -> bool:
+    """A SelectedRows gradient (a dygraph tensor, or a legacy-IR program's variable)."""
+    if in_legacy_static() and isinstance(grad, paddle.static.Variable):
+        return grad.type == paddle.base.core.VarDesc.VarType.SELECTED_ROWS
     return hasattr(grad, "is_selected_rows") and grad.is_selected_rows()
 
 
 def dense_gradient(grad, param):
     """A SelectedRows gradient (``Embedding(sparse=True)``) as a dense tensor of ``param``'s
     shape: duplicate rows summed by Paddle's own merge (as the built-in's sparse kernel
-    does), rows without a gradient zero."""
+    does), rows without a gradient zero. In a legacy-IR program: Paddle's ``sum`` op of a
+    zero tensor and the rows (a row's terms added to zero in order: -0.0 sums become +0.0
+    there, the only difference from the merge)."""
+    if in_legacy_static():
+        from paddle.base.layer_helper import LayerHelper
+
+        helper = LayerHelper("dense_gradient")
+        zeros = paddle.zeros(param.shape, dtype=param.dtype)
+        dense = helper.create_variable_for_type_inference(param.dtype)
+        helper.append_op(type="sum", inputs={"X": [zeros, grad]}, outputs={"Out": dense})
+        return dense
     merged = paddle._C_ops.merge_selected_rows(grad)
     rows = paddle.to_tensor(merged.rows(), dtype="int64", place=param.place)
     values = merged._get_tensor_from_selected_rows()

@@ -35,9 +35,10 @@ __all__ = ["compare", "Report", "Difference", "ulp_distance", "max_ulp"]
 
 
 def ulp_distance(expected, actual):
-    """The largest distance in units in the last place between two float arrays (0: the same
-    bits up to the sign of zero; NaN against NaN counts as equal; inf: NaN against a number,
-    or different shapes or dtypes)."""
+    """The largest distance in units in the last place between two float arrays, in their own
+    dtype's ulps (0: the same bits up to the sign of zero; NaN against NaN counts as equal;
+    inf: NaN against a number, or different shapes or dtypes). A uint16 array is taken as
+    bfloat16 bits (what Paddle's ``.numpy()`` gives for bfloat16)."""
     if expected is None or actual is None:
         return 0 if expected is None and actual is None else float("inf")
     expected, actual = np.asarray(expected), np.asarray(actual)
@@ -45,12 +46,15 @@ def ulp_distance(expected, actual):
         return float("inf")
     if expected.size == 0:
         return 0
-    if expected.dtype.kind != "f":
+    bfloat16 = expected.dtype == np.uint16
+    if expected.dtype.kind != "f" and not bfloat16:
         return 0 if np.array_equal(expected, actual) else float("inf")
-    if expected.dtype.itemsize == 2:  # float16 (bfloat16 arrives as uint16: compared above)
-        expected, actual = expected.astype(np.float32), actual.astype(np.float32)
-    integer = {4: np.int32, 8: np.int64}[expected.dtype.itemsize]
-    nan_a, nan_b = np.isnan(expected), np.isnan(actual)
+    integer = {2: np.int16, 4: np.int32, 8: np.int64}[expected.dtype.itemsize]
+    if bfloat16:  # (exponent all ones, a mantissa)
+        nan_a, nan_b = (((v & 0x7F80) == 0x7F80) & ((v & 0x7F) != 0)
+                        for v in (expected, actual))
+    else:
+        nan_a, nan_b = np.isnan(expected), np.isnan(actual)
     if (nan_a != nan_b).any():
         return float("inf")
 
@@ -78,8 +82,9 @@ class Difference:
     """One tensor's comparison: ``name`` (a parameter's, or a state-dict key), ``kind``
     ('parameter' or 'state'), ``ulp`` (the largest over every step; inf: missing on one
     side, another shape or dtype, NaN against a number), ``first_step`` (the first step,
-    counted from 1, where it differed; None: never) and ``same_bits`` (every step's values
-    identical, bit for bit: zero signs and NaN payloads too, which ``ulp`` does not count)."""
+    counted from 1, where it differed, in ulp or in bits; None: never) and ``same_bits``
+    (every step's values identical, bit for bit: zero signs and NaN payloads too, which
+    ``ulp`` does not count)."""
 
     name: str
     kind: str
@@ -108,9 +113,10 @@ class Report:
                    if d.ulp > ulp or (bitwise and not d.same_bits)]
         if failing:
             worst = sorted(failing, key=lambda d: -d.ulp)[:10]
-            raise AssertionError(f"{len(failing)} of {len(self.differences)} tensors differ by "
-                                 f"more than {'their bits' if bitwise else f'{ulp} ulp'} over "
-                                 f"{self.steps} steps:\n" + _table(worst))
+            how = ("in their bits (zero signs and NaN payloads count)" if bitwise
+                   else f"by more than {ulp} ulp")
+            raise AssertionError(f"{len(failing)} of {len(self.differences)} tensors differ "
+                                 f"{how} over {self.steps} steps:\n" + _table(worst))
 
     def __str__(self):
         return (f"{len(self.differences)} tensors over {self.steps} steps, largest difference "
@@ -118,9 +124,10 @@ class Report:
 
 
 def _table(differences):
-    lines = [f"{'tensor':40s} {'kind':9s} {'max ulp':>10s}  first step"]
+    lines = [f"{'tensor':40s} {'kind':9s} {'max ulp':>10s}  {'bits':6s}  first step"]
     for d in differences:
         lines.append(f"{d.name[:40]:40s} {d.kind:9s} {d.ulp!s:>10s}  "
+                     f"{'same' if d.same_bits else 'differ':6s}  "
                      f"{'-' if d.first_step is None else d.first_step}")
     return "\n".join(lines)
 
@@ -147,6 +154,8 @@ def compare(optimizer: Callable, reference: Optional[Callable] = None, *,
     if reference is None:
         def reference(params):
             return paddle.optimizer.Momentum(0.1, 0.9, parameters=params)
+    if not paddle.in_dynamic_mode():
+        raise RuntimeError("compare trains in dygraph: call paddle.disable_static() first")
     if isinstance(model, paddle.nn.Layer) or not callable(model):
         raise TypeError("model must be a factory (called once per run, so that both runs "
                         f"start alike), got {type(model).__name__}: pass lambda: YourModel()")
@@ -161,16 +170,19 @@ def compare(optimizer: Callable, reference: Optional[Callable] = None, *,
             for factory in (reference, optimizer)]
     differences = []
     for kind, index in (("parameter", 0), ("state", 1)):
-        names = list(dict.fromkeys([*runs[0][0][index], *runs[1][0][index]]))
+        # (every step's: state created later, e.g. after accumulated steps, counts too)
+        names = list(dict.fromkeys(name for run in runs for snapshot in run
+                                   for name in snapshot[index]))
         for name in names:
             worst, first, same_bits = 0, None, True
             for number, (expected, actual) in enumerate(zip(runs[0], runs[1]), start=1):
                 expected, actual = expected[index].get(name), actual[index].get(name)
                 distance = ulp_distance(expected, actual)
-                if distance and first is None:
+                bits_equal = _same_bits(expected, actual)
+                if (distance or not bits_equal) and first is None:
                     first = number
                 worst = max(worst, distance)
-                same_bits = same_bits and _same_bits(expected, actual)
+                same_bits = same_bits and bits_equal
             differences.append(Difference(name, kind, worst, first, same_bits))
     return Report(differences, len(batches))
 
@@ -188,6 +200,16 @@ def _on(place):
         paddle.set_device(previous)
 
 
+@contextlib.contextmanager
+def _restored_rng():
+    """Paddle's random generators as they were (the runs seed them)."""
+    state = paddle.get_rng_state()
+    try:
+        yield
+    finally:
+        paddle.set_rng_state(state)
+
+
 def _same_bits(expected, actual):
     if expected is None or actual is None:
         return expected is None and actual is None
@@ -198,9 +220,12 @@ def _same_bits(expected, actual):
 def _train(factory, model_factory, batches, step, seed, place):
     """``[(parameters, state)]`` after every step: name -> numpy array each."""
     snapshots = []
-    with _on(place), unique_name.guard():
+    with _on(place), unique_name.guard(), _restored_rng():
         paddle.seed(seed)
         model = model_factory()
+        if not isinstance(model, paddle.nn.Layer):
+            raise TypeError(f"the model factory returned {type(model).__name__}, not a "
+                            "paddle.nn.Layer")
         optimizer = factory(model.parameters())
         if not hasattr(optimizer, "step"):
             raise TypeError(f"the optimizer factory returned {type(optimizer).__name__}, not "

@@ -41,6 +41,9 @@ ACCEPTED = {
     "use_nesterov: a numpy bool": lambda: dict(use_nesterov=np.bool_(True)),
     "multi_precision: the int 1": lambda: dict(multi_precision=1),
     "use_multi_tensor: the int 1": lambda: dict(use_multi_tensor=1),
+    "rescale_grad: inf (the dense CPU kernel ignores it)": lambda: dict(
+        rescale_grad=float("inf")),
+    "rescale_grad: nan": lambda: dict(rescale_grad=float("nan")),
     "group learning_rate 0.0 (frozen)": lambda: dict(groups=_frozen_first_layer(0.0)),
     "group learning_rate -1.0": lambda: dict(groups=_frozen_first_layer(-1.0)),
     "group momentum: a 0-d Tensor": lambda: dict(groups=lambda model: [

@@ -194,3 +194,55 @@ def test_sparse_rescale_grad_matches_builtin_sparse_on_sorted_ids():
             opt.clear_grad()
         return embedding.weight.numpy()
     assert_same(run(paddle.optimizer.Momentum), run(Momentum), "embedding")
+
+
+@pytest.mark.parametrize("ir", ["legacy", "pir"])
+@pytest.mark.parametrize("kernel", ["auto", "composed"])
+def test_sparse_embedding_in_a_static_program_matches_builtin(kernel, ir):
+    """Embedding(sparse=True) in a static program (the legacy IR hands the update a
+    SelectedRows variable), rescale_grad applied as the built-in's sparse kernel applies it;
+    repeated ids in a batch."""
+    def run(make):
+        guard = paddle.pir_utils.OldIrGuard() if ir == "legacy" else paddle.pir_utils.IrGuard()
+        paddle.enable_static()
+        try:
+            with guard, paddle.utils.unique_name.guard():
+                paddle.seed(1)
+                main, startup = paddle.static.Program(), paddle.static.Program()
+                with paddle.static.program_guard(main, startup):
+                    ids = paddle.static.data("ids", [5], "int64")
+                    embedding = paddle.nn.Embedding(10, 3, sparse=True)
+                    loss = (embedding(ids) * 1.5).square().mean()
+                    make().minimize(loss)
+                executor = paddle.static.Executor(paddle.CPUPlace())
+                scope = paddle.static.Scope()
+                with paddle.static.scope_guard(scope):
+                    executor.run(startup)
+                    for step in range(3):
+                        executor.run(main, feed={"ids": np.array([1, 2, 3, 4, 1 + step],
+                                                                 "int64")})
+                    return np.array(scope.find_var(embedding.weight.name).get_tensor())
+        finally:
+            paddle.disable_static()
+
+    builtin = run(lambda: paddle.optimizer.Momentum(0.1, 0.9, rescale_grad=0.5))
+    assert_same(builtin, run(lambda: Momentum(0.1, 0.9, rescale_grad=0.5, kernel=kernel)),
+                "embedding")
+
+
+def test_sparse_gradient_with_use_multi_tensor_equals_builtin_without():
+    """The built-in's use_multi_tensor=True raises ValueError on a SelectedRows gradient; ours
+    runs, with the numbers of the built-in without it (the option changes no number)."""
+    def run(cls, **options):
+        paddle.seed(1)
+        embedding = paddle.nn.Embedding(10, 3, sparse=True)
+        optimizer = cls(0.1, 0.9, parameters=embedding.parameters(), **options)
+        for ids in ([0, 2, 5], [1, 3, 4]):
+            (embedding(paddle.to_tensor(ids)) * 1.5).sum().backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        return embedding.weight.numpy()
+    with pytest.raises(ValueError):
+        run(paddle.optimizer.Momentum, use_multi_tensor=True)
+    assert_same(run(paddle.optimizer.Momentum), run(Momentum, use_multi_tensor=True),
+                "embedding")

@@ -104,3 +104,41 @@ def test_own_step_and_bitwise():
     with pytest.raises(TypeError, match="loss"):
         testing.compare(lambda params: paddle_momentum.Momentum(0.1, parameters=params),
                         model=lambda: paddle.nn.Linear(2, 2), batches=[paddle.ones([1, 2])])
+
+
+def test_state_created_later_counts_and_the_generator_is_left_as_found():
+    """A run that only accumulates at its first step creates its state at the second: that
+    state is compared too (a renamed velocity is reported, not skipped); Paddle's random
+    generator is as it was before compare."""
+    class Renamed(paddle_momentum.Momentum):
+        def state_dict(self):
+            return {key.replace("_velocity_", "_vel_"): value
+                    for key, value in super().state_dict().items()}
+
+    def accumulate(model, optimizer, batch, index):
+        model(batch).square().mean().backward()
+        if index % 2 == 1:
+            optimizer.step()
+            optimizer.clear_grad()
+
+    paddle.seed(1234)
+    state = paddle.get_rng_state()
+    expected = paddle.randn([2]).numpy()
+    paddle.set_rng_state(state)
+    report = testing.compare(lambda params: Renamed(0.1, 0.9, parameters=params),
+                             model=lambda: paddle.nn.Linear(8, 2),
+                             batches=[paddle.ones([4, 8]) * i for i in range(1, 5)],
+                             step=accumulate)
+    assert report.max_ulp == float("inf")
+    assert {d.name for d in report.differences if d.kind == "state"} >= {
+        "linear_0.w_0_velocity_0", "linear_0.w_0_vel_0"}
+    np.testing.assert_array_equal(paddle.randn([2]).numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_ulps_of_16_bit_floats(dtype):
+    one = paddle.to_tensor([1.0, -2.0], dtype=dtype)
+    after = paddle.to_tensor([1.0 + (2 ** -10 if dtype == "float16" else 2 ** -7),
+                              -2.0 - (2 ** -9 if dtype == "float16" else 2 ** -6)], dtype=dtype)
+    assert testing.ulp_distance(one.numpy(), after.numpy()) == 1
+    assert testing.ulp_distance(one.numpy(), one.numpy()) == 0
