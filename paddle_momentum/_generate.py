@@ -243,12 +243,12 @@ class _Translator:
         names = [a.arg for a in arguments.args + arguments.kwonlyargs]
         parameters, setup = [], []
         for name in names:
-            kind = _TENSOR_ARGUMENTS.get(name)
-            if kind not in (ELEMENT, None) or (kind is None and name in ("velocity", "lr")):
+            tensor = name in ("param", "grad")
+            if name in _TENSOR_ARGUMENTS and not tensor:
                 self.fail(definition, f"a gradient op takes param, grad and numbers, not {name!r}")
-            self.kinds[name] = ELEMENT if kind == ELEMENT else HOST
+            self.kinds[name] = ELEMENT if tensor else HOST
             cxx = self.cxx_name(name)
-            if kind == ELEMENT:
+            if tensor:
                 parameters.append(f"const MT {cxx}_in")
                 setup.append(f"  MT {cxx} = {cxx}_in;")
             else:
@@ -527,7 +527,7 @@ class _Translator:
     def host(self, node, call):
         code, kind = self.expression(node)
         if kind != HOST:
-            self.fail(call, "a bound that is not a Python number")
+            self.fail(call, "an argument that must be a Python number")
         return code
 
     def add_n(self, listed, node):
