@@ -202,12 +202,15 @@ def _on(place):
 
 @contextlib.contextmanager
 def _restored_rng():
-    """Paddle's random generators as they were (the runs seed them)."""
-    state = paddle.get_rng_state()
+    """Paddle's random generators as they were (the runs seed them): the CPU's and the
+    current device's."""
+    devices = dict.fromkeys(["cpu", paddle.get_device().split(":")[0]])
+    states = {device: paddle.get_rng_state(device) for device in devices}
     try:
         yield
     finally:
-        paddle.set_rng_state(state)
+        for device, state in states.items():
+            paddle.set_rng_state(state, device)
 
 
 def _same_bits(expected, actual):
@@ -220,7 +223,7 @@ def _same_bits(expected, actual):
 def _train(factory, model_factory, batches, step, seed, place):
     """``[(parameters, state)]`` after every step: name -> numpy array each."""
     snapshots = []
-    with _on(place), unique_name.guard(), _restored_rng():
+    with _restored_rng(), _on(place), unique_name.guard(), _restored_rng():
         paddle.seed(seed)
         model = model_factory()
         if not isinstance(model, paddle.nn.Layer):
