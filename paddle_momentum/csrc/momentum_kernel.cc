@@ -185,10 +185,9 @@ constexpr int64_t kLanes = std::is_same<T, double>::value ? 4 : 8;
 
 // Whether Paddle's CPU add_n of two tensors of numel elements keeps the first operand's NaN at
 // element pos where both are NaN (measured on Paddle 3.2.2, 3.3.0 and 3.3.1, not 3.0.0:
-// docs/research/nan_bits.md): its
-// Eigen loop runs blocks of four packets, keeping the first's in each block's first packet and
-// the second's in the other three; then whole packets, then one half packet, keeping the
-// second's; then single elements, keeping the first's. float16 keeps the second's throughout
+// docs/research/nan_bits.md): its Eigen loop runs blocks of four packets, keeping the first's
+// in each block's first packet and the second's in the other three; then whole packets, then
+// one half packet, keeping the second's; then single elements, keeping the first's. float16 keeps the second's throughout
 // (bfloat16 makes every NaN the same quiet one).
 template <typename T>
 PM_ALWAYS_INLINE bool AddNKeepsFirst(int64_t pos, int64_t numel) {
