@@ -203,14 +203,14 @@ def _on(place):
 @contextlib.contextmanager
 def _restored_rng():
     """Paddle's random generators as they were (the runs seed them): the CPU's and the
-    current device's."""
-    devices = dict.fromkeys(["cpu", paddle.get_device().split(":")[0]])
-    states = {device: paddle.get_rng_state(device) for device in devices}
+    current device's (``get_rng_state`` takes no device name before Paddle 3.1)."""
+    cpu = paddle.base.core.default_cpu_generator()
+    cpu_state, device_states = cpu.get_state(), paddle.get_rng_state()
     try:
         yield
     finally:
-        for device, state in states.items():
-            paddle.set_rng_state(state, device)
+        paddle.set_rng_state(device_states)
+        cpu.set_state(cpu_state)
 
 
 def _same_bits(expected, actual):
