@@ -235,13 +235,19 @@ def check_real(value, name, allow_bool=False):
     return _real_number(value, name)
 
 
+def check_not_layer(value, name):
+    """A Layer given where its parameters belong: a TypeError that says so (a Sequential
+    would otherwise be iterated as its sublayers)."""
+    if isinstance(value, paddle.nn.Layer):
+        raise TypeError(f"{name} must be an iterable of Tensors, got a "
+                        f"{type(value).__name__} layer: pass its .parameters()")
+
+
 def check_parameter_list(params, name):
     """A list of float tensors; raises for anything else."""
     if isinstance(params, (paddle.Tensor, framework_variable_types())):
         return [params]
-    if isinstance(params, paddle.nn.Layer):
-        raise TypeError(f"{name} must be an iterable of Tensors, got a "
-                        f"{type(params).__name__} layer: pass its .parameters()")
+    check_not_layer(params, name)
     if isinstance(params, (set, frozenset)):
         raise TypeError(
             f"{name}: optimizer parameters should be in ordered collections, but received set, "

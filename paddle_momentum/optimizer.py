@@ -176,9 +176,7 @@ class Momentum(Optimizer):
                 "`parameters` argument should not get dict type, if parameter groups is needed, "
                 "please set `parameters` as list of dict"
             )
-        if isinstance(parameters, paddle.nn.Layer):
-            raise TypeError(f"parameters must be an iterable of Tensors, got a "
-                            f"{type(parameters).__name__} layer: pass its .parameters()")
+        check.check_not_layer(parameters, "parameters")
         parameters = list(parameters)
         if not parameters:
             raise check.ParametersIndexError("parameters is empty: give at least one parameter")
@@ -478,15 +476,12 @@ def _write_group_decays(groups, weight_decay):
     ``L2Decay``; a group without one takes the optimizer's). Code that builds a second
     optimizer from the same dicts (PaddleClas does) depends on it: the second one then has no
     fused decay, with the built-in and with ours."""
-    if isinstance(weight_decay, int) and not isinstance(weight_decay, bool):
-        weight_decay = float(weight_decay)
     for group in groups:
-        decay = group["weight_decay"] if "weight_decay" in group else weight_decay
-        fused = isinstance(decay, (L2Decay, float))
-        group["regularization_method"] = "l2_decay" if fused else ""
-        group["regularization_coeff"] = (decay._coeff if isinstance(decay, L2Decay)
-                                         else decay if fused else 0.0)
-        group["weight_decay"] = None if fused else decay
+        fused_l2, other = split_weight_decay(
+            group["weight_decay"] if "weight_decay" in group else weight_decay)
+        group["regularization_method"], group["regularization_coeff"] = \
+            _fused_decay_setting(fused_l2)
+        group["weight_decay"] = other
 
 
 def _fused_decay_setting(fused_l2):
