@@ -27,20 +27,22 @@ def _require_paddle():
 
 _require_paddle()
 
-from . import _kernel  # noqa: E402
+from . import _rules  # noqa: E402
 from .optimizer import Momentum  # noqa: E402
 from .rule import momentum_update  # noqa: E402
 
 
-def register_ops() -> bool:
+def register_ops(rule=None) -> bool:
     """Make our fused kernel's operators known to Paddle (building the kernel into its cache
     first if this machine has not yet): needed to run a saved static program that contains
-    them (``pm_momentum*`` ops) in a process that has not built an optimizer of ours. True
-    when they are registered; False where the kernel cannot be built (one warning says why).
-    ``import paddle_momentum`` already registers them when the cache holds the kernel."""
-    return _kernel.load() is not None
+    them in a process that has not built an optimizer of ours (``pm_momentum*`` ops; with
+    ``rule=fn``, the ops of that rule's kernel, ``pm_r<digest>_momentum*``). True when they
+    are registered; False where the kernel cannot be built (one warning says why).
+    ``import paddle_momentum`` already registers the package rule's when the cache holds it."""
+    chosen = _rules.DEFAULT if rule is None else _rules.Rule(rule)
+    return chosen.kernel(wait=True) is not None
 
 
-_kernel.load_if_built()
+_rules.load_if_built()
 
 __all__ = ["Momentum", "momentum_update", "register_ops", "__version__"]

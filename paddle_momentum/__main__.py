@@ -69,10 +69,10 @@ def main(argv=None) -> int:
 
 
 def _show_generated() -> int:
-    from . import _generate
+    from . import _generate, rule
 
     try:
-        generated = _generate.generate()
+        generated = _generate.generate(rule.momentum_update)
     except _generate.CannotGenerate as error:
         print(f"rule.py cannot be generated: {error}", file=sys.stderr)
         return 1
@@ -86,11 +86,11 @@ def _show_generated() -> int:
 def _build_cache() -> int:
     import time
 
-    from . import _build, _kernel
+    from . import _build, _kernel, _rules
 
     start = time.perf_counter()
-    kernel, table = _kernel.load(), _kernel.gradient_table()
-    norms = table is not None and _kernel.norm_reductions_exact()
+    kernel, table = _rules.load(), _kernel.gradient_table()
+    norms = table is not None and kernel is not None and _kernel.norm_reductions_exact(kernel)
     norm_clips = "yes (its norms equal Paddle's here)" if norms else "no (per parameter)"
     print(f"cache: {_build.cache_root()}\n"
           f"fused kernel: {'ready' if kernel is not None else 'unavailable'}\n"

@@ -85,18 +85,47 @@ def cache_root() -> pathlib.Path:
         os.path.expanduser("~"), ".cache", "paddle_momentum")))
 
 
+def _source_key(source):
+    """A hash of what a library is built from, but the compiler."""
+    key = hashlib.sha256()
+    key.update(getattr(source, "key_bytes", source.read_bytes)())
+    key.update(" ".join(CXX_FLAGS + link_flags()).encode())
+    key.update(paddle.__version__.encode())
+    key.update((sysconfig.get_config_var("SOABI") or sys.version).encode())
+    return key
+
+
 def cache_entry(source, cxx=None) -> pathlib.Path:
     """The cache entry of ``source`` (a path, or a :class:`GeneratedSource`) built with
     compiler ``cxx`` (default: ``compiler()``)."""
     cxx = cxx or compiler() or "none"
     stat = os.stat(cxx) if os.path.exists(cxx) else None
-    key = hashlib.sha256()
-    key.update(source.read_bytes())
-    key.update(" ".join(CXX_FLAGS + link_flags()).encode())
-    key.update(paddle.__version__.encode())
-    key.update((sysconfig.get_config_var("SOABI") or sys.version).encode())
+    key = _source_key(source)
     key.update(f"{cxx} {stat and stat.st_size} {stat and stat.st_mtime_ns}".encode())
     return cache_root() / key.hexdigest()[:16]
+
+
+def _alias(source) -> pathlib.Path:
+    """Where the cache records which entry holds ``source``'s library, built and checked,
+    whatever the compiler: a machine without one (an image whose compiler was removed after
+    ``python -m paddle_momentum build``) loads it from there."""
+    return cache_root() / "built" / f"{_source_key(source).hexdigest()[:16]}.json"
+
+
+def _entry_for_loading(source):
+    """The entry to load ``source``'s library from: the compiler's, or without a compiler
+    the one the alias names."""
+    cxx = compiler()
+    if cxx is not None:
+        return cache_entry(source, cxx)
+    name = str(_read_json(_alias(source)).get("entry", ""))
+    return cache_root() / name if name and "/" not in name and name != ".." else None
+
+
+def loadable(source) -> bool:
+    """Whether ``source``'s library is in the cache, built and checked (a few ms)."""
+    entry = _entry_for_loading(source)
+    return entry is not None and verified_library(entry) is not None
 
 
 class GeneratedSource:
@@ -104,11 +133,17 @@ class GeneratedSource:
     what ``cached`` uses of a path (``name``, ``read_bytes()``, ``exists()``), and its cache
     entry is keyed on this text, so a changed generator input builds a new entry."""
 
-    def __init__(self, name: str, text: str, origin: pathlib.Path, note: str = ""):
+    def __init__(self, name: str, text: str, origin: pathlib.Path, note: str = "",
+                 key_text=None):
         self.name, self._bytes, self.origin, self.note = name, text.encode(), origin, note
+        self._key = (text if key_text is None else key_text).encode()
 
     def read_bytes(self) -> bytes:
         return self._bytes
+
+    def key_bytes(self) -> bytes:
+        """What the cache entry is keyed on (the text, but comments that change no code)."""
+        return self._key
 
     def exists(self) -> bool:
         return True
@@ -167,7 +202,7 @@ def built_library(entry: pathlib.Path, name: str):
         return None
 
 
-def prebuild(source: pathlib.Path, what: str, prefix: str):
+def prebuild(source: pathlib.Path, what: str, prefix: str, note: str = ""):
     """Start building ``source``'s library in a background thread when its entry holds none,
     so that a first use compiles two libraries at once (2 cores: about 15 s instead of 30);
     the first ``cached`` call for it then finds it built (and checks it). Does nothing where
@@ -179,7 +214,9 @@ def prebuild(source: pathlib.Path, what: str, prefix: str):
     entry = cache_entry(source, cxx)
     name = prefix + entry.name
     if (verified_library(entry) is not None or built_library(entry, name) is not None
-            or (entry / "failed.json").exists()):
+            or ((entry / "failed.json").exists()
+                and os.environ.get("PADDLE_MOMENTUM_REBUILD") != "1")
+            or _too_full(entry) is not None):
         return None
 
     def build():
@@ -187,8 +224,8 @@ def prebuild(source: pathlib.Path, what: str, prefix: str):
             entry.mkdir(parents=True, exist_ok=True)
             with _exclusive(entry / "build.lock"):
                 if verified_library(entry) is None and built_library(entry, name) is None:
-                    library = _build(source, what, name, entry)
-                    if isinstance(library, str):
+                    library = _build(source, what, name, entry, note)
+                    if isinstance(library, str):  # (INTERRUPTED: nothing recorded)
                         _fail(entry, library)
         except OSError:
             pass  # (an unusable cache: cached() warns about it)
@@ -214,9 +251,20 @@ def _exclusive(lock_path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_OURS = os.path.dirname(os.path.abspath(__file__))
+_PADDLE = os.path.dirname(os.path.abspath(paddle.__file__))
+_STANDARD_LIBRARY = os.path.dirname(os.path.abspath(contextlib.__file__))  # (decorators)
+
+
 def warn(message):
-    """One warning of ours (``RuntimeWarning``, prefixed, pointing at the caller's caller)."""
-    warnings.warn(f"paddle_momentum: {message}", RuntimeWarning, stacklevel=4)
+    """One warning of ours (``RuntimeWarning``, prefixed), attributed to the user's code: the
+    first caller outside this package, Paddle and the standard library (whose decorators wrap
+    ``step``)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (frame.f_code.co_filename.startswith((_OURS, _PADDLE, _STANDARD_LIBRARY + os.sep, "<frozen"))):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"paddle_momentum: {message}", RuntimeWarning,
+                  stacklevel=level if frame is not None else 2)
 
 
 _warn = warn
@@ -229,12 +277,16 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
     ``check(loaded)`` (a problem string or None) runs once per entry, after its build;
     ``before_build()`` runs when this call is about to build (a first use). None,
     after one warning that names ``consequence``, where it cannot be built, loaded or
-    checked."""
+    checked. A library built and checked before is loaded without a compiler."""
     with LOCK:
         if not source.exists():
             _warn(f"the {what}'s source {source} is missing (an incomplete installation); "
                   f"{consequence}")
             return None
+        loading = _entry_for_loading(source)
+        library = verified_library(loading) if loading is not None else None
+        if library is not None:
+            return _loaded(load, library, what, consequence)
         cxx = compiler()
         if cxx is None:
             _warn(f"no C++ compiler was found (looked for $CXX, then "
@@ -242,50 +294,93 @@ def cached(source: pathlib.Path, what: str, prefix: str, consequence: str, load,
                   f"built; {consequence}")
             return None
         entry = cache_entry(source, cxx)
-        library = verified_library(entry)
-        if library is not None:
-            return _loaded(load, library, what, consequence)
         failed = entry / "failed.json"
         if failed.exists() and os.environ.get("PADDLE_MOMENTUM_REBUILD") != "1":
             reason = _read_json(failed).get("reason", "reason not recorded")
             _warn(f"the {what} failed to build or check before ({reason}; details in "
                   f"{entry}, PADDLE_MOMENTUM_REBUILD=1 retries); {consequence}")
             return None
+        full = _too_full(entry)
+        if full is not None:
+            _warn(f"the {what} is not built: {full}; {consequence}")
+            return None
         if before_build is not None:
             before_build()
         try:
             entry.mkdir(parents=True, exist_ok=True)
             with _exclusive(entry / "build.lock"):
-                library = verified_library(entry)  # another process may have built it
-                if library is None:
-                    # built by prebuild (or a process that stopped before its check)
-                    library = built_library(entry, prefix + entry.name)
-                    if library is None:
-                        library = _build(source, what, prefix + entry.name, entry)
-                    if isinstance(library, str):  # the build failed: remember why
-                        _fail(entry, library)
-                        _warn(f"the {what} could not be built ({library}; see "
-                              f"{entry / 'build.log'}); {consequence}")
-                        return None
-                    loaded = _loaded(load, library, what, consequence)
-                    if loaded is None:
-                        _fail(entry, "it built but could not be loaded")
-                        return None
-                    problem = _checked(check, loaded)
-                    if problem:
-                        _fail(entry, problem)
-                        _warn(f"the {what} disagrees with Paddle ({problem}); {consequence}")
-                        return None
-                    _write_json(entry / "verdict.json",
-                                {"library": str(library.relative_to(entry)),
-                                 "sha256": _sha256(library)})
-                    (entry / "failed.json").unlink(missing_ok=True)
-                    return loaded
+                return _built_and_checked(source, what, prefix, consequence, load, check,
+                                          entry)
         except OSError as error:
-            _warn(f"the kernel cache {entry} is not usable ({error}); set "
-                  f"PADDLE_MOMENTUM_CACHE to a writable directory; {consequence}")
+            _warn(f"the kernel cache {entry} is not usable ({_short(error)}); set "
+                  f"PADDLE_MOMENTUM_CACHE to a writable directory with space; {consequence}")
             return None
+
+
+def _built_and_checked(source, what, prefix, consequence, load, check, entry):
+    library = verified_library(entry)  # another process may have built it
+    if library is not None:
         return _loaded(load, library, what, consequence)
+    # built by prebuild (or a process that stopped before its check)
+    library = built_library(entry, prefix + entry.name)
+    if library is None:
+        library = _build(source, what, prefix + entry.name, entry)
+    if library is INTERRUPTED:
+        _warn(f"the {what}'s build was interrupted (nothing recorded: the next use builds "
+              f"it); {consequence}")
+        return None
+    if isinstance(library, str):  # the build failed: remember why
+        _fail(entry, library)
+        _warn(f"the {what} could not be built ({library}; see "
+              f"{entry / 'build.log'}); {consequence}")
+        return None
+    loaded = _loaded(load, library, what, consequence)
+    if loaded is None:
+        _fail(entry, "it built but could not be loaded")
+        return None
+    problem = _checked(check, loaded)
+    if problem:
+        _fail(entry, problem)
+        _warn(f"the {what} disagrees with {problem}; {consequence}")
+        return None
+    _write_json(entry / "verdict.json", {"library": str(library.relative_to(entry)),
+                                         "sha256": _sha256(library)})
+    (entry / "failed.json").unlink(missing_ok=True)
+    try:  # (a machine without a compiler loads it from the entry this names)
+        _alias(source).parent.mkdir(exist_ok=True)
+        _write_json(_alias(source), {"entry": entry.name})
+    except OSError:
+        pass
+    return loaded
+
+
+# A build needs about 2 MB in its entry (the kernel's library and objects), and more while
+# it copies: below this much free space it is not started (it would fail at the end, after
+# 20 s of compiling, in every process).
+MIN_FREE_BYTES = 32 << 20
+
+
+def _too_full(entry):
+    """Why the disk under ``entry`` cannot take a build (too little space), or None."""
+    place = entry
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:
+        return None
+    if free >= MIN_FREE_BYTES:
+        return None
+    return (f"the disk of the kernel cache {cache_root()} has {free >> 20} MB free (a build "
+            f"needs {MIN_FREE_BYTES >> 20}; set PADDLE_MOMENTUM_CACHE to a directory with space)")
+
+
+def _short(error: OSError) -> str:
+    """An OSError in a few words (``shutil.Error`` lists every file it failed on)."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        first = error.args[0][0] if error.args[0] else ("", "", "")
+        return f"copying failed: {first[-1]}" if first else "copying failed"
+    return f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
 
 
 def _loaded(load, library, what, consequence):
@@ -316,15 +411,18 @@ def _fail(entry, reason):
     (entry / "built.json").unlink(missing_ok=True)  # a retry builds again
 
 
-def _build(source, what, name, entry):
+INTERRUPTED = object()  # a build stopped by a signal (Ctrl-C): not a failed build
+
+
+def _build(source, what, name, entry, note=""):
     """Build ``source`` for ``entry`` in a subprocess, in a private temporary directory (Paddle's
     builder cannot take a path with a space, and a build killed halfway leaves nothing in the
     entry), then move the result into ``entry/build``; the library's path, or the reason the
     build failed (a str)."""
     with _MESSAGE_LOCK:  # (two libraries may build at once: one whole line each)
-        note = getattr(source, "note", "")
-        sys.stderr.write(f"paddle_momentum: compiling the {what}{note} once into {entry} "
-                         f"(about 15 s)\n")
+        generated = getattr(source, "note", "")
+        sys.stderr.write(f"paddle_momentum: compiling the {what}{generated} once into {entry} "
+                         f"(about 15 s){note}\n")
         sys.stderr.flush()
     (entry / "verdict.json").unlink(missing_ok=True)
     (entry / "built.json").unlink(missing_ok=True)
@@ -344,6 +442,8 @@ def _build(source, what, name, entry):
                                       timeout=1800)
             except subprocess.TimeoutExpired:
                 return "the build took more than 30 minutes"
+        if done.returncode < 0:  # killed by a signal (Ctrl-C reaches the builder too)
+            return INTERRUPTED
         built = pathlib.Path(workspace) / "build"
         if done.returncode != 0 or not any(built.glob(f"**/{name}*.so")):
             lines = [line for line in (entry / "build.log").read_text().splitlines()

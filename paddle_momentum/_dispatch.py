@@ -36,24 +36,33 @@ STATIC_BATCH_MIN = 7
 
 @dataclasses.dataclass(frozen=True)
 class Capabilities:
-    """What this process can run: the fused kernel (built and checked), the gradient table
-    (built and checked against Paddle's accessors) and, where both are, whether the kernel's
-    norm reductions equal Paddle's here (:attr:`norm_reductions`, the fused norm clips need
-    it: checked at its first question, which a step without a norm clip never asks)."""
+    """What this process can run now for ``rule`` (a ``_rules.Rule``): ``ops``, the fused
+    kernel of the rule as it is now (built and checked; None: not, or not yet), the gradient
+    table (built and checked against Paddle's accessors) and, where both are, whether the
+    kernel's norm reductions equal Paddle's here (:attr:`norm_reductions`, the fused norm
+    clips need it: checked at its first question, which a step without a norm clip never
+    asks). The executors run ``rule`` and ``ops``."""
 
-    kernel: bool
+    rule: object
+    ops: object
     table: bool
 
     @property
+    def kernel(self) -> bool:
+        return self.ops is not None
+
+    @property
     def norm_reductions(self) -> bool:
-        return self.table and _kernel.norm_reductions_exact()
+        return self.table and _kernel.norm_reductions_exact(self.ops)
 
 
-def capabilities() -> Capabilities:
-    """This process's :class:`Capabilities` (each part cached by ``_kernel`` after its first
-    answer: a build, a check). Asked once per step (a few us), and passed to :func:`choose`."""
-    kernel = _kernel.load() is not None and _kernel.runs_current_rule()
-    return Capabilities(kernel, kernel and _kernel.gradient_table() is not None)
+def capabilities(rule, wait=False) -> Capabilities:
+    """What this process can run for ``rule`` now (each part cached after its first answer:
+    a build, a check). Asked once per step (a few us), and passed to :func:`choose`.
+    ``wait``: a kernel not built yet is built now (else in the background, and the composed
+    ops run until it is)."""
+    ops = rule.kernel(wait)
+    return Capabilities(rule, ops, ops is not None and _kernel.gradient_table() is not None)
 
 
 def choose(kernel_option: str, can: Capabilities, param, grad, settings: ParamSettings,

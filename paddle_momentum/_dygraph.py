@@ -49,11 +49,12 @@ class DygraphStep:
     (``_flat.FlatState``), the ``kernel`` option; the optimizer prepares the learning rate
     between :meth:`prepare` and :meth:`update`, as the built-in's step does."""
 
-    def __init__(self, settings, state, flat, kernel):
+    def __init__(self, settings, state, flat, kernel, rule):
         self.settings = settings
         self.state = state
         self.flat = flat
         self.kernel = kernel
+        self.rule = rule
 
     def plan(self, only=None, use_main_grad=True):
         """The step's :class:`GroupPlan` per group; ``only`` (a set of ids) restricts it to
@@ -61,7 +62,7 @@ class DygraphStep:
         ``step()`` takes ``main_grad`` where it is set (not in groups), its ``minimize()``
         never."""
         plan = []
-        can = _dispatch.capabilities()
+        can = _dispatch.capabilities(self.rule)
         settings_of, state = self.settings.param, self.state
         for group, params in self.settings.groups():
             group_settings = self.settings.group(group)
@@ -178,7 +179,7 @@ class DygraphStep:
                 if param._is_initialized():  # the built-in skips these too (e.g. empty)
                     self.state.update(param, grad, settings, _dispatch.choose(
                         self.kernel, group_plan.can, param, grad, settings),
-                        param_lr(lr, settings))
+                        param_lr(lr, settings), group_plan.can)
 
     def _clip_by_global_norm(self, group_plan: GroupPlan):
         """``ClipGradByGlobalNorm`` over a group with flat buckets, as the built-in computes
@@ -197,7 +198,8 @@ class DygraphStep:
 
         for bucket, table in group_plan.buckets:
             if _norm_bucket(bucket):
-                norms = implementations.squared_norms(bucket.key[0], table)
+                norms = implementations.squared_norms(group_plan.can.ops, bucket.key[0],
+                                                      table)
                 norms = _clip.fix_large_nan_norms(norms, bucket.key[0], bucket.params,
                                                   bucket.sizes)
                 where, clipped = bucket.positions(positions), bucket.clipped()
@@ -285,7 +287,8 @@ class DygraphStep:
                                          group_plan.settings.grad_clip, factor)
         first_step = not bucket.stepped and self.state.first_steps(bucket.params)
         bucket.stepped = True
-        implementations.fused_table(settings.dtype, table, bucket.velocity_buffers,
+        implementations.fused_table(group_plan.can.ops, settings.dtype, table,
+                                    bucket.velocity_buffers,
                                     bucket.master_buffers, lr, gradient_ops=gradient_ops,
                                     first_step=first_step, **settings.rule_options())
 

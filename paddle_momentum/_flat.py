@@ -233,9 +233,9 @@ class FlatBucket:
         result = self.fill_table(self.params, self.table, self.snapshot, states)
         if result >= 0:
             return self.table if result == 0 else NOT_WHOLE
-        code = _kernel.table_problem(result)[1]
-        return {_kernel.SETTINGS_CHANGED: SETTINGS_CHANGED,
-                _kernel.GRADIENT_UNFIT: NOT_WHOLE}.get(code, CHANGED)
+        code = _layout.table_problem(result)[1]
+        return {_layout.SETTINGS_CHANGED: SETTINGS_CHANGED,
+                _layout.GRADIENT_UNFIT: NOT_WHOLE}.get(code, CHANGED)
 
     def positions(self, positions_in_group):
         """The members' indices in their group's parameter list (``FlatState.positions``),

@@ -36,3 +36,13 @@ def compiler_defines():
     defines += [f"-DPM_TABLE_ROW_COUNT={TABLE_ROW_COUNT}", f"-DPM_PROBLEM_STRIDE={PROBLEM_STRIDE}"]
     defines += [f"-DPM_PROBLEM_{name}={code}" for name, (code, _) in TABLE_PROBLEMS.items()]
     return defines
+
+
+# What a table fill reports for member i's problem, -(PROBLEM_STRIDE * i + code): the codes
+GRADIENT_UNFIT = TABLE_PROBLEMS["GRAD"][0]
+SETTINGS_CHANGED = TABLE_PROBLEMS["SETTINGS"][0]
+
+
+def table_problem(code: int):
+    """``(member index, problem code)`` of a negative table result."""
+    return (-code) // PROBLEM_STRIDE, (-code) % PROBLEM_STRIDE

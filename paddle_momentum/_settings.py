@@ -437,9 +437,18 @@ class Reader:
         return group["params"] if group is not None else self._optimizer._param_groups
 
     def group(self, group) -> GroupSettings:
-        """``group``'s settings now (``group`` None: the optimizer's, without groups)."""
-        return self._derivations.group(id(group), group_settings(group, self._optimizer))
+        """``group``'s settings now (``group`` None: the optimizer's, without groups); a
+        setting the optimizer's rule does not take, off its default, is refused."""
+        settings = group_settings(group, self._optimizer)
+        self._optimizer._rule.refuse_unreceived(
+            dict(zip(RULE_SETTING_NAMES, settings.rule), l2_coeff=settings.l2_coeff),
+            "optimizer: " if group is None else "parameter group: ")
+        return self._derivations.group(id(group), settings)
 
     def param(self, param, group: GroupSettings) -> ParamSettings:
         """``param``'s settings now: the one derivation every path uses."""
-        return self._derivations.settings(param, group, self.grouped(), self.construction)
+        settings = self._derivations.settings(param, group, self.grouped(), self.construction)
+        if settings.l2_coeff is not None and settings.l2_coeff is not group.l2_coeff:
+            self._optimizer._rule.refuse_unreceived({"l2_coeff": settings.l2_coeff},
+                                                    f"{param.name}'s regularizer: ")
+        return settings

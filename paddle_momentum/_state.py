@@ -154,10 +154,11 @@ class State:
                                               fill_value=1.0, shape=[])
 
     # ------------------------------------------------------------------ one parameter's update
-    def update(self, param, grad, settings: ParamSettings, implementation, lr):
+    def update(self, param, grad, settings: ParamSettings, implementation, lr, can):
         """Apply the rule to one parameter with ``implementation`` (``_dispatch.FUSED`` or
         ``COMPOSED``) and learning rate ``lr`` (a tensor: the global rate times the
-        parameter's scale); writes param, velocity and master weight back."""
+        parameter's scale); ``can`` (``_dispatch.Capabilities``) holds the rule and its
+        kernel. Writes param, velocity and master weight back."""
         velocity = self._storage._get_accumulator_master(VELOCITY, param)
         master = self.masters[param.name] if settings.master_weight else None
         options = settings.rule_options(sparse=_compat.is_sparse(grad))
@@ -168,6 +169,9 @@ class State:
         # (in dygraph taken at every update: dampening switched on later damps at once)
         first_step = (self.first_step(param) if options["dampening"] or _compat.in_dygraph()
                       else False)
-        executor = (implementations.fused if implementation == _dispatch.FUSED
-                    else implementations.composed)
-        executor(param, grad, velocity, master, lr, first_step=first_step, **options)
+        if implementation == _dispatch.FUSED:
+            implementations.fused(can.ops, param, grad, velocity, master, lr,
+                                  first_step=first_step, **options)
+        else:
+            implementations.composed(param, grad, velocity, master, lr, update=can.rule,
+                                     first_step=first_step, **options)

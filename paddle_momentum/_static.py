@@ -38,43 +38,47 @@ class StaticOps:
     learning rate of a parameter comes from ``lr_of(param)`` (the base class's op, which the
     optimizer's hook passes)."""
 
-    def __init__(self, settings, state, kernel):
+    def __init__(self, settings, state, kernel, rule):
         self.settings = settings
         self.state = state
         self.kernel = kernel
+        self.rule = rule
         self._batches = {}
+        self._can = None
 
     def add(self, param, grad, lr_of):
         """One parameter's update: ops now, or a place in a batch (:meth:`finish` emits one
         op per batch: the per-op cost of an Executor step dominates small models)."""
         settings = self.settings.param(param, self.settings.group(None))
-        implementation = _dispatch.choose(self.kernel, _dispatch.capabilities(), param, grad,
-                                          settings)
+        # (a program is built once and run many times: its kernel is built now if need be)
+        can = self._can = self._can or _dispatch.capabilities(self.rule, wait=True)
+        implementation = _dispatch.choose(self.kernel, can, param, grad, settings)
         if implementation == _dispatch.STATIC_BATCH:
             key = settings.batch_key() + (settings.lr_scale,)
             self._batches.setdefault(key, []).append((param, grad, settings))
             return
-        self.state.update(param, grad, settings, implementation, lr_of(param))
+        self.state.update(param, grad, settings, implementation, lr_of(param), can)
 
     def finish(self, lr_of):
         """One fused multi-tensor op per batch collected by :meth:`add`, or one op per
         parameter for a batch too small to repay the list ops a multi op needs."""
         batches, self._batches = self._batches, {}
+        can, self._can = self._can, None
         for entries in batches.values():
             if not _dispatch.static_batch_worth_it(len(entries)):
                 for param, grad, settings in entries:
                     with _compat.optimizer_ops_guard([(param, grad)]):
                         self.state.update(param, grad, settings, _dispatch.FUSED,
-                                          lr_of(param))
+                                          lr_of(param), can)
                 continue
             params = [p for p, _, _ in entries]
             settings = entries[0][2]
             with _compat.optimizer_ops_guard([(p, g) for p, g, _ in entries]):
                 implementations.fused_multi(
-                    params, [g for _, g, _ in entries],
+                    can.ops, params, [g for _, g, _ in entries],
                     [self.state.velocity_of(p) for p in params],
                     None, lr_of(params[0]), **settings.rule_options())
 
     def discard(self):
         """Forget batches of a pass that did not finish."""
-        self._batches = {}
+        self._batches, self._can = {}, None

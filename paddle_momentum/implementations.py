@@ -1,7 +1,8 @@
 """Interchangeable implementations of one momentum step on one parameter (or flat buffer).
 
-Each has the same signature: ``(param, grad, velocity, master, lr, *, first_step=False,
-**options)``, where ``options`` are the rule's keyword arguments
+``composed`` takes ``(param, grad, velocity, master, lr, *, update=None, first_step=False,
+**options)`` (``update``: the rule, a ``_rules.Rule``; None: the package's), the fused ones
+the kernel's ``ops`` first (the rule's, from ``_rules.Rule.kernel``), where ``options`` are the rule's keyword arguments
 (``_settings.ParamSettings.rule_options()``: every setting of ``_settings.RULE_SETTINGS`` and
 ``l2_coeff``, None for no fused decay) and ``first_step`` says whether this is the
 parameter's first update (torch's dampening starts there); each updates param, velocity and
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import paddle
 
-from . import _compat, _kernel
+from . import _compat
 from ._boundary import NO_GRADIENT_OPS, kernel_attributes
 from . import rule
 
 
-def composed(param, grad, velocity, master, lr, *, first_step=False, **options):
+def composed(param, grad, velocity, master, lr, *, update=None, first_step=False, **options):
     if grad.shape != param.shape:
         # ClipGradByGlobalNorm multiplies by a [1]-shaped factor: a 0-d gradient comes back
         # with shape [1]. The update must keep the parameter's shape.
@@ -40,7 +41,8 @@ def composed(param, grad, velocity, master, lr, *, first_step=False, **options):
     else:
         current = param
     compute_dtype = current.dtype
-    new_param, new_velocity = rule.momentum_update(  # (looked up now: the rule as it is)
+    update = update or rule.momentum_update  # (looked up now: the rule as it is)
+    new_param, new_velocity = update(
         current,
         _compat.cast(grad, compute_dtype),
         _compat.cast(velocity, compute_dtype),
@@ -57,8 +59,7 @@ def composed(param, grad, velocity, master, lr, *, first_step=False, **options):
     _compat.write_into(param, _compat.cast(new_param, param.dtype))
 
 
-def fused(param, grad, velocity, master, lr, *, first_step=False, **options):
-    ops = _kernel.load()
+def fused(ops, param, grad, velocity, master, lr, *, first_step=False, **options):
     attributes = kernel_attributes(options, first_step=first_step)
     target = _compat.inplace_target
     if master is None:
@@ -68,14 +69,13 @@ def fused(param, grad, velocity, master, lr, *, first_step=False, **options):
                                **attributes)
 
 
-def fused_multi(params, grads, velocities, masters, lr, *, first_step=False, **options):
+def fused_multi(ops, params, grads, velocities, masters, lr, *, first_step=False, **options):
     """``fused`` for many parameters sharing their settings, as one op (static programs).
     ``params``, ``velocities`` and ``masters`` (None: no master weights) may hold flat
     buffers of several parameters each: ``grads`` lists the gradients of the same elements in
     the same order."""
     attributes = kernel_attributes(options, first_step=first_step)
     target = _compat.inplace_target
-    ops = _kernel.load()
     state = [[target(p) for p in params], grads, [target(v) for v in velocities], lr]
     if masters is None:
         ops.pm_momentum_multi(*state, **attributes)
@@ -83,8 +83,8 @@ def fused_multi(params, grads, velocities, masters, lr, *, first_step=False, **o
         ops.pm_momentum_multi_master(*state, [target(m) for m in masters], **attributes)
 
 
-def fused_table(param_dtype, table, velocities, masters, lr, *, gradient_ops=NO_GRADIENT_OPS,
-                first_step=False, **options):
+def fused_table(ops, param_dtype, table, velocities, masters, lr, *,
+                gradient_ops=NO_GRADIENT_OPS, first_step=False, **options):
     """``fused_multi`` (dygraph) with a filled gradient table (``_kernel.gradient_table``) in
     place of the parameter and gradient lists: the table holds their addresses and each
     member's learning-rate scale and clip flag (``lr`` is the optimizer's, unscaled), and
@@ -92,16 +92,15 @@ def fused_table(param_dtype, table, velocities, masters, lr, *, gradient_ops=NO_
     (:class:`~paddle_momentum._boundary.GradientOps`) is what the built-in does to each
     gradient first."""
     attributes = kernel_attributes(options, gradient_ops, first_step)
-    ops = _kernel.load()
     if masters is None:
         ops.pm_momentum_table(table, velocities, lr, param_dtype, **attributes)
     else:
         ops.pm_momentum_table_master(table, velocities, lr, masters, param_dtype, **attributes)
 
 
-def squared_norms(dtype, table):
+def squared_norms(ops, dtype, table):
     """The squared L2 norm of each gradient of a filled gradient table (of ``dtype``, float32
     or float64), as Paddle's ``squared_l2_norm`` computes it, bit for bit: a 1-D tensor."""
     norms = paddle.empty([table.shape[1]], dtype)
-    _kernel.load().pm_squared_norms(table, norms)
+    ops.pm_squared_norms(table, norms)
     return norms

@@ -11,9 +11,10 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _compat, _dygraph, _flat, _kernel, _settings, _static
+from . import _compat, _dygraph, _flat, _rules, _settings, _static
 from . import _validation as check
 from ._settings import split_weight_decay
+from . import _dispatch
 from ._dispatch import STATIC_BATCH_MIN  # noqa: F401  (re-exported)
 from ._state import LOW_PRECISION_WARNING, VELOCITY, State  # noqa: F401  (re-exported)
 
@@ -78,10 +79,13 @@ class Momentum(Optimizer):
         *,
         kernel="auto",
         rescale_grad_on_cpu=False,
+        rule=None,
         **options,
     ):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        # the update rule: the package's (None) or the caller's function, on every path
+        self._rule = _rules.DEFAULT if rule is None else _rules.Rule(rule)
         for option in options:  # our keyword-only settings (the torch.optim.SGD options)
             if option not in _settings.KEYWORD_ONLY:
                 raise TypeError(f"Momentum() got an unexpected keyword argument {option!r}")
@@ -93,6 +97,8 @@ class Momentum(Optimizer):
         _settings.check_rule_values(rule_values)
         learning_rate = check.check_learning_rate(learning_rate)
         weight_decay = check.check_weight_decay(weight_decay)
+        self._rule.refuse_unreceived(dict(rule_values,
+                                          l2_coeff=split_weight_decay(weight_decay)[0]))
         grad_clip = check.check_grad_clip(grad_clip)
         multi_precision = check.check_bool(multi_precision, "multi_precision")
         # (read at every step: _settings.group_settings)
@@ -148,14 +154,20 @@ class Momentum(Optimizer):
         self._state = State(self)
         self._flat = _flat.FlatState()
         self._dygraph_step = _dygraph.DygraphStep(self._settings, self._state, self._flat,
-                                                  kernel)
-        self._static_ops = _static.StaticOps(self._settings, self._state, kernel)
+                                                  kernel, self._rule)
+        self._static_ops = _static.StaticOps(self._settings, self._state, kernel, self._rule)
+        if kernel == "auto" and rule is not None:
+            # translated now: a warning names what cannot be (built at the first step)
+            self._rule.translation()
         if kernel == "fused":
-            if _kernel.load() is None:
-                raise RuntimeError("kernel='fused' was requested but the fused kernel could not "
-                                   "be built (see the warning above); use kernel='auto' to "
-                                   "fall back")
-            _kernel.gradient_table()  # built and checked now, not inside the first step
+            # built and checked now, not inside the first step (the table too)
+            if not _dispatch.capabilities(self._rule, wait=True).kernel:
+                why = self._rule.why_not()
+                raise RuntimeError(
+                    f"kernel='fused' was requested but rule {self._rule.name} cannot run in "
+                    f"the fused kernel ({why})" if why else
+                    "kernel='fused' was requested but the fused kernel could not be built or "
+                    "checked (see the warning above); use kernel='auto' to fall back")
 
     # ------------------------------------------------------------------ construction helpers
     def _checked_parameters(self, parameters):
@@ -227,6 +239,9 @@ class Momentum(Optimizer):
             if key in _settings.RULE_SETTING_NAMES and isinstance(group.get(key), paddle.Tensor):
                 normalized[key] = group[key]  # (read, and checked, at every step)
         _settings.check_rule_values(normalized)
+        self._rule.refuse_unreceived(
+            dict(normalized, l2_coeff=split_weight_decay(normalized["weight_decay"])[0]),
+            f"{where}: ")
         # The built-in's group keys for the fused decay, read at every step.
         normalized["regularization_method"], normalized["regularization_coeff"] = \
             _fused_decay_setting(split_weight_decay(normalized["weight_decay"])[0])

@@ -27,6 +27,7 @@ def _assert_png(path):
     ("linear_regression.py", [], "max |ours - built-in|"),
     ("mlp_classifier.py", ["--epochs", "2"], "training accuracy"),
     ("static_graph.py", ["--steps", "20"], "identical to the built-in: True"),
+    ("lr_inside_velocity.py", [], "replay of the chapter's formula: True"),
 ])
 def test_example_script(script, args, expect, tmp_path):
     out = _run([os.path.join(ROOT, "examples", script), *args, "--plot", "out.png"], tmp_path)

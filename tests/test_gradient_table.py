@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_momentum import _build, _kernel
+from paddle_momentum import _build, _kernel, _selfcheck
 from paddle_momentum._settings import attribute_objects
 
 
@@ -141,7 +141,7 @@ def test_a_failed_self_check_falls_back_with_one_warning_and_is_remembered(
     (entry / "verdict.json").unlink()
     compiled_at = (entry / "build.log").stat().st_mtime_ns
     monkeypatch.setenv("PADDLE_MOMENTUM_CACHE", str(tmp_path))
-    monkeypatch.setattr(_kernel, "_gradient_table_problem", lambda fill, check: "layout")
+    monkeypatch.setattr(_selfcheck, "gradient_table_problem", lambda *arguments: "layout")
     _kernel.gradient_table.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="gradient table disagrees.*layout"):

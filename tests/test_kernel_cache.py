@@ -164,12 +164,12 @@ def test_a_library_that_cannot_be_loaded_gives_one_warning(cache_copy, tmp_path)
               "    raise AttributeError('no such helper')\n"
               "extension_utils.load_op_meta_info_and_register_op = broken\n"
               "import paddle_momentum\n"
-              "from paddle_momentum import _kernel\n"
+              "from paddle_momentum import _rules\n"
               "p = paddle.create_parameter([3], 'float32')\n"
               "opt = paddle_momentum.Momentum(0.1, parameters=[p])\n"
               "(p * 2).sum().backward()\n"
               "opt.step()\n"
-              "print(_kernel.load() is None)\n")
+              "print(_rules.load() is None)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600,
                           env=dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache_copy)))
@@ -192,3 +192,76 @@ def test_build_command_finds_a_built_entry_ready(cache_copy, tmp_path):
     assert "fused kernel: ready" in warm.stdout and "gradient table: ready" in warm.stdout
     assert "norm clips in the kernel: yes" in warm.stdout
     assert _listing(cache_copy) == before and _our_lines(warm.stderr) == []
+
+
+# ------------------------------------------------------------------ as containers and
+# impatient people use it
+def test_a_built_cache_loads_without_a_compiler(cache_copy, tmp_path):
+    """An image baked with `python -m paddle_momentum build`, its compiler removed: the
+    compiler is needed to build, not to load."""
+    before = _listing(cache_copy)
+    result, lines = _run(tmp_path, cache_copy, CXX="/nonexistent/c++")
+    assert result["kernel"] and result["table"] and lines == []
+    assert _listing(cache_copy) == before
+
+
+def test_ctrl_c_during_the_first_build_records_no_failure(tmp_path):
+    """Ctrl-C reaches the builders too (one process group, as in a terminal): an interrupted
+    build is not a failed one, and the next process builds without being told to."""
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    process = subprocess.Popen([sys.executable, str(WORKER)], cwd=tmp_path,
+                               env=dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("*/build.log")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # (the compilers are running)
+    os.killpg(process.pid, signal.SIGINT)
+    process.communicate(timeout=300)
+    assert list(cache.glob("*/build.log")), "no build started"
+    assert not list(cache.glob("*/failed.json")), "an interrupted build was recorded as failed"
+    result, lines = _run(tmp_path, cache)
+    assert result["kernel"] and result["table"]
+    assert not any("failed to build" in line for line in lines), lines
+
+
+def test_a_full_disk_is_said_in_one_short_line_and_compiles_nothing(tmp_path):
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(tiny)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr[-200:]!r}")
+    try:
+        for _ in range(2):  # (and the next process does not compile either)
+            result, lines = _run(tmp_path, tiny / "cache")
+            assert not result["kernel"]
+            assert len(lines) == 1 and "MB free" in lines[0] and len(lines[0]) < 600, lines
+            assert not any("compiling" in line for line in lines)
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)
+
+
+def test_too_many_threads_are_bounded_with_a_warning(cache_copy, tmp_path):
+    """PADDLE_MOMENTUM_NUM_THREADS=100000 aborted the process inside OpenMP at the first
+    large step."""
+    script = ("import warnings, numpy as np, paddle, paddle_momentum\n"
+              "warnings.simplefilter('always')\n"
+              "p = paddle.create_parameter([1 << 20], 'float32')\n"
+              "before = p.numpy().copy()\n"
+              "opt = paddle_momentum.Momentum(0.1, parameters=[p], kernel='fused')\n"
+              "p.grad = paddle.ones([1 << 20], 'float32')\n"
+              "opt.step()  # (v = g = 1: p - lr * 1, in float32)\n"
+              "print(np.array_equal(p.numpy(), before - np.float32(0.1)))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600,
+                          env=dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache_copy),
+                                   PADDLE_MOMENTUM_NUM_THREADS="100000"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "True"
+    lines = _our_lines(done.stderr)
+    assert len(lines) == 1 and "PADDLE_MOMENTUM_NUM_THREADS=100000" in lines[0], lines

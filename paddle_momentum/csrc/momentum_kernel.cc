@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -63,7 +64,6 @@ int EnvInt(const char* name) {
 
 int UpdateThreads() {
   static const int threads = [] {
-    if (EnvInt("PADDLE_MOMENTUM_NUM_THREADS") > 0) return EnvInt("PADDLE_MOMENTUM_NUM_THREADS");
     int cpus = 1;
 #if defined(__linux__)
     cpu_set_t allowed;
@@ -71,6 +71,11 @@ int UpdateThreads() {
 #elif defined(_OPENMP)
     cpus = omp_get_num_procs();
 #endif
+    // (at most the CPUs: 100000 threads aborted the process inside OpenMP; the Python side
+    // warns about such a value)
+    if (EnvInt("PADDLE_MOMENTUM_NUM_THREADS") > 0) {
+      return std::min(EnvInt("PADDLE_MOMENTUM_NUM_THREADS"), std::max(1, cpus));
+    }
     int ranks = EnvInt("PADDLE_LOCAL_SIZE") > 0 ? EnvInt("PADDLE_LOCAL_SIZE")
                                                 : EnvInt("PADDLE_TRAINERS_NUM");
     return std::max(1, cpus / std::max(1, ranks));
@@ -164,6 +169,24 @@ T ScalarAs(double value) {
 template <typename MT>
 PM_ALWAYS_INLINE MT SignOf(MT x) {
   return x > MT(0) ? MT(1) : (x < MT(0) ? MT(-1) : (x != x ? x : MT(0)));
+}
+
+// abs: the sign bit cleared (a NaN keeps its payload).
+template <typename MT>
+PM_ALWAYS_INLINE MT AbsOf(MT x) {
+  return std::fabs(x);
+}
+
+// maximum, minimum: a NaN first operand is kept; else the larger (smaller) one, the second
+// where they compare equal (+0 and -0) or the second is a NaN.
+template <typename MT>
+PM_ALWAYS_INLINE MT MaxOf(MT a, MT b) {
+  return Pick(NaNMask(a), a, a > b ? a : b);
+}
+
+template <typename MT>
+PM_ALWAYS_INLINE MT MinOf(MT a, MT b) {
+  return Pick(NaNMask(a), a, a < b ? a : b);
 }
 
 // clip: below low, low; above high, high; else (a NaN too) x itself.

@@ -368,7 +368,7 @@ import paddle
 kind, model = sys.argv[1], json.loads(sys.argv[2])
 if kind == "ours":
     import paddle_momentum
-    paddle_momentum._kernel.load(), paddle_momentum._kernel.gradient_table()
+    paddle_momentum.register_ops(), paddle_momentum._kernel.gradient_table()
 if model == "resnet18":
     params = paddle.vision.models.resnet18().parameters()
 else:
@@ -488,9 +488,10 @@ def measure_step_roof(elements: int, repeats: int = 15) -> Optional[float]:
     None where the fused kernel is not built. A step that moves the same bytes cannot beat
     it except where its tensors stay in cache (a numpy add moves another pattern: against it
     fused steps showed 144-201%)."""
-    from .. import _kernel, _settings, implementations
+    from .. import _rules, _settings, implementations
 
-    if _kernel.load() is None:
+    ops = _rules.load()
+    if ops is None:
         return None
     param, grad, velocity = (paddle.ones([elements], "float32") for _ in range(3))
     lr = paddle.to_tensor([0.0], "float32")  # (the values do not matter, the bytes do)
@@ -498,7 +499,7 @@ def measure_step_roof(elements: int, repeats: int = 15) -> Optional[float]:
     seconds = []
     for run in range(repeats + 1):
         began = time.perf_counter()
-        implementations.fused(param, grad, velocity, None, lr, **options)
+        implementations.fused(ops, param, grad, velocity, None, lr, **options)
         if run:
             seconds.append(time.perf_counter() - began)
     return BYTES_PER_ELEMENT * elements / min(seconds) / 1e9
@@ -713,6 +714,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f"when included it takes at most {SLOW_STEPS} timed steps)")
     parser.add_argument("--first-step", action="store_true",
                         help="measure only the first step() in fresh processes")
+    parser.add_argument("--rules", action="store_true",
+                        help="measure only rules of one's own (rule=): the fused kernel "
+                             "against the composed ops, and a new rule's first step")
     parser.add_argument("--memory-probe", nargs=2, metavar=("WORKLOAD", "CANDIDATE"),
                         help=argparse.SUPPRESS)  # internal: one measurement, printed in MB
     args = parser.parse_args(argv)
@@ -725,6 +729,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.first_step:
         first_step_report()
+        return 0
+    if args.rules:
+        from . import bench_rules
+
+        bench_rules.run(steps=args.steps)
+        bench_rules.first_step()
         return 0
     run(args.workload, steps=args.steps, quick=args.quick, memory=args.memory,
         skip_composed_big=args.skip_composed_big)

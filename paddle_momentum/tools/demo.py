@@ -31,8 +31,9 @@ def _loss(model, x, y):
 
 
 def train(optimizer_class, momentum, features, labels, *, lr=LR, batch_size=10, epochs=3,
-          decay_epoch=2, seed=1, on_batch=None):
-    """Train a Linear(2, 1); returns the model and the full-dataset loss after every epoch."""
+          decay_epoch=2, seed=1, on_batch=None, before_step=None, after_step=None):
+    """Train a Linear(2, 1); returns the model and the full-dataset loss after every epoch.
+    ``before_step(model, optimizer)`` and ``after_step(model)`` are called around each step."""
     paddle.seed(seed)
     model = paddle.nn.Linear(2, 1, weight_attr=paddle.nn.initializer.Normal(std=1.0))
     optimizer = optimizer_class(learning_rate=lr, momentum=momentum,
@@ -48,7 +49,11 @@ def train(optimizer_class, momentum, features, labels, *, lr=LR, batch_size=10, 
             index = paddle.to_tensor(order[start:start + batch_size])
             loss = _loss(model, paddle.gather(x_all, index), paddle.gather(y_all, index))
             loss.backward()
+            if before_step is not None:
+                before_step(model, optimizer)
             optimizer.step()
+            if after_step is not None:
+                after_step(model)
             optimizer.clear_grad()
             if on_batch is not None:
                 on_batch(float(loss))

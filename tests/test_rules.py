@@ -1,0 +1,164 @@
+"""``Momentum(rule=...)`` in this process: what a rule is given and refused, static programs,
+state dicts, and a kernel that fails its check (recorded under its own digest only).
+
+The rule here is the example's (examples/lr_inside_velocity.py): the same code, so one kernel
+build serves both."""
+
+import json
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_momentum
+from paddle_momentum import _build, _kernel, _rules, _selfcheck
+from paddle_momentum.rule import attribute
+
+
+def lr_inside(param, grad, velocity, lr, *, momentum):
+    velocity = velocity * attribute(momentum, velocity) + lr * grad
+    return param - velocity, velocity
+
+
+def not_a_rule(param, grad):
+    return param, grad
+
+
+def needs_nu(param, grad, velocity, lr, *, nu):
+    return param, velocity
+
+
+def params(count=3, seed=0):
+    rng = np.random.default_rng(seed)
+    made = [paddle.create_parameter([8], "float32") for _ in range(count)]
+    for param in made:
+        param.set_value(rng.standard_normal(8).astype("float32"))
+    return made
+
+
+@pytest.mark.parametrize("arguments, names", [
+    ({"use_nesterov": True}, "use_nesterov"),
+    ({"weight_decay": 0.01}, "l2_coeff"),
+    ({"weight_decay": paddle.regularizer.L2Decay(0.01)}, "l2_coeff"),
+    ({"dampening": 0.5}, "dampening"),
+    ({"rescale_grad": 2.0}, "rescale_grad"),
+])
+def test_a_setting_the_rule_does_not_take_is_refused(arguments, names):
+    with pytest.raises(TypeError, match=names):
+        paddle_momentum.Momentum(0.1, parameters=params(), rule=lr_inside, **arguments)
+    groups = [{"params": params(), **{k: v for k, v in arguments.items()}}]
+    with pytest.raises(TypeError, match=names):
+        paddle_momentum.Momentum(0.1, parameters=groups, rule=lr_inside)
+
+
+def test_a_setting_changed_later_is_refused_before_anything_is_written():
+    weights = params()
+    optimizer = paddle_momentum.Momentum(0.1, parameters=weights, rule=lr_inside,
+                                         kernel="composed")
+    for weight in weights:
+        weight.grad = paddle.ones([8], "float32")
+    before = [w.numpy().copy() for w in weights]
+    optimizer._use_nesterov = True
+    with pytest.raises(TypeError, match="use_nesterov"):
+        optimizer.step()
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(weights, before))
+    weights[0].regularizer = paddle.regularizer.L2Decay(0.1)  # (a parameter's own decay)
+    optimizer._use_nesterov = False
+    with pytest.raises(TypeError, match="l2_coeff"):
+        optimizer.step()
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(weights, before))
+
+
+@pytest.mark.parametrize("rule, match", [
+    ("not a function", "rule must be a function"),
+    (not_a_rule, "positional arguments"),
+    (needs_nu, "'nu' is not an input"),
+])
+def test_what_cannot_be_a_rule_is_a_type_error(rule, match):
+    with pytest.raises(TypeError, match=match):
+        paddle_momentum.Momentum(0.1, parameters=params(), rule=rule)
+
+
+def test_fused_with_a_rule_the_kernel_cannot_run_says_what():
+    def tanh_step(param, grad, velocity, lr, *, momentum):
+        return param - lr * paddle.tanh(velocity), velocity
+
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="paddle.tanh"):
+        paddle_momentum.Momentum(0.1, parameters=params(), rule=tanh_step, kernel="fused")
+
+
+def _oracle(initial, grads, lr, momentum, steps):
+    """lr_inside in numpy float32, each operation rounded as written."""
+    param, velocity = initial.copy(), np.zeros_like(initial)
+    for _ in range(steps):
+        velocity = velocity * np.float32(momentum) + np.float32(lr) * grads
+        param = param - velocity
+    return param
+
+
+@pytest.mark.parametrize("kernel", ["auto", "composed"])
+def test_a_rule_in_a_static_program_runs_as_in_numpy(kernel):
+    """The same function in a static program: minimize() emits our fused op (its kernel is
+    built now) or the rule's composed ops; either equals the numpy replay bit for bit."""
+    paddle.enable_static()
+    try:
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data("x", [4, 8], "float32")
+            weight = paddle.static.create_parameter(
+                [8], "float32", default_initializer=paddle.nn.initializer.Constant(0.5))
+            loss = paddle.sum(x * weight)
+            paddle_momentum.Momentum(0.1, 0.9, rule=lr_inside, kernel=kernel).minimize(loss)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        feed = np.linspace(-1, 1, 32, dtype="float32").reshape(4, 8)
+        for _ in range(3):
+            executor.run(main, feed={"x": feed})
+        scope = paddle.static.global_scope()
+        got = np.array(scope.find_var(weight.name).get_tensor())
+    finally:
+        paddle.disable_static()
+    wanted = _oracle(np.full(8, 0.5, "float32"), feed.sum(axis=0), 0.1, 0.9, 3)
+    assert np.array_equal(got, wanted)
+
+
+def test_state_dict_keys_are_the_builtins():
+    ours_params, builtin_params = params(), params()
+    ours = paddle_momentum.Momentum(0.1, parameters=ours_params, rule=lr_inside,
+                                    kernel="composed")
+    builtin = paddle.optimizer.Momentum(0.1, parameters=builtin_params)
+    for optimizer, weights in ((ours, ours_params), (builtin, builtin_params)):
+        for weight in weights:
+            weight.grad = paddle.ones([8], "float32")
+        optimizer.step()
+    strip = lambda keys: sorted(k.split(".")[0].split("_")[-2:][0] for k in keys)  # noqa: E731
+    assert strip(ours.state_dict()) == strip(builtin.state_dict())
+    ours.set_state_dict(builtin.state_dict())  # (and loads the built-in's)
+
+
+def test_a_failed_check_is_recorded_under_its_own_digest(monkeypatch, tmp_path):
+    """A kernel that fails its check (right after its build) is not used, one warning says
+    what disagreed with what, and the failure lands in that translation's entry only: the
+    package rule's kernel stays in use. The entry is this machine's, copied as a build
+    leaves it (built, not checked): nothing compiles."""
+    rule = _rules.Rule(lr_inside)
+    assert rule.kernel(wait=True) is not None
+    generated = rule.translation()
+    source = _kernel.kernel_source(generated, f"r{generated.digest}")
+    built = _build.cache_entry(source)
+    entry = tmp_path / built.name
+    shutil.copytree(built, entry)
+    (entry / "built.json").write_text((entry / "verdict.json").read_text())
+    (entry / "verdict.json").unlink()
+    monkeypatch.setenv("PADDLE_MOMENTUM_CACHE", str(tmp_path))
+    monkeypatch.setattr(_kernel, "_LOADED", {})
+    monkeypatch.setattr(_kernel, "_PLAIN", [])
+    monkeypatch.setattr(_kernel, "_FAILED", set())
+    monkeypatch.setattr(_selfcheck, "kernel_problem", lambda *arguments: "kernel 1.0, "
+                                                                          "composed 2.0")
+    with pytest.warns(RuntimeWarning, match=r"disagrees with the composed ops running "
+                                            r"test_rules.lr_inside itself \(kernel 1.0"):
+        assert _rules.Rule(lr_inside).kernel(wait=True) is None
+    assert json.loads((entry / "failed.json").read_text())["reason"]
+    assert [p.parent for p in tmp_path.glob("*/failed.json")] == [entry]
