@@ -427,7 +427,10 @@ def _build(source, what, name, entry, note=""):
     (entry / "verdict.json").unlink(missing_ok=True)
     (entry / "built.json").unlink(missing_ok=True)
     (entry / source.name).write_bytes(source.read_bytes())  # what was built, kept beside it
-    with tempfile.TemporaryDirectory(prefix="paddle_momentum_build_") as workspace:
+    # (removed by hand, not by TemporaryDirectory's finalizer, which runs at exit before a
+    # background build finishes)
+    workspace = tempfile.mkdtemp(prefix="paddle_momentum_build_")
+    try:
         copy = pathlib.Path(workspace) / source.name
         copy.write_bytes(source.read_bytes())
         (pathlib.Path(workspace) / "build").mkdir()
@@ -452,6 +455,8 @@ def _build(source, what, name, entry, note=""):
                     else f"the builder exited with {done.returncode}")
         shutil.rmtree(entry / "build", ignore_errors=True)  # a changed library, replaced
         shutil.copytree(built, entry / "build")
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
     library = sorted((entry / "build").glob(f"**/{name}*.so"))[0]
     _write_json(entry / "built.json", {"library": str(library.relative_to(entry)),
                                        "sha256": _sha256(library)})

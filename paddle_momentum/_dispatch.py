@@ -56,11 +56,13 @@ class Capabilities:
         return self.table and _kernel.norm_reductions_exact(self.ops)
 
 
-def capabilities(rule, wait=False) -> Capabilities:
-    """What this process can run for ``rule`` now (each part cached after its first answer:
-    a build, a check). Asked once per step (a few us), and passed to :func:`choose`.
-    ``wait``: a kernel not built yet is built now (else in the background, and the composed
-    ops run until it is)."""
+def capabilities(rule, kernel_option="auto", wait=False) -> Capabilities:
+    """What this process can run for ``rule`` now under ``kernel_option`` (each part cached
+    after its first answer: a build, a check; nothing for 'composed'). Asked once per step (a
+    few us), and passed to :func:`choose`. ``wait``: a kernel not built yet is built now
+    (else in the background, and the composed ops run until it is)."""
+    if kernel_option == "composed":
+        return Capabilities(rule, None, False)
     ops = rule.kernel(wait)
     return Capabilities(rule, ops, ops is not None and _kernel.gradient_table() is not None)
 

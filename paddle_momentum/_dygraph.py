@@ -62,7 +62,7 @@ class DygraphStep:
         ``step()`` takes ``main_grad`` where it is set (not in groups), its ``minimize()``
         never."""
         plan = []
-        can = _dispatch.capabilities(self.rule)
+        can = _dispatch.capabilities(self.rule, self.kernel)
         settings_of, state = self.settings.param, self.state
         for group, params in self.settings.groups():
             group_settings = self.settings.group(group)

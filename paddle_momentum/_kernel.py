@@ -48,7 +48,7 @@ GENERATED_MARKERS = ("// @generated attributes", "// @generated rule")
 _LOADED = {}  # digest -> ops
 _BUILDING = {}  # digest -> (thread, source)
 _FAILED = set()  # digests whose kernel failed to build, load or check in this process
-_PLAIN = []  # the digest whose ops have the plain names (at most one)
+_PLAIN = []  # the digest whose ops have (or will have) the plain names: at most one
 
 
 def kernel_source(generated, tag=""):
@@ -74,7 +74,13 @@ def kernel_source(generated, tag=""):
 
 
 def _tag_for(generated, plain_allowed):
-    return "" if plain_allowed and not _PLAIN else f"r{generated.digest}"
+    """The op names' tag of ``generated``'s kernel: the plain names for the first
+    translation of the package's rule that asks (reserved for it then: a library whose ops
+    Paddle has registered already aborts the process when loaded), else its digest's."""
+    if plain_allowed and _PLAIN in ([], [generated.digest]):
+        _PLAIN[:] = [generated.digest]
+        return ""
+    return f"r{generated.digest}"
 
 
 def ops_for(generated, rule, wait=True, plain_allowed=False):
@@ -106,8 +112,6 @@ def ops_for(generated, rule, wait=True, plain_allowed=False):
         if ops is None:
             _FAILED.add(digest)
             return None
-        if not tag:
-            _PLAIN.append(digest)
         _LOADED[digest] = ops
         _check_thread_count()
         return ops

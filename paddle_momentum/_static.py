@@ -51,7 +51,8 @@ class StaticOps:
         op per batch: the per-op cost of an Executor step dominates small models)."""
         settings = self.settings.param(param, self.settings.group(None))
         # (a program is built once and run many times: its kernel is built now if need be)
-        can = self._can = self._can or _dispatch.capabilities(self.rule, wait=True)
+        can = self._can = self._can or _dispatch.capabilities(self.rule, self.kernel,
+                                                                  wait=True)
         implementation = _dispatch.choose(self.kernel, can, param, grad, settings)
         if implementation == _dispatch.STATIC_BATCH:
             key = settings.batch_key() + (settings.lr_scale,)

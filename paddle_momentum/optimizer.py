@@ -161,7 +161,7 @@ class Momentum(Optimizer):
             self._rule.translation()
         if kernel == "fused":
             # built and checked now, not inside the first step (the table too)
-            if not _dispatch.capabilities(self._rule, wait=True).kernel:
+            if not _dispatch.capabilities(self._rule, kernel, wait=True).kernel:
                 why = self._rule.why_not()
                 raise RuntimeError(
                     f"kernel='fused' was requested but rule {self._rule.name} cannot run in "
