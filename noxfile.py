@@ -22,6 +22,9 @@ protobuf 6 removed (fleet's DistributedStrategy fails with AttributeError 'label
 releases get ``protobuf<6``, as their users must.
 """
 
+import pathlib
+import shutil
+
 import nox
 
 RELEASES = ["3.0.0", "3.1.1", "3.2.2", "3.3.0", "3.3.1"]
@@ -33,10 +36,11 @@ nox.options.reuse_existing_virtualenvs = True
 
 FAST_PATH = """
 import paddle, paddle_momentum
-from paddle_momentum import _kernel
-assert _kernel.load() is not None, "no fused kernel"
+from paddle_momentum import _kernel, _rules
+ops = _rules.load()
+assert ops is not None, "no fused kernel"
 assert _kernel.gradient_table() is not None, "no gradient table"
-assert _kernel.norm_reductions_exact(), "the fused norm clips disagree with Paddle here"
+assert _kernel.norm_reductions_exact(ops), "the fused norm clips disagree with Paddle here"
 params = [paddle.create_parameter([16], "float32") for _ in range(8)]
 optimizer = paddle_momentum.Momentum(0.1, 0.9, parameters=params,
                                      grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
@@ -53,7 +57,20 @@ print("fast path in use on paddle", paddle.__version__)
 def _install(session, paddle):
     session.install(f"paddlepaddle=={paddle}",
                     *(["protobuf<6"] if paddle in OLD_PROTOBUF else []))
-    session.install(".[test]")
+    session.install(f"{_private_copy(session)}[test]")
+
+
+def _private_copy(session):
+    """The package's files in a directory of the session's own: pip builds in the tree it
+    installs from (build/, *.egg-info), and sessions running at once collided there."""
+    copy = pathlib.Path(session.create_tmp()) / "source"
+    shutil.rmtree(copy, ignore_errors=True)
+    root = pathlib.Path(__file__).resolve().parent
+    shutil.copytree(root / "paddle_momentum", copy / "paddle_momentum",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "setup.cfg", "README.md"):
+        shutil.copy(root / name, copy / name)
+    return copy
 
 
 def _check(session, parity_every=1):

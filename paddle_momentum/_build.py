@@ -43,7 +43,7 @@ import warnings
 
 import paddle
 
-from . import _layout
+from . import _layout, _toolchain
 
 # -ffp-contract=off: no fused multiply-add, so the rounding order (and every bit) matches
 # Paddle's CPU kernel and the composed reference. -g0: Paddle's builder compiles with -g, and
@@ -235,20 +235,7 @@ def prebuild(source: pathlib.Path, what: str, prefix: str, note: str = ""):
     return thread
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path):
-    """Hold an exclusive file lock (POSIX; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+_exclusive = _toolchain.exclusive
 
 
 _OURS = os.path.dirname(os.path.abspath(__file__))
@@ -414,6 +401,45 @@ def _fail(entry, reason):
 INTERRUPTED = object()  # a build stopped by a signal (Ctrl-C): not a failed build
 
 
+def _compiled(copy, name, entry, built):
+    """Compile ``copy`` into ``built``/``name``.so: with the toolchain's recorded commands
+    (``_toolchain``), else with Paddle's builder, whose commands are then recorded. None when
+    built; else ``INTERRUPTED`` or why it failed (a str). Output in the entry's build.log."""
+    cxx = compiler()
+    where = _toolchain.directory(cache_root(), cxx, CXX_FLAGS, link_flags())
+    commands = _toolchain.recorded(where)
+    with open(entry / "build.log", "w") as log:
+        if commands is not None:
+            (built / name).mkdir()  # (where the builder puts it: build/<name>/<name>.so)
+            code = _toolchain.compile_library(commands, copy, built / name / f"{name}.so",
+                                              log)
+            if code < 0:
+                return INTERRUPTED
+            if code == 0:
+                return None
+            log.write("(the recorded commands failed: Paddle's builder now)\n")
+        log.flush()
+        arguments = dict(name=name, sources=[str(copy)], extra_cxx_cflags=CXX_FLAGS,
+                         extra_ldflags=link_flags(),
+                         extra_include_paths=[sysconfig.get_paths()["include"]],
+                         build_directory=str(built), verbose=commands is None)
+        try:
+            done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=copy.parent,
+                                  timeout=1800)
+        except subprocess.TimeoutExpired:
+            return "the build took more than 30 minutes"
+    if done.returncode < 0:  # killed by a signal (Ctrl-C reaches the builder too)
+        return INTERRUPTED
+    output = (entry / "build.log").read_text(errors="replace")
+    if done.returncode != 0 or not any(built.glob(f"**/{name}*.so")):
+        lines = [line for line in output.splitlines() if "error" in line.lower()]
+        return lines[-1].strip()[:300] if lines else f"the builder exited with {done.returncode}"
+    if commands is None:
+        _toolchain.record(where, output, copy, name)
+    return None
+
+
 def _build(source, what, name, entry, note=""):
     """Build ``source`` for ``entry`` in a subprocess, in a private temporary directory (Paddle's
     builder cannot take a path with a space, and a build killed halfway leaves nothing in the
@@ -429,32 +455,16 @@ def _build(source, what, name, entry, note=""):
     (entry / source.name).write_bytes(source.read_bytes())  # what was built, kept beside it
     # (removed by hand, not by TemporaryDirectory's finalizer, which runs at exit before a
     # background build finishes)
-    workspace = tempfile.mkdtemp(prefix="paddle_momentum_build_")
+    workspace = pathlib.Path(tempfile.mkdtemp(prefix="paddle_momentum_build_"))
     try:
-        copy = pathlib.Path(workspace) / source.name
+        copy = workspace / source.name
         copy.write_bytes(source.read_bytes())
-        (pathlib.Path(workspace) / "build").mkdir()
-        arguments = dict(name=name, sources=[str(copy)], extra_cxx_cflags=CXX_FLAGS,
-                         extra_ldflags=link_flags(),
-                         extra_include_paths=[sysconfig.get_paths()["include"]],
-                         build_directory=os.path.join(workspace, "build"), verbose=False)
-        with open(entry / "build.log", "w") as log:
-            try:
-                done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
-                                      stdout=log, stderr=subprocess.STDOUT, cwd=workspace,
-                                      timeout=1800)
-            except subprocess.TimeoutExpired:
-                return "the build took more than 30 minutes"
-        if done.returncode < 0:  # killed by a signal (Ctrl-C reaches the builder too)
-            return INTERRUPTED
-        built = pathlib.Path(workspace) / "build"
-        if done.returncode != 0 or not any(built.glob(f"**/{name}*.so")):
-            lines = [line for line in (entry / "build.log").read_text().splitlines()
-                     if "error" in line.lower()]
-            return (lines[-1].strip()[:300] if lines
-                    else f"the builder exited with {done.returncode}")
+        (workspace / "build").mkdir()
+        result = _compiled(copy, name, entry, workspace / "build")
+        if result is not None:
+            return result
         shutil.rmtree(entry / "build", ignore_errors=True)  # a changed library, replaced
-        shutil.copytree(built, entry / "build")
+        shutil.copytree(workspace / "build", entry / "build")
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     library = sorted((entry / "build").glob(f"**/{name}*.so"))[0]

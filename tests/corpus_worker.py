@@ -73,6 +73,8 @@ def apply_change():
     original = getattr(module, name)
     if value == "halved":
         replacement = _halved(original)
+    elif value == "float":
+        replacement = float
     else:
         replacement = getattr(module, value) if isinstance(value, str) else value
     setattr(module, name, replacement)

@@ -31,8 +31,13 @@ REPOSITORY = PACKAGE.parent
 def installed(tmp_path_factory):
     """The package installed (not editable) into a directory of its own, with pip."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("source")  # (pip builds inside the tree it installs)
+    shutil.copytree(PACKAGE, source / "paddle_momentum",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for name in ("setup.py", "setup.cfg", "README.md"):
+        shutil.copy(REPOSITORY / name, source / name)
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                           "--target", str(target), str(REPOSITORY)],
+                           "--target", str(target), str(source)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return target
@@ -213,3 +218,14 @@ def test_package_rule_replaced_in_the_process_is_followed(tmp_path, installed, c
                           _case(change=["rule", "momentum_update", "halved"]))
     _assert_runs_fused(report, "replaced")
     assert any("halved" in line for line in builds), builds
+
+
+def test_package_helper_replaced_in_the_process_is_followed(tmp_path, installed, cache):
+    """``rule.as_float32_attribute = float`` while training (coefficients at full
+    precision): the package rule reaches it through ``attribute``, so the next steps run a
+    new translation, never the kernel of the old helper."""
+    report, builds = _run(tmp_path, installed, cache,
+                          _case(change=["rule", "as_float32_attribute", "float"]))
+    _assert_runs_fused(report, "helper replaced")
+    unchanged = paddle_momentum._rules.DEFAULT.translation().digest
+    assert any("momentum_update" in line and unchanged not in line for line in builds), builds
