@@ -182,6 +182,8 @@ class Translator:
     def variable(self, name, kind, frame, initial=None):
         """A new C++ variable for ``name`` (declared at the top of the body)."""
         base = f"{frame.prefix}{name}"
+        if not base.isascii():  # (a Python name C++ cannot spell: μ, say)
+            base = "v_" + base.encode("unicode_escape").decode().replace("\\", "_")
         cxx = base if base not in self.used else f"{base}_"
         while cxx in self.used:
             cxx += "_"

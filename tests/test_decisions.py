@@ -15,6 +15,7 @@ import paddle
 import pytest
 from paddle.utils import unique_name
 
+import paddle_momentum
 from harness import assert_same
 from oracle import OracleParam
 from paddle_momentum import Momentum
@@ -286,6 +287,7 @@ def test_torch_options_per_group_on_every_implementation(dtype):
     default (fused buckets, one call per group) and kernel='composed' give the same bits,
     and each group follows the oracle with its own options."""
     runs = []
+    paddle_momentum.register_ops()  # (on a first use the kernel builds in the background)
     for kernel in ("auto", "composed"):
         groups = [[_leaf(p) for p in _make_params(dtype, seed=index)]
                   for index in range(len(GROUP_TORCH_OPTIONS))]

@@ -64,6 +64,9 @@ def train(optimizer_class, momentum, features, labels, *, lr=LR, batch_size=10, 
 def run(momenta=(0.99, 0.9, 0.5), out=print, plot=None):
     """Train both optimizers for each momentum; returns one result dict per momentum. With
     ``plot`` (a PNG path), draws ours' per-batch losses for every momentum (semilog)."""
+    from .. import register_ops
+
+    register_ops()  # (a first run compiles the kernel now, before the table is printed)
     features, labels = make_dataset()
     results, curves = [], {}
     out("Linear regression of Dive into Deep Learning's momentum chapter (d2l.ai): batch 10, "
