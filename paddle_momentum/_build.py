@@ -224,7 +224,7 @@ def prebuild(source: pathlib.Path, what: str, prefix: str, note: str = ""):
             entry.mkdir(parents=True, exist_ok=True)
             with _exclusive(entry / "build.lock"):
                 if verified_library(entry) is None and built_library(entry, name) is None:
-                    library = _build(source, what, name, entry, note)
+                    library = _build(source, what, name, entry, note, background=True)
                     if isinstance(library, str):  # (INTERRUPTED: nothing recorded)
                         _fail(entry, library)
         except OSError:
@@ -401,10 +401,13 @@ def _fail(entry, reason):
 INTERRUPTED = object()  # a build stopped by a signal (Ctrl-C): not a failed build
 
 
-def _compiled(copy, name, entry, built):
+def _compiled(copy, name, entry, built, background=False):
     """Compile ``copy`` into ``built``/``name``.so: with the toolchain's recorded commands
     (``_toolchain``), else with Paddle's builder, whose commands are then recorded. None when
-    built; else ``INTERRUPTED`` or why it failed (a str). Output in the entry's build.log."""
+    built; else ``INTERRUPTED`` or why it failed (a str). Output in the entry's build.log.
+    ``background``: at the lowest CPU priority (``nice``), beside a training that runs the
+    composed ops meanwhile (on 2 cores, its steps took twice as long beside a normal one)."""
+    lowest = ["nice", "-n", "19"] if background and shutil.which("nice") else []
     cxx = compiler()
     where = _toolchain.directory(cache_root(), cxx, CXX_FLAGS, link_flags())
     commands = _toolchain.recorded(where)
@@ -412,7 +415,7 @@ def _compiled(copy, name, entry, built):
         if commands is not None:
             (built / name).mkdir()  # (where the builder puts it: build/<name>/<name>.so)
             code = _toolchain.compile_library(commands, copy, built / name / f"{name}.so",
-                                              log)
+                                              log, lowest)
             if code < 0:
                 return INTERRUPTED
             if code == 0:
@@ -424,7 +427,7 @@ def _compiled(copy, name, entry, built):
                          extra_include_paths=[sysconfig.get_paths()["include"]],
                          build_directory=str(built), verbose=commands is None)
         try:
-            done = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(arguments)],
+            done = subprocess.run(lowest + [sys.executable, "-c", _BUILD, json.dumps(arguments)],
                                   stdout=log, stderr=subprocess.STDOUT, cwd=copy.parent,
                                   timeout=1800)
         except subprocess.TimeoutExpired:
@@ -440,7 +443,7 @@ def _compiled(copy, name, entry, built):
     return None
 
 
-def _build(source, what, name, entry, note=""):
+def _build(source, what, name, entry, note="", background=False):
     """Build ``source`` for ``entry`` in a subprocess, in a private temporary directory (Paddle's
     builder cannot take a path with a space, and a build killed halfway leaves nothing in the
     entry), then move the result into ``entry/build``; the library's path, or the reason the
@@ -460,7 +463,7 @@ def _build(source, what, name, entry, note=""):
         copy = workspace / source.name
         copy.write_bytes(source.read_bytes())
         (workspace / "build").mkdir()
-        result = _compiled(copy, name, entry, workspace / "build")
+        result = _compiled(copy, name, entry, workspace / "build", background)
         if result is not None:
             return result
         shutil.rmtree(entry / "build", ignore_errors=True)  # a changed library, replaced

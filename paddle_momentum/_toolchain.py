@@ -110,10 +110,10 @@ def _words(line):
                         for c in _COMPILERS) else None
 
 
-def compile_library(commands, source: pathlib.Path, library: pathlib.Path, log):
+def compile_library(commands, source: pathlib.Path, library: pathlib.Path, log, prefix=()):
     """Compile ``source`` into ``library`` with ``commands`` (from :func:`recorded`), the
-    precompiled header included; output to ``log``. The exit code (0: built; < 0: killed by
-    a signal)."""
+    precompiled header included, each run after ``prefix`` (``nice -n 19``, say); output to
+    ``log``. The exit code (0: built; < 0: killed by a signal)."""
     object_path = library.with_suffix(".o")
     compile_command = [w.replace("{source}", str(source)).replace("{object}", str(object_path))
                        for w in commands["compile"]]
@@ -124,7 +124,7 @@ def compile_library(commands, source: pathlib.Path, library: pathlib.Path, log):
     for command in (compile_command, link_command):
         log.write(" ".join(shlex.quote(w) for w in command) + "\n")
         log.flush()
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+        done = subprocess.run(list(prefix) + command, stdout=log, stderr=subprocess.STDOUT,
                               cwd=source.parent, timeout=1800)
         if done.returncode != 0:
             return done.returncode
