@@ -11,10 +11,9 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _compat, _dygraph, _flat, _rules, _settings, _static
+from . import _compat, _dispatch, _dygraph, _flat, _rules, _settings, _static
 from . import _validation as check
 from ._settings import split_weight_decay
-from . import _dispatch
 from ._dispatch import STATIC_BATCH_MIN  # noqa: F401  (re-exported)
 from ._state import LOW_PRECISION_WARNING, VELOCITY, State  # noqa: F401  (re-exported)
 
@@ -42,9 +41,11 @@ class Momentum(Optimizer):
 
     Arguments are those of ``paddle.optimizer.Momentum`` (PaddlePaddle 3.3.1), validated here
     at construction, plus keyword-only ``kernel`` ('auto', 'fused', 'composed'),
-    ``rescale_grad_on_cpu`` and the ``torch.optim.SGD`` options ``dampening``, ``maximize``
-    and ``decoupled_weight_decay`` (SGDW), which default to Paddle's behaviour (see
-    :func:`paddle_momentum.momentum_update`). ``rescale_grad`` is applied where the built-in's
+    ``rescale_grad_on_cpu``, ``rule`` (an update rule of your own, a function like
+    :func:`paddle_momentum.momentum_update` that runs in place of it on every path, its fused
+    kernel generated from it: ``docs/change_the_rule.md``) and the ``torch.optim.SGD`` options
+    ``dampening``, ``maximize`` and ``decoupled_weight_decay`` (SGDW), which default to
+    Paddle's behaviour (see :func:`paddle_momentum.momentum_update`). ``rescale_grad`` is applied where the built-in's
     kernels apply it (sparse gradients, GPU); its dense CPU kernel ignores it, and so do we
     unless ``rescale_grad_on_cpu=True`` (as its documentation says it should be applied).
     Deliberate differences from the built-in are listed in ``docs/differences.md``:
