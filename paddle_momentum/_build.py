@@ -326,6 +326,10 @@ def _built_and_checked(source, what, prefix, consequence, load, check, entry):
         _fail(entry, "it built but could not be loaded")
         return None
     problem = _checked(check, loaded)
+    if problem is DEFERRED:  # (neither verdict: a later use checks it)
+        _write_json(entry / "built.json", {"library": str(library.relative_to(entry)),
+                                           "sha256": _sha256(library)})
+        return loaded
     if problem:
         _fail(entry, problem)
         _warn(f"the {what} disagrees with {problem}; {consequence}")
@@ -399,6 +403,7 @@ def _fail(entry, reason):
 
 
 INTERRUPTED = object()  # a build stopped by a signal (Ctrl-C): not a failed build
+DEFERRED = object()  # a check that could not be made now: no verdict is recorded
 
 
 def _compiled(copy, name, entry, built, background=False):

@@ -57,7 +57,16 @@ RESERVED = {
     "s", "lr_in", "param_io", "grad_in", "velocity_io", "param_in", "has_l2", "RuleSettings",
     "RuleUpdate", "RoundTo", "AddKeepFirst", "MulKeepFirst", "kKeywordOptions", "add_n_first",
     "ScalarAs", "SignOf", "ClipTo", "AddN", "AbsOf", "MaxOf", "MinOf", "param", "grad",
-    "velocity", "lr"}
+    "velocity", "lr",
+    # the rest of C++'s keywords and alternative tokens
+    "alignas", "alignof", "and", "and_eq", "asm", "bitand", "bitor", "catch", "char16_t",
+    "char32_t", "compl", "concept", "consteval", "constexpr", "constinit", "const_cast",
+    "co_await", "co_return", "co_yield", "decltype", "dynamic_cast", "explicit", "export",
+    "extern", "false", "friend", "inline", "mutable", "namespace", "noexcept", "not",
+    "not_eq", "nullptr", "operator", "or", "or_eq", "protected", "register",
+    "reinterpret_cast", "requires", "sizeof", "static_assert", "static_cast", "thread_local",
+    "throw", "true", "try", "typedef", "typeid", "using", "virtual", "wchar_t", "xor",
+    "xor_eq", "main", "NULL"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +97,10 @@ def literal(value) -> str:
     """A Python number as C++ (a double, exactly; a bool as bool)."""
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"the number {value} does not fit a double") from None
     if math.isnan(number):
         return "std::numeric_limits<double>::quiet_NaN()"
     if math.isinf(number):
@@ -96,10 +108,23 @@ def literal(value) -> str:
     return repr(number)
 
 
+def as_runtime(translator, node, value: Value) -> Value:
+    """A constant number as a host (or bool) value; anything else as it is."""
+    if value.kind == CONST and isinstance(value.value, (bool, np.bool_)):
+        return Value(BOOL, literal(value.value))
+    if value.kind == CONST and is_number(value.value):
+        return host(translator, node, value)
+    return value
+
+
 def host(translator, node, value: Value) -> Value:
     """``value`` as a host double (a constant number becomes its literal)."""
     if value.kind == CONST and is_number(value.value) and not isinstance(value.value, bool):
-        return Value(HOST, literal(value.value),
+        try:
+            code = literal(value.value)
+        except ValueError as error:
+            return translator.fail(node, str(error))
+        return Value(HOST, code,
                      float32=isinstance(value.value, np.floating) and value.value.dtype != np.float64)
     if value.kind == HOST:
         return value
@@ -113,6 +138,8 @@ def number(translator, code: str) -> str:
 
 
 def merged(translator, node, a: Value, b: Value) -> str:
+    if CONST in (a.kind, b.kind):
+        return translator.fail(node, "a choice between a constant and a value the kernel holds")
     kinds = {a.kind, b.kind}
     if len(kinds) == 1 and a.kind in (ELEMENT, SCALAR, HOST, BOOL, MASK):
         return a.kind
@@ -172,6 +199,7 @@ def scale_op(translator, tensor: Value, symbol, value, reflected) -> Value:
     """A tensor and a Python number: Paddle's scale op, ``x * s + b`` in the tensor's type,
     as dygraph runs ``*``, ``+``, ``-`` (``/`` by a number: a divide)."""
     code, kind, s = tensor.code, tensor.kind, functools.partial(number, translator)
+    translator.number_ops = True  # (a static program runs these otherwise: see _generate)
     if symbol == "*":  # (a gradient op: the product rounded to T first, as in Eigen)
         product = f"{code} * {s(value)}"
         product = f"RoundTo<T, MT>({product})" if translator.gradient else product
@@ -234,6 +262,9 @@ def compare(translator, node, left: Value, right: Value) -> Value:
         if left.kind in (CONST, OBJECT) and right.kind in (CONST, OBJECT):
             return translator.constant((left.value is right.value) != negate)
         if right.kind == CONST and right.value is None:
+            if left.kind == ROUND:  # (None where nothing is rounded: R is the compute type)
+                test = "std::is_same<R, MT>::value"
+                return Value(BOOL, f"!({test})" if negate else test)
             if left.none_test:
                 test = left.none_test
                 return Value(BOOL, (test[1:] if test.startswith("!") else f"!({test})")
@@ -257,6 +288,8 @@ def compare(translator, node, left: Value, right: Value) -> Value:
             translator.fail(node, "a comparison of a tensor with something else")
         return Value(MASK, f"({codes[0]} {symbol} {codes[1]})")
     if left.kind in (HOST, BOOL) and right.kind in (HOST, BOOL):
+        if left.float32 or right.float32:  # (numpy compares in float32 then)
+            translator.fail(node, "a comparison with a numpy float32 number (write float(...))")
         return Value(BOOL, f"({left.code} {symbol} {right.code})")
     return translator.fail(node, "a comparison the kernel cannot translate")
 
@@ -325,7 +358,11 @@ def _full(tr, node, shape, fill_value, dtype=None, name=None):
 
 
 def _host_function(cxx, keep_float32=False):
+    arity = cxx.__code__.co_argcount
+
     def translate(tr, node, *values):
+        if len(values) != arity:
+            tr.fail(node, f"a call with {len(values)} arguments (the kernel's takes {arity})")
         values = [host(tr, node, v) if v.kind == CONST else v for v in values]
         if any(v.kind != HOST for v in values):
             tr.fail(node, "a Python number function of a value that is not a number")

@@ -78,6 +78,8 @@ def choose(kernel_option: str, can: Capabilities, param, grad, settings: ParamSe
     if not can.kernel:
         return COMPOSED
     if not _compat.in_dygraph():
+        if settings.dtype == "float64" and can.rule.static_float64_differs():
+            return COMPOSED
         if settings.master_weight or _compat.is_tensor(settings.lr_scale):
             return FUSED
         return STATIC_BATCH

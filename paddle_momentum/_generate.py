@@ -53,6 +53,9 @@ class Generated:
     attributes: str
     function: str
     identity: Identity = dataclasses.field(compare=False, repr=False, default=None)
+    # the update meets a Python number with a tensor (Paddle's scale op), which a static
+    # program runs otherwise for float64 (the number rounded to float32)
+    number_ops: bool = dataclasses.field(compare=False, default=False)
 
     @property
     def code_of_function(self) -> str:
@@ -108,10 +111,11 @@ def generate(update, gradient_ops=None, identity=None) -> Generated:
     identity = identity if identity is not None else Identity()
     if gradient_ops is None:
         gradient_ops = [identity.lookup(vars(rule), name) for name in GRADIENT_OPS]
-    parts = [_update_function(update, identity)]
+    translator = Translator(identity, reserved=INPUTS)
+    parts = [_update_function(update, translator)]
     for function, (cxx_name, arguments) in zip(gradient_ops, GRADIENT_OPS.values()):
         parts.append(_gradient_function(function, cxx_name, arguments, identity))
-    return Generated(attribute_macro(), "\n".join(parts), identity)
+    return Generated(attribute_macro(), "\n".join(parts), identity, translator.number_ops)
 
 
 def _inputs():
@@ -121,8 +125,7 @@ def _inputs():
     return values
 
 
-def _update_function(update, identity):
-    translator = Translator(identity, reserved=INPUTS)
+def _update_function(update, translator):
     inputs = _inputs()
     tensors = [Value(SCALAR if name == "lr" else ELEMENT, name) for name in TENSOR_ARGUMENTS]
     keywords = {name: inputs[name] for name in received(update)}

@@ -48,6 +48,7 @@ GENERATED_MARKERS = ("// @generated attributes", "// @generated rule")
 _LOADED = {}  # digest -> ops
 _BUILDING = {}  # digest -> (thread, source)
 _FAILED = set()  # digests whose kernel failed to build, load or check in this process
+_UNCHECKED = {}  # digest -> ops loaded but not checked (the rule changed during the build)
 _PLAIN = []  # the digest whose ops have (or will have) the plain names: at most one
 
 
@@ -106,11 +107,27 @@ def ops_for(generated, rule, wait=True, plain_allowed=False):
         elif not wait and thread.is_alive():
             return None
         _BUILDING.pop(digest, None)
+        unchecked = _UNCHECKED.pop(digest, None)
+        if unchecked is not None:  # (loaded while the rule was another: checked now)
+            problem = _check_against(rule, generated)(unchecked)
+            if problem is _build.DEFERRED:
+                _UNCHECKED[digest] = unchecked
+                return None
+            if problem:
+                _build.warn(f"the fused momentum kernel of {rule.name} disagrees with "
+                            f"{problem}; {COMPOSED_COST}")
+                _FAILED.add(digest)
+                return None
+            _LOADED[digest] = unchecked
+            return unchecked
         ops = _build.cached(source, f"fused momentum kernel of {rule.name}", KERNEL_PREFIX,
-                            FALLBACK, _loader(tag), _check_against(rule, generated),
+                            COMPOSED_COST, _loader(tag), _check_against(rule, generated),
                             _prebuild_table)
         if ops is None:
             _FAILED.add(digest)
+            return None
+        if not generated.identity.fresh():  # (its check was deferred: see _check_against)
+            _UNCHECKED[digest] = ops
             return None
         _LOADED[digest] = ops
         _check_thread_count()
@@ -161,9 +178,12 @@ def _loader(tag):
 
 
 def _check_against(rule, generated):
+    """The kernel's check against the composed ops of ``rule`` as translated; deferred
+    (``_build.DEFERRED``: not recorded either way) where the rule changed while its kernel
+    was built, since its composed ops are then another rule's."""
     def check(ops):
-        if not generated.identity.fresh():  # (changed while it built: checked when used)
-            return None
+        if not generated.identity.fresh():
+            return _build.DEFERRED
         problem = _selfcheck.kernel_problem(ops, rule, rule.gradient_op_functions())
         return problem and f"the composed ops running {rule.name} itself ({problem})"
     return check

@@ -100,8 +100,16 @@ class Rule:
                 else identity.lookup(vars(rule), "momentum_update"))
         self._ops = None
         try:
-            self._generated, self._failure = _generate.generate(root, identity=identity), None
-        except CannotGenerate as error:
+            generated = _generate.generate(root, identity=identity)
+            changed = identity.what_changed()
+            if changed:  # (read again, it is another object: a property, say)
+                raise CannotGenerate(f"{changed} is a new object at every read (a property "
+                                     "or a computed attribute): the kernel cannot follow it")
+            self._generated, self._failure = generated, None
+        except Exception as error:  # noqa: BLE001 - the translator's own failure too
+            if not isinstance(error, CannotGenerate):
+                error = CannotGenerate(f"the translation failed ({type(error).__name__}: "
+                                       f"{error})")
             self._generated, self._failure = None, [error, identity, False]
             if not quiet:
                 self._warn_failure()
@@ -116,6 +124,24 @@ class Rule:
             if message not in _WARNED:  # (once per process, however many optimizers)
                 _WARNED.add(message)
                 _build.warn(message)
+
+    def static_float64_differs(self) -> bool:
+        """Whether the rule's kernel would give a static program's float64 parameters other
+        numbers than its composed ops: it meets tensors with Python numbers, which Paddle's
+        static ops round to float32 there (dygraph does not, nor the kernel). Then the
+        composed ops run them, after one warning."""
+        generated = self._generated
+        if generated is None or not generated.number_ops:
+            return False
+        message = (f"rule {self.name} multiplies or adds tensors and Python numbers, which a "
+                   "static program computes with the number rounded to float32 for float64 "
+                   "tensors (dygraph and the fused kernel do not): the composed ops run its "
+                   "float64 parameters in static programs (write numbers as attribute(x, t) "
+                   "for the kernel)")
+        if message not in _WARNED:
+            _WARNED.add(message)
+            _build.warn(message)
+        return True
 
     def why_not(self) -> str:
         """Why the current translation failed ('' where it did not)."""

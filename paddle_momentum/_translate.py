@@ -31,6 +31,8 @@ import os
 import textwrap
 import types
 
+import numpy as np
+
 from . import _cxx_ops
 from ._cxx_ops import (BOOL, CONST, DICT, ELEMENT, HOST, MASK, OBJECT, ROUND, SCALAR, TENSOR,
                        TUPLE, Value)
@@ -61,7 +63,7 @@ class Identity:
     0.1 us each)."""
 
     def __init__(self):
-        self.lookups, self.attributes, self._seen = [], [], set()
+        self.lookups, self.attributes, self.sizes, self._seen = [], [], [], set()
 
     def lookup(self, mapping, key):
         value = mapping.get(key, _MISSING)
@@ -77,9 +79,16 @@ class Identity:
             self.attributes.append((owner, name, value))
         return value
 
+    def contents(self, mapping):
+        """Every entry of ``mapping`` (a dict the translation read whole)."""
+        for key in mapping:
+            self.lookup(mapping, key)
+        self.sizes.append((mapping, len(mapping)))
+
     def fresh(self) -> bool:
         return (all(m.get(k, _MISSING) is v for m, k, v in self.lookups)
-                and all(getattr(o, a, _MISSING) is v for o, a, v in self.attributes))
+                and all(getattr(o, a, _MISSING) is v for o, a, v in self.attributes)
+                and all(len(m) == n for m, n in self.sizes))
 
     def what_changed(self) -> str:
         """The first name or attribute that no longer holds what was translated ('' if none)."""
@@ -106,6 +115,7 @@ class Frame:
     branch: int = 0  # how many C++ branches deep the statement being translated is
     returned: Value | None = None  # a return at the top of the body (no variables)
     result: list | None = None  # [(C++ variable, kind)] where returns are inside branches
+    flag: str | None = None  # the C++ bool set where a return inside a branch was taken
 
     def where(self, node) -> str:
         return f"{self.path}:{self.line_offset + getattr(node, 'lineno', 1)}"
@@ -117,9 +127,12 @@ def source_of(function):
     name = getattr(function, "__qualname__", repr(function))
     if not isinstance(function, types.FunctionType):
         raise CannotGenerate(f"{name} is not a Python function")
-    try:
-        lines, first_line = inspect.getsourcelines(function)
-        path = inspect.getsourcefile(function) or function.__code__.co_filename
+    if function.__name__ == "<lambda>":
+        raise CannotGenerate(f"{name} is a lambda (write it as a def)")
+    code = function.__code__
+    try:  # (of the code object: not what functools.wraps says it wraps)
+        lines, first_line = inspect.getsourcelines(code)
+        path = inspect.getsourcefile(code) or code.co_filename
     except (OSError, TypeError) as error:
         raise CannotGenerate(f"the source of {name} cannot be read ({error})") from error
     source = textwrap.dedent("".join(lines))
@@ -130,9 +143,8 @@ def source_of(function):
             f"the source of {name} does not parse ({error.msg}, line {error.lineno} of the "
             "function): its file was edited after it was imported",
             f"{path}:{first_line + (error.lineno or 1) - 1}") from error
-    if not isinstance(definition, ast.FunctionDef) or definition.decorator_list:
-        raise CannotGenerate(f"{name} is not a plain function (a lambda or decorated)",
-                             f"{path}:{first_line}")
+    if not isinstance(definition, ast.FunctionDef) or definition.name != code.co_name:
+        raise CannotGenerate(f"the source of {name} is not its def", f"{path}:{first_line}")
     _check_source_runs(function, source, name, f"{path}:{first_line}")
     return definition, path, max(first_line, 1), source.splitlines()
 
@@ -171,6 +183,7 @@ class Translator:
         self.out = []
         self._inlined = 0
         self._frames = []
+        self.number_ops = False  # a tensor and a Python number met (Paddle's scale op)
 
     # ------------------------------------------------------------------ names and output
     def fail(self, node, what):
@@ -213,15 +226,18 @@ class Translator:
         definition, path, first_line, lines = source_of(function)
         for attribute in ("__code__", "__defaults__", "__kwdefaults__", "__closure__"):
             self.identity.attribute(function, attribute)
+        if function.__kwdefaults__:  # (a dict: changed in place, it counts too)
+            self.identity.contents(function.__kwdefaults__)
         try:
-            bound = inspect.signature(function).bind(*positional, **keywords)
+            bound = inspect.signature(function, follow_wrapped=False).bind(*positional,
+                                                                           **keywords)
         except TypeError as error:
             self.fail(node, f"the call does not fit {function.__qualname__}'s arguments "
                             f"({error})")
         bound.apply_defaults()
         names = {}
         for name, value in bound.arguments.items():
-            kind = inspect.signature(function).parameters[name].kind
+            kind = inspect.signature(function, follow_wrapped=False).parameters[name].kind
             if kind == inspect.Parameter.VAR_POSITIONAL:
                 value = Value(TUPLE, value=tuple(self.constant(v) for v in value))
             elif kind == inspect.Parameter.VAR_KEYWORD:
@@ -277,6 +293,7 @@ class Translator:
     # ------------------------------------------------------------------ statements
     def block(self, statements, frame):
         for index, statement in enumerate(statements):
+            rest = statements[index + 1:]
             if isinstance(statement, ast.If) and index + 1 < len(statements):
                 body_returns, else_returns = (_always_returns(statement.body),
                                               _always_returns(statement.orelse))
@@ -290,13 +307,32 @@ class Translator:
             self.statement(statement, frame)
             if _always_returns([statement]):
                 return None
+            if rest and _contains_return(statement):  # it returned on some path: the rest
+                flag = self.returned_flag(frame)     # runs where it did not
+                self.emit(frame, f"if (!{flag}) {{")
+                frame.branch += 1
+                self.block(rest, frame)
+                frame.branch -= 1
+                self.emit(frame, "}")
+                return None
         return None
+
+    def returned_flag(self, frame):
+        """The C++ bool that says the frame has returned (set by a return in a branch)."""
+        if frame.flag is None:
+            frame.flag = self.variable("returned", BOOL, frame, "false")
+        return frame.flag
 
     def statement(self, node, frame):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             return None  # a docstring
-        if isinstance(node, (ast.Pass, ast.Assert)):
+        if isinstance(node, ast.Pass):
             return None
+        if isinstance(node, ast.Assert):  # (the kernel cannot raise: only a constant one)
+            test = self.expression(node.test, frame)
+            if test.kind == CONST and test.value:
+                return None
+            return self.fail(node, "an assert the kernel cannot check (it cannot raise)")
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             return self.assign(node.targets[0], self.expression(node.value, frame), node, frame)
         if isinstance(node, ast.AnnAssign) and node.value is not None:
@@ -327,8 +363,11 @@ class Translator:
                 frame.names[name] = value
                 return
             if value.kind == CONST and _cxx_ops.is_number(value.value):
-                value = Value(BOOL if isinstance(value.value, bool) else HOST,
-                              _cxx_ops.literal(value.value))
+                value = _cxx_ops.host(self, node, value) if not isinstance(
+                    value.value, (bool, np.bool_)) else Value(BOOL, _cxx_ops.literal(value.value))
+                if value.float32:
+                    self.fail(node, "a numpy float32 number assigned in a branch (its "
+                                    "arithmetic is float32's: write float(...))")
             else:
                 self.fail(node, "a value the kernel cannot hold, assigned in a branch")
         if current is not None and current.code in frame.owned:
@@ -386,6 +425,8 @@ class Translator:
                                      element.kind))
         if len(values) != len(frame.result):
             self.fail(node, "returns of different lengths")
+        if frame.flag is not None or _needs_flag(frame):
+            self.emit(frame, f"{self.returned_flag(frame)} = true;")
         for index, (element, (cxx, kind)) in enumerate(zip(values, frame.result)):
             if element.kind == CONST and _cxx_ops.is_number(element.value):
                 element = Value(HOST, _cxx_ops.literal(element.value))
@@ -439,7 +480,8 @@ class Translator:
             test = self.expression(node.test, frame)
             if test.kind == CONST:
                 return self.expression(node.body if test.value else node.orelse, frame)
-            yes, no = self.expression(node.body, frame), self.expression(node.orelse, frame)
+            yes, no = (_cxx_ops.as_runtime(self, node, self.expression(side, frame))
+                       for side in (node.body, node.orelse))
             return Value(_cxx_ops.merged(self, node, yes, no),
                          f"(({self.condition(test, node)}) ? {yes.code} : {no.code})")
         if isinstance(node, ast.Call):
@@ -499,6 +541,14 @@ def _assigned_names(definition) -> set:
     """The names the function's body assigns."""
     return {node.id for node in ast.walk(definition)
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+
+
+def _contains_return(statement) -> bool:
+    return any(isinstance(node, ast.Return) for node in ast.walk(statement))
+
+
+def _needs_flag(frame) -> bool:
+    return frame.branch > 0
 
 
 def _always_returns(statements) -> bool:

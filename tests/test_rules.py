@@ -4,11 +4,13 @@ state dicts, and a kernel that fails its check (recorded under its own digest on
 The rule here is the example's (examples/lr_inside_velocity.py): the same code, so one kernel
 build serves both."""
 
+import functools
 import inspect
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import paddle
@@ -32,11 +34,11 @@ def needs_nu(param, grad, velocity, lr, *, nu):
     return param, velocity
 
 
-def params(count=3, seed=0):
+def params(count=3, seed=0, dtype="float32"):
     rng = np.random.default_rng(seed)
-    made = [paddle.create_parameter([8], "float32") for _ in range(count)]
+    made = [paddle.create_parameter([8], dtype) for _ in range(count)]
     for param in made:
-        param.set_value(rng.standard_normal(8).astype("float32"))
+        param.set_value(rng.standard_normal(8).astype(dtype))
     return made
 
 
@@ -178,3 +180,127 @@ def test_a_failed_check_is_recorded_under_its_own_digest(tmp_path):
     assert "disagrees with the composed ops running rules_here.lr_inside itself (kernel 1.0" \
         in messages, messages
     assert [p.parent for p in cache.glob("*/failed.json")] == [entry]
+
+
+# ---------------------------------------------------------------------- found by an adversary
+def nested_return(param, grad, velocity, lr, *, momentum):
+    """An early return two ifs deep, then more code: only the path taken returns."""
+    velocity = velocity * attribute(momentum, velocity) + grad
+    if momentum > 0.5:
+        if momentum > 0.95:
+            return param - lr * velocity * 0.5, velocity
+    return param - lr * velocity, velocity
+
+
+def heavy_ball(param, grad, velocity, lr, *, momentum):
+    velocity = velocity * attribute(momentum, velocity) + grad
+    return param - lr * velocity, velocity
+
+
+def _halving(rule):
+    @functools.wraps(rule)
+    def wrapped(param, grad, velocity, lr, **options):  # (a wrapper: its own code runs)
+        new_param, new_velocity = rule(param, grad, velocity, lr, **options)
+        return new_param, new_velocity * 0.5
+    return wrapped
+
+
+def rounded_or_not(param, grad, velocity, lr, *, momentum, round_result=None):
+    """``round_result is None`` where nothing is rounded (float32, float64)."""
+    if round_result is None:
+        velocity = velocity * attribute(momentum, velocity) + grad * 0.5
+    else:
+        velocity = round_result(velocity * attribute(momentum, velocity) + grad)
+    return param - lr * velocity, velocity
+
+
+def with_defaults(param, grad, velocity, lr, *, momentum, nu=0.7):
+    velocity = velocity * attribute(momentum, velocity) + grad
+    return param - lr * velocity * nu, velocity
+
+
+def _train(rule, kernel, momentum=0.9, steps=3, dtype="float32", between=None):
+    weights = params(dtype=dtype)
+    optimizer = paddle_momentum.Momentum(0.1, momentum, parameters=weights, rule=rule,
+                                         kernel=kernel)
+    for step in range(steps):
+        if between is not None:
+            between(step, kernel)
+        for weight in weights:
+            weight.grad = paddle.full([8], 0.25 + step, dtype)
+        optimizer.step()
+    return [w.numpy().tobytes() for w in weights]
+
+
+@pytest.mark.parametrize("rule, momentum, dtype", [
+    (nested_return, 0.99, "float32"), (_halving(heavy_ball), 0.9, "float32"),
+    (rounded_or_not, 0.9, "float64")], ids=["nested-return", "wraps", "round-result-none"])
+def test_fused_equals_composed(rule, momentum, dtype):
+    assert paddle_momentum.register_ops(rule=rule)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no fallback)
+        assert _train(rule, "auto", momentum, dtype=dtype) == \
+            _train(rule, "composed", momentum, dtype=dtype)
+
+
+def test_defaults_changed_in_place_are_followed():
+    """``fn.__kwdefaults__['nu'] = ...`` while training: a new translation, not the kernel
+    of the old default."""
+    original = dict(with_defaults.__kwdefaults__)
+
+    def change(step, kernel):
+        if step == 1:
+            with_defaults.__kwdefaults__["nu"] = 0.3
+            if kernel == "auto":
+                paddle_momentum.register_ops(rule=with_defaults)
+
+    try:
+        assert paddle_momentum.register_ops(rule=with_defaults)
+        fused = _train(with_defaults, "auto", between=change)
+        with_defaults.__kwdefaults__.update(original)
+        composed = _train(with_defaults, "composed", between=change)
+    finally:
+        with_defaults.__kwdefaults__.update(original)
+    assert fused == composed
+
+
+F32 = np.float32(0.95)
+
+
+def f32_compare(param, grad, velocity, lr, *, momentum):
+    step = lr * velocity * 0.5 if momentum > F32 else lr * velocity
+    return param - step, velocity * attribute(momentum, velocity) + grad
+
+
+def asserting(param, grad, velocity, lr, *, momentum):
+    assert momentum < 0.95, "too much momentum"
+    return param - lr * grad, velocity
+
+
+def three_max(param, grad, velocity, lr, *, momentum):
+    return param - lr * grad * max(momentum, 0.5, 0.6), velocity
+
+
+class _Computed:
+    @property
+    def ratio(self):
+        return 0.5 + 0.0 * len(str(self))  # (a new float at every read)
+
+
+COMPUTED = _Computed()
+
+
+def computed_constant(param, grad, velocity, lr, *, momentum):
+    return param - lr * grad * COMPUTED.ratio, velocity
+
+
+@pytest.mark.parametrize("rule, construct", [
+    (f32_compare, "numpy float32"), (asserting, "assert"), (three_max, "3 arguments"),
+    (lambda param, grad, velocity, lr, *, momentum: (param, velocity), "lambda"),
+    (computed_constant, "new object at every read")],
+    ids=["float32-compare", "assert", "max-of-three", "lambda", "property"])
+def test_what_the_kernel_cannot_follow_is_named_once(rule, construct):
+    with pytest.warns(RuntimeWarning, match=construct) as caught:
+        fused = _train(rule, "auto", momentum=0.9)
+    assert sum("paddle_momentum" in str(w.message) for w in caught) == 1
+    assert fused == _train(rule, "composed", momentum=0.9)
