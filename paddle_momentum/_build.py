@@ -202,7 +202,7 @@ def built_library(entry: pathlib.Path, name: str):
         return None
 
 
-def prebuild(source: pathlib.Path, what: str, prefix: str, note: str = ""):
+def prebuild(source: pathlib.Path, what: str, prefix: str, note: str = "", low_priority=False):
     """Start building ``source``'s library in a background thread when its entry holds none,
     so that a first use compiles two libraries at once (2 cores: about 15 s instead of 30);
     the first ``cached`` call for it then finds it built (and checks it). Does nothing where
@@ -224,7 +224,8 @@ def prebuild(source: pathlib.Path, what: str, prefix: str, note: str = ""):
             entry.mkdir(parents=True, exist_ok=True)
             with _exclusive(entry / "build.lock"):
                 if verified_library(entry) is None and built_library(entry, name) is None:
-                    library = _build(source, what, name, entry, note, background=True)
+                    library = _build(source, what, name, entry, note,
+                                     background=low_priority)
                     if isinstance(library, str):  # (INTERRUPTED: nothing recorded)
                         _fail(entry, library)
         except OSError:
@@ -432,17 +433,16 @@ def _compiled(copy, name, entry, built, background=False):
                          extra_include_paths=[sysconfig.get_paths()["include"]],
                          build_directory=str(built), verbose=commands is None)
         try:
-            done = subprocess.run(lowest + [sys.executable, "-c", _BUILD, json.dumps(arguments)],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=copy.parent,
-                                  timeout=1800)
+            code = _toolchain.run(lowest + [sys.executable, "-c", _BUILD, json.dumps(arguments)],
+                                  log, copy.parent)
         except subprocess.TimeoutExpired:
             return "the build took more than 30 minutes"
-    if done.returncode < 0:  # killed by a signal (Ctrl-C reaches the builder too)
+    if code < 0:  # killed by a signal (Ctrl-C reaches the builder too)
         return INTERRUPTED
     output = (entry / "build.log").read_text(errors="replace")
-    if done.returncode != 0 or not any(built.glob(f"**/{name}*.so")):
+    if code != 0 or not any(built.glob(f"**/{name}*.so")):
         lines = [line for line in output.splitlines() if "error" in line.lower()]
-        return lines[-1].strip()[:300] if lines else f"the builder exited with {done.returncode}"
+        return lines[-1].strip()[:300] if lines else f"the builder exited with {code}"
     if commands is None:
         _toolchain.record(where, output, copy, name)
     return None

@@ -29,7 +29,7 @@ import types
 import numpy as np
 import paddle
 
-from . import _build, _layout, _selfcheck
+from . import _build, _layout, _selfcheck, _toolchain
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "csrc" / "momentum_kernel.cc"
 GRADIENT_TABLE_SOURCE = SOURCE.with_name("gradient_table.cc")
@@ -106,6 +106,8 @@ def ops_for(generated, rule, wait=True, plain_allowed=False):
                     return None
         elif not wait and thread.is_alive():
             return None
+        elif thread.is_alive():  # (waited for: at the normal priority from now on)
+            _toolchain.hurry()
         _BUILDING.pop(digest, None)
         unchecked = _UNCHECKED.pop(digest, None)
         if unchecked is not None:  # (loaded while the rule was another: checked now)
@@ -148,7 +150,8 @@ def _start_build(source, rule):
     if not _BUILDING:
         atexit.register(_finish_builds)
     return _build.prebuild(source, f"fused momentum kernel of {rule.name}", KERNEL_PREFIX,
-                           note="; the composed ops run the steps until it is built and checked")
+                           note="; the composed ops run the steps until it is built and checked",
+                           low_priority=True)
 
 
 def _finish_builds():

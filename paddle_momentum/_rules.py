@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from . import _build, _generate, _kernel, rule
 from ._settings import RULE_SETTINGS
-from ._translate import CannotGenerate, Identity, SourceDoesNotParse, source_of
+from ._source import CannotGenerate, Identity, SourceDoesNotParse, source_of
 
 
 class Rule:

@@ -124,11 +124,39 @@ def compile_library(commands, source: pathlib.Path, library: pathlib.Path, log, 
     for command in (compile_command, link_command):
         log.write(" ".join(shlex.quote(w) for w in command) + "\n")
         log.flush()
-        done = subprocess.run(list(prefix) + command, stdout=log, stderr=subprocess.STDOUT,
-                              cwd=source.parent, timeout=1800)
-        if done.returncode != 0:
-            return done.returncode
+        code = run(list(prefix) + command, log, source.parent, low_priority=bool(prefix))
+        if code != 0:
+            return code
     return 0
+
+
+LOW_PRIORITY = set()  # the process ids of compilers running at a low priority now
+
+
+def run(command, log, cwd, low_priority=False, timeout=1800):
+    """Run ``command`` with its output to ``log``; its exit code. A low-priority one is
+    listed in :data:`LOW_PRIORITY` while it runs (:func:`hurry` raises it)."""
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    if low_priority:
+        LOW_PRIORITY.add(process.pid)
+    try:
+        return process.wait(timeout=timeout)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        LOW_PRIORITY.discard(process.pid)
+
+
+def hurry():
+    """Someone waits for the builds running at a low priority: back to the normal one where
+    this process may (root may; an unprivileged user's stay low)."""
+    for pid in list(LOW_PRIORITY):
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, 0)
+        except (OSError, AttributeError):
+            pass
 
 
 @contextlib.contextmanager
