@@ -411,8 +411,9 @@ def _compiled(copy, name, entry, built, background=False):
     """Compile ``copy`` into ``built``/``name``.so: with the toolchain's recorded commands
     (``_toolchain``), else with Paddle's builder, whose commands are then recorded. None when
     built; else ``INTERRUPTED`` or why it failed (a str). Output in the entry's build.log.
-    ``background``: at the lowest CPU priority (``nice``), beside a training that runs the
-    composed ops meanwhile (on 2 cores, its steps took twice as long beside a normal one)."""
+    ``background``: the recorded commands at the lowest CPU priority (``nice``), beside a
+    training that runs the composed ops meanwhile (on 2 cores, its steps took twice as long
+    beside a normal one); ``_toolchain.hurry`` raises them for a waiter."""
     lowest = ["nice", "-n", "19"] if background and shutil.which("nice") else []
     cxx = compiler()
     where = _toolchain.directory(cache_root(), cxx, CXX_FLAGS, link_flags())
@@ -433,8 +434,10 @@ def _compiled(copy, name, entry, built, background=False):
                          extra_include_paths=[sysconfig.get_paths()["include"]],
                          build_directory=str(built), verbose=commands is None)
         try:
-            code = _toolchain.run(lowest + [sys.executable, "-c", _BUILD, json.dumps(arguments)],
-                                  log, copy.parent)
+            # (never at a low priority: its compiler is a grandchild, which hurry() cannot
+            # reach; this is the first build with this toolchain only)
+            code = _toolchain.run([sys.executable, "-c", _BUILD, json.dumps(arguments)], log,
+                                  copy.parent)
         except subprocess.TimeoutExpired:
             return "the build took more than 30 minutes"
     if code < 0:  # killed by a signal (Ctrl-C reaches the builder too)

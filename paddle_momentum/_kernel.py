@@ -49,6 +49,7 @@ _LOADED = {}  # digest -> ops
 _BUILDING = {}  # digest -> (thread, source)
 _FAILED = set()  # digests whose kernel failed to build, load or check in this process
 _UNCHECKED = {}  # digest -> ops loaded but not checked (the rule changed during the build)
+_FINISH_AT_EXIT = []  # (registered once)
 _PLAIN = []  # the digest whose ops have (or will have) the plain names: at most one
 
 
@@ -147,8 +148,8 @@ def loadable(generated, plain_allowed=False) -> bool:
 def _start_build(source, rule):
     """Compile ``source`` in a background thread (None where nothing can be built)."""
     _prebuild_table()
-    if not _BUILDING:
-        atexit.register(_finish_builds)
+    if not _FINISH_AT_EXIT:
+        _FINISH_AT_EXIT.append(atexit.register(_finish_builds))
     return _build.prebuild(source, f"fused momentum kernel of {rule.name}", KERNEL_PREFIX,
                            note="; the composed ops run the steps until it is built and checked",
                            low_priority=True)
