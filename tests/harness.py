@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from paddle_momentum.tools.parity import (  # noqa: F401  (re-exported for the tests)
@@ -22,3 +26,13 @@ def assert_same(expected, actual, where):
             f"{where}: first difference at {tuple(diff)}: expected "
             f"{expected[tuple(diff)]!r}, got {actual[tuple(diff)]!r}"
         )
+
+
+def run_python(script, cwd, cache, **env):
+    """``python -c script`` in a fresh process with the kernel cache ``cache`` (and ``env``);
+    its stdout and stderr, after checking that it succeeded."""
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
+                          text=True, timeout=600,
+                          env=dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache), **env))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, done.stderr

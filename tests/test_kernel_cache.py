@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from harness import run_python
+
 HERE = pathlib.Path(__file__).resolve().parent
 WORKER = HERE / "cache_worker.py"
 
@@ -170,12 +172,9 @@ def test_a_library_that_cannot_be_loaded_gives_one_warning(cache_copy, tmp_path)
               "(p * 2).sum().backward()\n"
               "opt.step()\n"
               "print(_rules.load() is None)\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600,
-                          env=dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache_copy)))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-1] == "True"
-    lines = _our_lines(done.stderr)
+    stdout, stderr = run_python(script, tmp_path, cache_copy)
+    assert stdout.split()[-1] == "True"
+    lines = _our_lines(stderr)
     assert len(lines) == 1 and "could not be loaded" in lines[0], lines
 
 
@@ -257,11 +256,8 @@ def test_too_many_threads_are_bounded_with_a_warning(cache_copy, tmp_path):
               "p.grad = paddle.ones([1 << 20], 'float32')\n"
               "opt.step()  # (v = g = 1: p - lr * 1, in float32)\n"
               "print(np.array_equal(p.numpy(), before - np.float32(0.1)))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600,
-                          env=dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache_copy),
-                                   PADDLE_MOMENTUM_NUM_THREADS="100000"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
-    lines = _our_lines(done.stderr)
+    stdout, stderr = run_python(script, tmp_path, cache_copy,
+                                PADDLE_MOMENTUM_NUM_THREADS="100000")
+    assert stdout.strip().splitlines()[-1] == "True"
+    lines = _our_lines(stderr)
     assert len(lines) == 1 and "PADDLE_MOMENTUM_NUM_THREADS=100000" in lines[0], lines

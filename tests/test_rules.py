@@ -6,10 +6,7 @@ build serves both."""
 
 import functools
 import inspect
-import os
 import shutil
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -17,7 +14,8 @@ import paddle
 import pytest
 
 import paddle_momentum
-from paddle_momentum import _build, _kernel, _rules, _selfcheck
+from harness import run_python
+from paddle_momentum import _build, _kernel, _rules
 from paddle_momentum.rule import attribute
 
 
@@ -171,11 +169,7 @@ def test_a_failed_check_is_recorded_under_its_own_digest(tmp_path):
               "    print(_rules.Rule(rules_here.lr_inside).kernel(wait=True) is None,\n"
               "          _rules.load() is not None)\n"
               "print([str(w.message) for w in caught])\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600,
-                          env=dict(os.environ, PADDLE_MOMENTUM_CACHE=str(cache)))
-    assert done.returncode == 0, done.stderr[-2000:]
-    verdict, messages = done.stdout.strip().splitlines()[-2:]
+    verdict, messages = run_python(script, tmp_path, cache)[0].strip().splitlines()[-2:]
     assert verdict == "True True"
     assert "disagrees with the composed ops running rules_here.lr_inside itself (kernel 1.0" \
         in messages, messages
