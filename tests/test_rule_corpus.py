@@ -181,14 +181,18 @@ def _checkout(tmp_path, edit):
     return copy
 
 
-def test_helper_edit_is_followed_with_a_warm_cache(tmp_path, cache, unedited):
+def test_helper_edit_is_followed_with_a_warm_cache(tmp_path, installed, cache, unedited):
     """``as_float32_attribute`` keeping full precision: the generated kernel changes with it
-    (a new entry, built once), although the cache holds the unedited kernel."""
+    (a new entry, built once), although the cache holds the unedited kernel; going back to
+    the unedited rule finds its kernel as it was (no build, no environment variable)."""
     report, builds = _run(tmp_path, _checkout(tmp_path, "helper"), cache, _case())
     _assert_runs_fused(report, "helper")
     assert len(builds) == 1, builds
     assert report["results"]["special-float64"]["auto"] != \
         unedited["results"]["special-float64"]["auto"]
+    reverted, builds = _run(tmp_path, installed, cache, _case())
+    _assert_runs_fused(reverted, "reverted")
+    assert builds == [] and reverted["results"] == unedited["results"]
 
 
 def test_docstring_edit_builds_nothing(tmp_path, cache, unedited):
