@@ -397,8 +397,9 @@ def _refused():
                          "kernel does not model"}
 
 
-SUPPORTED_CALLS = ("paddle.where", "sign", "abs", "maximum", "minimum", "clip", "scale",
-                   "add_n", "full", "float", "abs", "min", "max", "np.float32", "np.float64",
+SUPPORTED_CALLS = ("paddle.where", "paddle.sign", "paddle.abs", "paddle.maximum",
+                   "paddle.minimum", "paddle.clip", "paddle.scale", "paddle.add_n",
+                   "paddle.full", "float", "abs", "min", "max", "np.float32", "np.float64",
                    "math.sqrt")
 
 

@@ -41,8 +41,6 @@ TABLE_PROBLEMS = {code: text for code, text in _layout.TABLE_PROBLEMS.values()}
 # built-in's step time (2000 x [512]: 305 ms against 27 ms; ResNet-50 shapes: 364 against 45).
 COMPOSED_COST = ("the composed Paddle ops run it instead: the same numbers, at about 8-11x "
                  "the built-in's step time")
-FALLBACK = (f"{COMPOSED_COST}; a C++ compiler (g++ or clang++) and the Python development "
-            "headers give the fused kernel")
 GENERATED_MARKERS = ("// @generated attributes", "// @generated rule")
 
 _LOADED = {}  # digest -> ops
@@ -56,7 +54,7 @@ _PLAIN = []  # the digest whose ops have (or will have) the plain names: at most
 def kernel_source(generated, tag=""):
     """The kernel's source with ``generated`` (a ``_generate.Generated``) spliced in, its ops
     named ``pm_<tag>_...`` (``tag`` empty: the plain names), as a ``_build.GeneratedSource``."""
-    hand_written = SOURCE.read_text()
+    hand_written = _hand_written()
     if tag:
         hand_written = hand_written.replace("PD_BUILD_OP(pm_", f"PD_BUILD_OP(pm_{tag}_")
 
@@ -73,6 +71,13 @@ def kernel_source(generated, tag=""):
     return _build.GeneratedSource(SOURCE.name, spliced(generated.function), SOURCE,
                                   f" (generated {generated.digest})",
                                   key_text=spliced(generated.code_of_function))
+
+
+@functools.lru_cache(maxsize=1)
+def _hand_written():
+    """``momentum_kernel.cc`` as installed (read once: import and the first step both
+    need it)."""
+    return SOURCE.read_text()
 
 
 def _tag_for(generated, plain_allowed):
@@ -252,14 +257,6 @@ def _norm_reductions_problem(ops):
         with _compat.isolated():
             _NORM_PROBLEM.append(_selfcheck.norm_problem(ops, fill, new_gradient_table))
     return _NORM_PROBLEM[0]
-
-
-def table_problem(code: int):
-    """``(member index, problem code)`` of a negative table result."""
-    return _layout.table_problem(code)
-
-
-GRADIENT_UNFIT, SETTINGS_CHANGED = _layout.GRADIENT_UNFIT, _layout.SETTINGS_CHANGED
 
 
 def gradient_table():

@@ -16,7 +16,7 @@ in the background while the composed ops run the new rule. Never a stale kernel.
 from __future__ import annotations
 
 from . import _build, _generate, _kernel, rule
-from ._settings import RULE_SETTINGS
+from ._settings import RULE_SETTING_NAMES, RULE_SETTINGS
 from ._source import CannotGenerate, Identity, SourceDoesNotParse, source_of
 
 
@@ -83,6 +83,13 @@ class Rule:
             raise TypeError(f"{where}weight_decay is an L2 coefficient "
                             f"({values['l2_coeff']!r}), but rule={self.name} does not take "
                             "'l2_coeff': give the rule that argument, or use no weight decay")
+
+    def refuse_group(self, group_settings, where: str):
+        """:meth:`refuse_unreceived` for a group's settings now (``_settings.GroupSettings``:
+        checked at every step, so nothing is built for a rule that takes them all)."""
+        if not self._takes_all:
+            self.refuse_unreceived(dict(zip(RULE_SETTING_NAMES, group_settings.rule),
+                                        l2_coeff=group_settings.l2_coeff), where)
 
     def translation(self, quiet=False):
         """The current translation (a ``_generate.Generated``), or None where the rule cannot

@@ -440,9 +440,8 @@ class Reader:
         """``group``'s settings now (``group`` None: the optimizer's, without groups); a
         setting the optimizer's rule does not take, off its default, is refused."""
         settings = group_settings(group, self._optimizer)
-        self._optimizer._rule.refuse_unreceived(
-            dict(zip(RULE_SETTING_NAMES, settings.rule), l2_coeff=settings.l2_coeff),
-            "optimizer: " if group is None else "parameter group: ")
+        self._optimizer._rule.refuse_group(settings, "optimizer: " if group is None
+                                           else "parameter group: ")
         return self._derivations.group(id(group), settings)
 
     def param(self, param, group: GroupSettings) -> ParamSettings:

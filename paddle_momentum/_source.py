@@ -8,7 +8,6 @@ from __future__ import annotations
 import __future__
 import ast
 import inspect
-import linecache
 import textwrap
 import types
 
@@ -121,8 +120,3 @@ def _check_source_runs(function, source, name, where):
             != (code.co_consts, set(code.co_names), code.co_varnames):
         raise CannotGenerate(f"the source of {name} in its file is not the code that runs "
                              "(the file was edited after it was imported: reload it)", where)
-
-
-def clear_source_cache():
-    """Forget cached file contents (a file edited on disk is read again)."""
-    linecache.clearcache()

@@ -316,7 +316,7 @@ class Translator:
                                      element.kind))
         if len(values) != len(frame.result):
             self.fail(node, "returns of different lengths")
-        if frame.flag is not None or _needs_flag(frame):
+        if frame.flag is not None or frame.branch > 0:
             self.emit(frame, f"{self.returned_flag(frame)} = true;")
         for index, (element, (cxx, kind)) in enumerate(zip(values, frame.result)):
             if element.kind == CONST and _cxx_ops.is_number(element.value):
@@ -436,10 +436,6 @@ def _assigned_names(definition) -> set:
 
 def _contains_return(statement) -> bool:
     return any(isinstance(node, ast.Return) for node in ast.walk(statement))
-
-
-def _needs_flag(frame) -> bool:
-    return frame.branch > 0
 
 
 def _always_returns(statements) -> bool:
