@@ -151,7 +151,8 @@ def fix_large_nan_norms(norms, dtype, params, sizes):
     grads = _compat.all_gradients(params)
     parts = [norms[j:j + 1] for j in range(len(params))]
     for j in large:
-        parts[j] = _squared_l2_norm(grads[j]).reshape([1])
+        if grads[j] is not None:  # (else the member takes no part this step)
+            parts[j] = _squared_l2_norm(grads[j]).reshape([1])
     return paddle.concat(parts)
 
 

@@ -1,15 +1,15 @@
-"""The dygraph step as a plan of units, each checked against what it was built for.
+"""The dygraph step as a plan: per group, the flat buckets' calls and the units.
 
 A step first makes a plan, per group: the group's settings, derived now
-(``_settings.group_settings``); the flat buckets that can be updated whole (each has checked
-that nothing it was built from changed, see ``_flat``); and every other parameter with a
-gradient as a single-parameter unit with its settings derived now. Then, in the built-in's
-order: checks (which raise before anything is written, every step: the units' gradients and
-state, a norm clip's ``clip_norm``) -> clip -> non-fused regularization -> state ->
-``found_inf`` -> updates. Which implementation updates a unit, and which parameters join a
-bucket, is ``_dispatch.choose``'s decision; a bucket's values for this step (learning-rate
-scales and ``need_clip`` in its table rows, the clip's values as ``GradientOps``, the group's
-settings) reach its one fused call without rebuilding it.
+(``_settings.group_settings``); its flat buckets, each with its gradient table filled for this
+step (which checked the bucket's memory and wrote each member's values: see ``_flat``), built
+again only where their memory changed; and every other parameter with a gradient (outside the
+buckets, or a member a bucket's call does not update this step) as a single-parameter unit
+with its settings derived now. Then, in the built-in's order: checks (which raise before
+anything is written, every step: the units' gradients and state, a norm clip's ``clip_norm``)
+-> clip -> non-fused regularization -> state -> ``found_inf`` -> updates. What updates a unit
+is ``_dispatch.choose``'s decision, and which members a bucket's call updates is the
+bucket's (from ``_dispatch``'s rules); the executors run what they are given.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import dataclasses
 
 import numpy as np
 import paddle
-from paddle.nn.clip import ClipGradByValue
 from paddle.regularizer import L1Decay
 
 from . import _clip, _compat, _dispatch, _flat, _kernel, implementations, rule
 from ._boundary import GradientOps
 from ._settings import (GLOBAL_NORM_CLIP, NORM_CLIP, VALUE_CLIP, GroupSettings,
-                        ParamSettings)
+                        ParamSettings, clip_kind)
 
 
 @dataclasses.dataclass
@@ -58,49 +57,84 @@ class DygraphStep:
 
     def plan(self, only=None, use_main_grad=True):
         """The step's :class:`GroupPlan` per group; ``only`` (a set of ids) restricts it to
-        those parameters (``minimize(parameters=...)``), without buckets. The built-in's
-        ``step()`` takes ``main_grad`` where it is set (not in groups), its ``minimize()``
-        never."""
+        those parameters (``minimize(parameters=...)``). The built-in's ``step()`` takes
+        ``main_grad`` where it is set (not in groups), its ``minimize()`` never."""
         plan = []
         can = _dispatch.capabilities(self.rule, self.kernel)
-        settings_of, state = self.settings.param, self.state
+        settings_of = self.settings.param
         for group, params in self.settings.groups():
             group_settings = self.settings.group(group)
-            buckets = []
-            if (_dispatch.buckets_possible(self.kernel, can) and only is None
-                    and self.flat.built(group)):
-                ready = self.flat.ready(
-                    group, params, group_settings.structure(), state.velocities(),
-                    state.masters, lambda param: settings_of(param, group_settings),
-                    lambda param, settings: _dispatch.bucket_key(self.kernel, can, param,
-                                                                 settings),
-                    clipped=group_settings.grad_clip is not None)
-                if ready is None:  # something a bucket was built from changed: rebuild all
-                    self.flat.clear()
-                    return self.plan(only, use_main_grad)
-                buckets, by_member = ready
-                if group_settings.value("dampening"):
-                    # torch's dampening starts each velocity undamped: members whose first
-                    # update differs cannot share a call this step
-                    mixed = {id(b) for b, _ in buckets
-                             if not b.stepped and state.mixed_first_steps(b.params)}
-                    by_member = by_member + [b for b, _ in buckets if id(b) in mixed]
-                    buckets = [(b, table) for b, table in buckets if id(b) not in mixed]
-                if buckets and not _fusable_clip_values(group_settings.grad_clip):
-                    # bounds of another kind (None, a Tensor, ...): Paddle's own clip, member
-                    # by member, this step
-                    by_member = by_member + [bucket for bucket, _ in buckets]
-                    buckets = []
-                if not by_member:
-                    params = self.flat.outside_buckets[id(group)]
-                elif buckets:
-                    members = {id(p) for bucket, _ in buckets for p in bucket.params}
-                    params = [p for p in params if id(p) not in members]
+            main_grad = use_main_grad and group is None
+            buckets, unit_params = [], params
+            if _dispatch.buckets_possible(self.kernel, can):
+                buckets, unit_params = self._bucket_plan(group, params, group_settings, can,
+                                                         only, main_grad)
             units = [(param, grad, settings_of(param, group_settings))
-                     for param, grad in gradient_pairs(
-                         params, use_main_grad and group is None, only)]
+                     for param, grad in gradient_pairs(unit_params, main_grad, only)]
             plan.append(GroupPlan(group, group_settings, buckets, units, can))
         return plan
+
+    def _bucket_plan(self, group, params, group_settings, can, only, use_main_grad):
+        """``([(bucket, its filled table)], the parameters that are not updated by a bucket's
+        call this step)`` for ``group``, its buckets built (again) where their memory
+        changed."""
+        state = self.state
+        flat_group = self.flat.groups.get(id(group))
+        for _ in range(2):
+            if (flat_group is None
+                    or not flat_group.current(params, group_settings.multi_precision,
+                                              state.masters)
+                    or flat_group.waiting_has_gradient(use_main_grad, only)):
+                flat_group = self._build(group, params, group_settings, can, use_main_grad,
+                                         only)
+            ready = []
+            for bucket in flat_group.buckets:
+                table = bucket.ready(can, group_settings,
+                                     lambda param: self.settings.param(param, group_settings),
+                                     state, only)
+                if table is None:  # its memory changed
+                    flat_group = None
+                    break
+                ready.append((bucket, table))
+            else:
+                excluded = [p for bucket in flat_group.buckets for p in bucket.units()]
+                unit_params = flat_group.outside
+                if excluded:  # (in the group's order: a global-norm clip sums in it)
+                    positions = flat_group.positions
+                    unit_params = sorted(unit_params + excluded,
+                                         key=lambda p: positions[id(p)][0])
+                return [(b, table) for b, table in ready if b.updates], unit_params
+        self.flat.groups.pop(id(group), None)  # (moved again at once: no buckets this step)
+        return [], params
+
+    def _build(self, group, params, group_settings, can, use_main_grad, only):
+        """Put the group's parameters that can live in a bucket (``_dispatch.bucket_member``)
+        and have a gradient now into flat buckets, one per memory layout; returns the
+        group's ``_flat.FlatGroup``."""
+        repeated = self._repeated_params()
+        members, outside, waiting = {}, [], []
+        for param in params:
+            grad = (None if param.stop_gradient or (only is not None and id(param) not in only)
+                    else _compat.gradient_of(param, use_main_grad))
+            if grad is None:
+                outside.append(param)
+                if id(param) not in repeated:
+                    waiting.append(param)
+                continue
+            settings = self.settings.param(param, group_settings)
+            if (not _dispatch.bucket_member(param, grad, settings, id(param) in repeated)
+                    or not self.state.fits(param, settings)):
+                outside.append(param)
+                continue
+            members.setdefault((settings.dtype, settings.master_weight), []).append(
+                (param, settings))
+        buckets = [_flat.FlatBucket([p for p, _ in entries], [s for _, s in entries],
+                                    _kernel.gradient_table(), self.state)
+                   for entries in members.values()]
+        flat_group = _flat.FlatGroup(params, group_settings.multi_precision, self.state.masters,
+                                     buckets, outside, waiting)
+        self.flat.groups[id(group)] = flat_group
+        return flat_group
 
     def _check_units(self, plan):
         """Raise, before anything is written, for a gradient or a parameter that the update
@@ -132,49 +166,42 @@ class DygraphStep:
         self._check_units(plan)
         for group_plan in plan:
             units = group_plan.units
+            clip = group_plan.settings.grad_clip
+            kind = clip_kind(clip)
             # what Paddle's clip ops check of the clip's values, every step, before anything
             # is written (the units' clip runs Paddle's own ops)
-            clip = group_plan.settings.grad_clip
-            if any(_clip_kind(bucket) == NORM_CLIP and bucket.clipped().any()
-                   for bucket, _ in group_plan.buckets):
+            clipped_in_call = kind is not None and any(
+                bucket.clipped_updated().any() for bucket, _ in group_plan.buckets)
+            if clipped_in_call and kind == NORM_CLIP:
                 _clip.check_clip_norm(clip)
-            if any(_clip_kind(bucket) == VALUE_CLIP and bucket.clipped().any()
-                   for bucket, _ in group_plan.buckets):
+            if clipped_in_call and kind == VALUE_CLIP:
                 _clip.check_clip_bounds(clip)
-            if any(_norm_bucket(bucket) for bucket, _ in group_plan.buckets):
+            if clipped_in_call and kind == GLOBAL_NORM_CLIP:
                 units = self._clip_by_global_norm(group_plan)
-            elif units and group_plan.settings.grad_clip is not None:
-                clipped = _clip.clip_gradients(group_plan.settings.grad_clip,
-                                               [(p, g) for p, g, _ in units])
+            elif units and clip is not None:
+                clipped = _clip.clip_gradients(clip, [(p, g) for p, g, _ in units])
                 units = [(p, g, s) for (p, g), (_, _, s) in zip(clipped, units)]
             group_plan.units = [(p, _regularized(p, g, s), s) for p, g, s in units]
 
     def update(self, plan, lr, found_inf):
-        """The second half: state (buckets built where none are, velocities created), then,
-        unless ``found_inf`` (a GradScaler flagged inf/NaN gradients: nothing changes), every
+        """The second half: the units' state (velocities created), then, unless
+        ``found_inf`` (a GradScaler flagged inf/NaN gradients: nothing changes), every
         bucket's and unit's update with the global learning rate ``lr``."""
-        repeated = None
         for group_plan in plan:
-            if (_dispatch.buckets_possible(self.kernel, group_plan.can)
-                    and not self.flat.built(group_plan.group)
-                    and _fusable_clip_values(group_plan.settings.grad_clip)):
-                if repeated is None:
-                    repeated = self._repeated_params()
-                # Bucket members' state is created inside the buckets' buffers.
-                self._build_buckets(group_plan, repeated)
             for param, _, _ in group_plan.units:
                 self.state.velocity_of(param)
         if found_inf():
             for group_plan in plan:  # the built-in clipped the gradients all the same
+                if clip_kind(group_plan.settings.grad_clip) != GLOBAL_NORM_CLIP:
+                    continue
                 for bucket, _ in group_plan.buckets:
-                    if _norm_bucket(bucket):
-                        _clip.scale_gradients(
-                            zip(bucket.params, _compat.all_gradients(bucket.params)),
-                            group_plan.global_norm_factor)
+                    params = [bucket.params[i] for i in np.flatnonzero(bucket.clipped_updated())]
+                    _clip.scale_gradients(zip(params, _compat.all_gradients(params)),
+                                          group_plan.global_norm_factor)
             return
         for group_plan in plan:
-            for bucket, grads in group_plan.buckets:
-                self._update_bucket(bucket, grads, group_plan, lr)
+            for bucket, table in group_plan.buckets:
+                self._update_bucket(bucket, table, group_plan, lr)
             for param, grad, settings in group_plan.units:
                 if param._is_initialized():  # the built-in skips these too (e.g. empty)
                     self.state.update(param, grad, settings, _dispatch.choose(
@@ -187,8 +214,7 @@ class DygraphStep:
         dtype in the group's order of parameters, then the factor. The units' gradients are
         multiplied here (returned: the new units), the buckets' in the kernel
         (``group_plan.global_norm_factor``)."""
-        positions = self.flat.positions(group_plan.group,
-                                        self.settings.params_of(group_plan.group))
+        positions = self.flat.groups[id(group_plan.group)].positions
         found = {}  # dtype class -> ([positions arrays], [squared norms tensors])
 
         def add(kind, where, norms):
@@ -197,18 +223,16 @@ class DygraphStep:
             entry[1].append(norms)
 
         for bucket, table in group_plan.buckets:
-            if _norm_bucket(bucket):
-                norms = implementations.squared_norms(group_plan.can.ops, bucket.key[0],
-                                                      table)
-                norms = _clip.fix_large_nan_norms(norms, bucket.key[0], bucket.params,
-                                                  bucket.sizes)
-                where, clipped = bucket.positions(positions), bucket.clipped()
-                if not clipped.any():
-                    continue
-                if not clipped.all():  # members with need_clip False take no part
-                    norms = paddle.gather(norms, paddle.to_tensor(np.flatnonzero(clipped)))
-                    where = where[clipped]
-                add(bucket.key[0], where, norms)
+            clipped = bucket.clipped_updated()
+            if not clipped.any():
+                continue
+            norms = implementations.squared_norms(group_plan.can.ops, bucket.dtype, table)
+            norms = _clip.fix_large_nan_norms(norms, bucket.dtype, bucket.params, bucket.sizes)
+            where = bucket.positions(positions)
+            if not clipped.all():  # (members with need_clip False, or not updated, take no part)
+                norms = paddle.gather(norms, paddle.to_tensor(np.flatnonzero(clipped)))
+                where = where[clipped]
+            add(bucket.dtype, where, norms)
         seen = {}
         for param, grad, _ in group_plan.units:
             occurrence = seen[id(param)] = seen.get(id(param), -1) + 1
@@ -239,58 +263,19 @@ class DygraphStep:
                 (repeated if id(param) in seen else seen).add(id(param))
         return repeated
 
-    def _build_buckets(self, group_plan: GroupPlan, repeated):
-        """Put the group's eligible parameters (not in ``repeated``) into flat buckets, one
-        per batch key (once per group, and again whenever something they were built from
-        changes); the buckets join ``group_plan.buckets``, the rest stay units."""
-        members, rest = {}, []
-        state = self.state
-        for param, grad, settings in group_plan.units:
-            key = _dispatch.bucket_key(self.kernel, group_plan.can, param, settings, grad,
-                                       repeated=id(param) in repeated)
-            if key is None:
-                rest.append((param, grad, settings))
-            else:
-                members.setdefault(key, []).append((param, grad, settings))
-        buckets = []
-        for key, entries in members.items():
-            bucket = _flat.FlatBucket(
-                key, [p for p, _, _ in entries], _kernel.gradient_table(), state.velocity_of,
-                [s.lr_scale for _, _, s in entries],
-                [getattr(p, "need_clip", True) for p, _, _ in entries],
-                [s.regularizer for _, _, s in entries],
-                state.create_master_weight if entries[0][2].master_weight else None,
-                state.zero_velocities)
-            buckets.append(bucket)
-            grads = bucket.gradients(state.velocities(), state.masters)
-            mixed = (group_plan.settings.value("dampening")
-                     and state.mixed_first_steps(bucket.params))
-            if isinstance(grads, str) or mixed:  # not whole this step: members stay units
-                rest.extend(entries)
-            else:
-                group_plan.buckets.append((bucket, grads))
-        in_bucket = {id(p) for bucket in buckets for p in bucket.params}
-        params = self.settings.params_of(group_plan.group)
-        outside = [p for p in params if id(p) not in in_bucket]
-        self.flat.add_group(group_plan.group, params, group_plan.settings.structure(), buckets,
-                            outside, state.masters)
-        group_plan.units = rest
-
     def _update_bucket(self, bucket, table, group_plan: GroupPlan, lr):
-        """One fused call updates every member of ``bucket`` (its filled gradient ``table``
-        holds each member's learning-rate scale and clip flag)."""
-        settings = self.settings.param(bucket.params[0], group_plan.settings)
+        """One fused call updates the members of ``bucket`` its filled gradient ``table``
+        says (with each one's learning-rate scale, clip flag, decay and first step)."""
+        clip = group_plan.settings.grad_clip
+        kind = clip_kind(clip)
         factor = None
-        if group_plan.global_norm_factor is not None and _norm_bucket(bucket):
-            factor = group_plan.global_norm_factor.astype(settings.dtype).item()
-        gradient_ops = _gradient_ops_now(_clip_kind(bucket), bucket.key[-1],
-                                         group_plan.settings.grad_clip, factor)
-        first_step = not bucket.stepped and self.state.first_steps(bucket.params)
-        bucket.stepped = True
-        implementations.fused_table(group_plan.can.ops, settings.dtype, table,
-                                    bucket.velocity_buffers,
-                                    bucket.master_buffers, lr, gradient_ops=gradient_ops,
-                                    first_step=first_step, **settings.rule_options())
+        if group_plan.global_norm_factor is not None and kind == GLOBAL_NORM_CLIP:
+            factor = group_plan.global_norm_factor.astype(bucket.dtype).item()
+        implementations.fused_table(group_plan.can.ops, bucket.dtype, table,
+                                    bucket.velocity_buffers, bucket.master_buffers, lr,
+                                    gradient_ops=_gradient_ops_now(kind, clip, factor),
+                                    **group_plan.settings.rule_options())
+        bucket.first_steps_taken(self.state)
 
 
 def gradient_pairs(params, use_main_grad, only=None):
@@ -321,30 +306,14 @@ def _regularized(param, grad, settings: ParamSettings):
     return paddle.add_n([grad, term])
 
 
-def _gradient_ops_now(clip_kind, l1, clip, global_factor) -> GradientOps:
-    """A bucket's gradient ops for this step: the values of ``clip`` (the group's clip object
-    now) for a clip of ``clip_kind``, the global norm's ``global_factor`` (None: the clip
-    skipped this step), and the L1 coefficient."""
-    if clip_kind == VALUE_CLIP:
-        return GradientOps(clip_min=float(clip.min), clip_max=float(clip.max), l1=l1)
-    if clip_kind == NORM_CLIP:
-        return GradientOps(max_norm=float(clip.clip_norm), l1=l1)
-    if clip_kind == GLOBAL_NORM_CLIP:
-        return GradientOps(scale=global_factor, l1=l1)
-    return GradientOps(l1=l1)
-
-
-def _fusable_clip_values(clip) -> bool:
-    """The clip's values are plain numbers the kernel takes as doubles (a clip set by value
-    may hold anything after construction: None, a Tensor, ...)."""
-    return type(clip) is not ClipGradByValue or _clip.rule_clip_bounds(clip) is not None
-
-
-def _clip_kind(bucket):
-    """The kind of clip the bucket's kernel call does (``_settings.fused_gradient_ops``)."""
-    return bucket.key[-2]
-
-
-def _norm_bucket(bucket) -> bool:
-    """The bucket's members take part in their group's global-norm clip."""
-    return _clip_kind(bucket) == GLOBAL_NORM_CLIP
+def _gradient_ops_now(kind, clip, global_factor) -> GradientOps:
+    """A bucket's clip for this step: the values of ``clip`` (the group's clip object now,
+    of ``kind``: ``_settings.clip_kind``) and the global norm's ``global_factor`` (None: the
+    clip skipped this step). (The decay is each member's, in its row.)"""
+    if kind == VALUE_CLIP:
+        return GradientOps(clip_min=float(clip.min), clip_max=float(clip.max))
+    if kind == NORM_CLIP:
+        return GradientOps(max_norm=float(clip.clip_norm))
+    if kind == GLOBAL_NORM_CLIP:
+        return GradientOps(scale=global_factor)
+    return GradientOps()

@@ -1,37 +1,41 @@
-"""Flat buffers: many parameters updated by one fused-kernel call (dygraph, CPU).
+"""Flat buckets: many parameters updated by one fused-kernel call (dygraph, CPU).
 
-Parameters of one group that share their structural settings (dtype, master weight or not,
-fused L2 coefficient, the kind of clip and L1 term) form a bucket; their values (learning-rate
-scale, ``need_clip``, clip bounds and factors, momentum, Nesterov, rescale_grad) are read at
-every step and reach the kernel as the gradient table's rows and the op's attributes, so a
-value changed every step rebuilds nothing. The small members' state is moved into one
-contiguous buffer per kind (velocities, master weights): each state tensor becomes a view of
-its buffer (the same Python objects, their storage shared), so ``state_dict`` and checkpoints
-keep working unchanged. Large members' state keeps its own storage (no copy). The parameters
+A bucket is memory, nothing else: parameters of one group with the same dtype and master
+weights or not, and their state. The small members' state is moved into one contiguous
+buffer per kind (velocities, master weights): each state tensor becomes a view of its buffer
+(the same Python objects, their storage shared), so ``state_dict`` and checkpoints keep
+working unchanged. Large members' state keeps its own storage (no copy). The parameters
 themselves never move: the gradient table gives the kernel their addresses, so views, slices
 and DLPack exports of a parameter keep tracking it. Buckets exist only where the gradient
-table does; without it every parameter is updated on its own.
+table does.
+
+Everything else is this step's data, in the table's rows (``_layout.TABLE_ROWS``): whether the
+call updates a member (the flag ``IN_CALL``: its settings and its group's let it, see
+``_dispatch.member_joins`` and ``group_lets_join``; it is in ``minimize``'s list), its
+learning-rate scale, ``need_clip``, its decay (an L2 or L1 coefficient), its first step, and
+its gradient's address (0: none this step, frozen or unused, and the call skips it, as the
+built-in does). The group's values (momentum, Nesterov, the clip's kind and values, the torch
+options) are the call's attributes. So a value changed between steps, a clip switched on, a
+frozen layer or a scheduled decay rebuilds nothing: a member's row is written again when its
+attribute objects change, and the rows of the members whose decay is the group's when the
+group's settings do (a few numpy operations per bucket).
+
+A bucket is a cache of assumptions about memory, checked before each step in the gradient
+table's C pass (``csrc/gradient_table.cc``): every member still lives where it was, with its
+dtype, size and layout; its velocity and master weight are the tensors in the optimizer's
+dicts and still live where the bucket put them (a storage replaced in place is followed);
+and the attribute objects its settings were derived from are the same (or changed: those
+members' settings are derived again, nothing rebuilt). A changed memory rebuilds the group's
+buckets: a parameter list or storage replaced, ``Layer.to``, multi-precision switched, the
+master-weight dict replaced by ``set_state_dict``. A member the call does not update this step
+but with a gradient (its settings or its group's keep it out, or its gradient does not fit)
+is a unit of the step, updated on its own as ``_dispatch.choose`` says.
 
 Gradients stay wherever Paddle puts them: the kernel takes the members' gradients beside the
 buffers (two partitions of the same elements), so ``backward``, every form of ``clear_grad``
 and gradient hooks need no care, and one kernel call updates the whole bucket: the
-per-parameter cost of a step disappears. The gradients reach the kernel as a gradient table
-(their addresses, gathered and checked in one C call, ``csrc/gradient_table.cc``).
-
-A bucket is a cache of assumptions, so before each step it checks, cheaply, every one of them
-(in the gradient table's C pass): that every member still lives where it was, with the dtype,
-size and layout it had; that the attribute objects its settings were derived from
-(``_settings.attribute_objects``) are the same (a learning-rate scale replaced by another
-number only updates its row); and the
-optimizer checks that the group's own settings, and its list of parameters, are as they were.
-A member without a gradient (frozen, unused in this backward, released) or with one that does
-not fit sends the bucket through the per-parameter path for that step (which checks, and
-raises, before anything is written). Anything else that changed makes the optimizer derive the
-settings again and rebuild its buckets (a replaced parameter storage, ``Layer.to``, a new
-regularizer, a master-weight dict replaced by ``set_state_dict``); attribute objects whose
-settings keep the bucket's key only refresh the snapshot and the rows. Members'
-velocities and master weights are created in their buffer, one at a time, so the state is
-never held twice.
+per-parameter cost of a step disappears. Members' velocities and master weights are created
+in their buffer, one at a time, so the state is never held twice.
 """
 
 from __future__ import annotations
@@ -42,16 +46,13 @@ import operator
 import numpy as np
 import paddle
 
-from . import _compat, _kernel, _layout
-from ._settings import attribute_objects
+from . import _compat, _dispatch, _kernel, _layout
+from ._boundary import bits
+from ._settings import attribute_objects, fused_decay_terms
 
 # Parameters of at least this many elements keep their own storage: their update dwarfs the
 # per-parameter overhead that gathering saves, and they cost no copy and no memory.
 OWN_BUFFER_SIZE = 1 << 16
-
-
-def _need_clip(param):
-    return getattr(param, "need_clip", True)
 
 
 def _recording(state_of, states):
@@ -107,138 +108,212 @@ def views_of(flat, sizes, shapes, names):
     return views
 
 
-# What FlatBucket.gradients() returns besides the gradients.
-NOT_WHOLE = "not whole"  # a member lacks a usable gradient: update member by member this step
-CHANGED = "changed"  # a member's storage, dtype, size or layout changed: rebuild
-SETTINGS_CHANGED = "settings changed"  # a member's attribute objects changed: derive again
+_ROW = _layout.TABLE_ROWS
+_FLAG = _layout.TABLE_FLAGS
+_ATTRIBUTES = 4  # objects per member in a snapshot (_settings.attribute_objects)
+_ONE = bits(1.0)
 
 
 class FlatBucket:
-    """Parameters with identical structural settings and the buffers one kernel call updates.
+    """Parameters of one group with one memory layout (``dtype``, ``master_weight``) and the
+    buffers one kernel call updates.
 
-    ``key`` is the members' ``ParamSettings.batch_key()`` with the gradient ops' kinds
-    (``_settings.fused_gradient_ops``). ``params`` is the members' order, the one the
-    gradient table follows; ``velocity_buffers`` and ``master_buffers`` (None without master
-    weights) hold the same elements in the same order: first one gathered buffer of the small
-    members (when there are several), then each large member's own tensor.
-    ``velocity_of(param)`` and ``master_of(param)`` (None: no master weights) return a
-    member's state, creating it if it does not exist yet: a small member's is then born in
-    its buffer (no second copy). ``zero_velocities(params, sizes)``, where given, creates
-    the small members' velocities at once as views of a new zeros buffer and returns
-    ``(buffer, velocities)``, or None (then ``velocity_of`` does). ``fill_table`` is
-    ``_kernel.gradient_table()`` (a bucket needs it). ``lr_scales`` and ``need_clips`` are
-    the members' values now (see :meth:`write_values`); ``regularizers`` the non-fused
-    regularizers their settings take (a group's ``L1Decay``, say), whose coefficients the
-    built-in reads at every step.
+    ``params`` is the members' order, the one the gradient table follows; ``velocity_buffers``
+    and ``master_buffers`` (None without master weights) hold the same elements in the same
+    order: first one gathered buffer of the small members (when there are several), then each
+    large member's own tensor. ``state`` (``_state.State``) makes the members' state: a small
+    member's is born in its buffer (no second copy). ``settings`` are the members'
+    ``ParamSettings`` now (in ``params``' order as given); ``fill_table`` is
+    ``_kernel.gradient_table()``.
     """
 
-    def __init__(self, key, params, fill_table, velocity_of, lr_scales, need_clips,
-                 regularizers, master_of=None, zero_velocities=None):
-        self.key = key
+    def __init__(self, params, settings, fill_table, state):
+        self.dtype, self.master_weight = settings[0].dtype, settings[0].master_weight
         numels = list(map(_SIZE, params))
         small = [i for i, n in enumerate(numels) if n < OWN_BUFFER_SIZE]
         gathered = small if len(small) > 1 else []
         own = sorted(set(range(len(params))) - set(gathered))
         order = gathered + own
         self.params = [params[i] for i in order]
+        settings = [settings[i] for i in order]
         self.sizes = [numels[i] for i in order]
         head = self.params[:len(gathered)]
 
-        def buffers(state_of, states=None):
+        def buffers(state_of, states):
             """The buffers of ``state_of(member)``, each member's appended to ``states``."""
-            if states is not None:
-                state_of = _recording(state_of, states)
+            state_of = _recording(state_of, states)
             flat = [_gather(map(state_of, head), self.sizes[:len(head)])] if head else []
             return flat + [state_of(p) for p in self.params[len(head):]]
 
         self.fill_table = fill_table
         # The members' state tensors, as the optimizer's dicts hold them: replacing one
-        # there (a momentum reset, say) must reach the update (see FlatState.ready).
+        # there (a momentum reset, say) must reach the update (the table checks it).
         self.velocities = []
-        self.masters = [] if master_of else None
-        self.master_buffers = buffers(master_of, self.masters) if master_of else None
-        created = (zero_velocities(head, self.sizes[:len(head)])
-                   if zero_velocities is not None and len(head) > 1 else None)
+        self.masters = [] if self.master_weight else None
+        self.master_buffers = (buffers(state.create_master_weight, self.masters)
+                               if self.master_weight else None)
+        created = state.zero_velocities(head, self.sizes[:len(head)]) if len(head) > 1 else None
         if created is None:
-            self.velocity_buffers = buffers(velocity_of, self.velocities)
+            self.velocity_buffers = buffers(state.velocity_of, self.velocities)
         else:  # the small members' velocities made in their buffer (no copy)
             flat, self.velocities = created
-            tail = [velocity_of(p) for p in self.params[len(head):]]
+            tail = [state.velocity_of(p) for p in self.params[len(head):]]
             self.velocities += tail
             self.velocity_buffers = [flat] + tail
-        self.master_keys = [p.name for p in self.params] if master_of else None
+        self.master_keys = [p.name for p in self.params] if self.master_weight else None
         # (the velocity dict is keyed by the master weight's name where there is one)
         self.velocity_keys = [state.name for state in (self.masters or self.params)]
         self._positions = None
         self.table = _kernel.new_gradient_table(self.params, self.fill_table)
-        self.regularizers = {id(r): r for r in regularizers if r is not None}
-        self.stepped = False  # updated whole once: its members' first updates are behind
-        self.refresh_snapshot()
-        positions = {id(p): i for i, p in enumerate(params)}
-        self.write_values([lr_scales[positions[id(p)]] for p in self.params],
-                          [need_clips[positions[id(p)]] for p in self.params])
-
-    def refresh_snapshot(self):
-        """Remember the members' attribute objects as they are now (see ``gradients``), and
-        the coefficients of their own regularizers and of those their settings take (which
-        the built-in reads at every step, so changing one in place counts too)."""
-        self.snapshot = [obj for p in self.params for obj in attribute_objects(p)]
-        regularizers = dict(self.regularizers)
-        regularizers.update((id(r), r) for r in self.snapshot[1::3] if r is not None)
-        self.coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers.values()]
-
-    def write_values(self, lr_scales=None, need_clips=None):
-        """Put the members' learning-rate scales (floats, in member order) and ``need_clip``
-        values (None: either kept) into the table's rows, which the kernel reads at every
-        step. (The table's fill itself keeps a scale up to date where a plain number
-        replaces it.)"""
         n = len(self.params)
-        rows = np.frombuffer(
+        self.rows = np.frombuffer(
             (ctypes.c_int64 * (_layout.TABLE_ROW_COUNT * n)).from_address(
                 self.table.data_ptr()), dtype=np.int64).reshape(_layout.TABLE_ROW_COUNT, n)
-        if lr_scales is not None:
-            rows[_layout.TABLE_ROWS["LR_SCALE"]] = np.array(lr_scales, np.float64).view(np.int64)
-        if need_clips is not None:
-            self.need_clips = list(need_clips)
-            self._clipped = np.array([need_clip is not False for need_clip in self.need_clips])
-            rows[_layout.TABLE_ROWS["CLIPPED"]] = self._clipped
-
-    def need_clip_changed(self) -> bool:
-        """A member's ``need_clip`` (which a clip reads at every step) is another object."""
-        return not all(map(operator.is_, map(_need_clip, self.params), self.need_clips))
-
-    def clipped(self):
-        """The members the group's clip applies to now (their ``need_clip``), as a numpy
-        bool array in member order (kept from the last ``write_values``: do not modify)."""
-        return self._clipped
-
-    def _settings_changed(self) -> bool:
-        return any(getattr(r, "_coeff", None) != coeff for r, coeff in self.coefficients)
-
-    def _states(self, velocities, master_weights):
-        """(dict, keys, tensors) triples: the members' state as the optimizer's dicts must
-        still hold it."""
-        states = [velocities, self.velocity_keys, self.velocities]
+        self.rows[_ROW["VELOCITY_ADDRESS"]] = [v.data_ptr() for v in self.velocities]
         if self.masters is not None:
-            states += [master_weights, self.master_keys, self.masters]
-        return states
+            self.rows[_ROW["MASTER_ADDRESS"]] = [m.data_ptr() for m in self.masters]
+        # Each member's own part of this step's values (see _take_settings); the group's part
+        # joins them in _join, when the group's settings change.
+        self.zero_dim = np.array([p.ndim == 0 for p in self.params])
+        self.own_ok = np.zeros(n, bool)  # _dispatch.member_joins
+        self.from_group = np.zeros(n, bool)  # its decay is the group's
+        self.clipped = np.zeros(n, bool)  # its need_clip
+        self.own_flags = np.zeros(n, np.int64)  # HAS_L2 / HAS_L1 of its own decay
+        self.own_l2 = np.zeros(n, np.int64)
+        self.own_l1 = np.zeros(n, np.int64)
+        self.snapshot = [None] * (_ATTRIBUTES * n)
+        self._take_settings(range(n), settings)
+        self.first_ahead = state.first_steps_ahead(self.params)  # first updates still ahead
+        self.in_only = None  # minimize(parameters=): the members listed, this step
 
-    def gradients(self, velocities, master_weights):
-        """The filled gradient table (see ``csrc/gradient_table.cc``) when the bucket can be
-        updated whole this step; else ``NOT_WHOLE``, ``CHANGED`` or ``SETTINGS_CHANGED`` (see
-        above). ``velocities`` and ``master_weights`` are the optimizer's dicts now."""
-        if self.coefficients and self._settings_changed():
-            return SETTINGS_CHANGED
-        states = self._states(velocities, master_weights)
-        result = self.fill_table(self.params, self.table, self.snapshot, states)
-        if result >= 0:
-            return self.table if result == 0 else NOT_WHOLE
-        code = _layout.table_problem(result)[1]
-        return {_layout.SETTINGS_CHANGED: SETTINGS_CHANGED,
-                _layout.GRADIENT_UNFIT: NOT_WHOLE}.get(code, CHANGED)
+    # ------------------------------------------------------------------ the members' values
+    def _take_settings(self, indices, settings):
+        """Members ``indices`` have the ``settings`` (``ParamSettings``) now: their own part
+        of the rows, and the attribute objects they were derived from."""
+        lr_row = self.rows[_ROW["LR_SCALE"]]
+        for i, member_settings in zip(indices, settings):
+            param = self.params[i]
+            objects = attribute_objects(param)
+            self.snapshot[_ATTRIBUTES * i:_ATTRIBUTES * (i + 1)] = objects
+            self.clipped[i] = objects[3] is not False
+            self.own_ok[i] = _dispatch.member_joins(member_settings)
+            self.from_group[i] = member_settings.decay_from_group
+            terms = (None if member_settings.decay_from_group else
+                     fused_decay_terms(member_settings.l2_coeff, member_settings.regularizer))
+            self.own_flags[i], self.own_l2[i], self.own_l1[i] = _decay_row(terms)
+            lr_scale = member_settings.lr_scale
+            lr_row[i] = _ONE if _compat.is_tensor(lr_scale) else bits(float(lr_scale))
+        # The regularizer objects whose coefficients the built-in reads at every step: the
+        # members' own (an L2Decay among them) and those their settings take.
+        regularizers = {id(r): r for r in self.snapshot[1::_ATTRIBUTES] if r is not None}
+        self._coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers.values()]
+        self._group_key = None  # (joined again)
+
+    def _coefficients_changed(self) -> bool:
+        return any(getattr(r, "_coeff", None) is not coeff for r, coeff in self._coefficients)
+
+    def _join(self, can, group):
+        """The rows' base for ``group``'s settings (``GroupSettings``): which members the
+        call updates, their flags and decay coefficients."""
+        lets = {}
+        for zero_dim in (False, True):
+            for clipped in (False, True):
+                for from_group in (False, True):
+                    lets[zero_dim, clipped, from_group] = _dispatch.group_lets_join(
+                        can, group, self.dtype, zero_dim, clipped, from_group)
+        table = np.array([lets[bool(k & 4), bool(k & 2), bool(k & 1)] for k in range(8)])
+        group_ok = table[self.zero_dim * 4 + self.clipped * 2 + self.from_group]
+        self.in_call = self.own_ok & group_ok
+        group_flags, group_l2, group_l1 = _decay_row(
+            fused_decay_terms(group.l2_coeff, group.regularizer))
+        self.base_flags = (np.where(self.in_call, _FLAG["IN_CALL"], 0)
+                           | np.where(self.clipped, _FLAG["CLIPPED"], 0)
+                           | np.where(self.from_group, group_flags, self.own_flags))
+        self.rows[_ROW["L2"]] = np.where(self.from_group, group_l2, self.own_l2)
+        self.rows[_ROW["L1"]] = np.where(self.from_group, group_l1, self.own_l1)
+
+    def _flags_now(self, only, state):
+        """The flags row of this step: the base, but for ``minimize``'s list (``only``) and
+        the first steps still ahead."""
+        flags = self.base_flags
+        self.in_only = None
+        if only is not None:
+            self.in_only = np.fromiter((id(p) in only for p in self.params), bool,
+                                       len(self.params))
+            flags = np.where(self.in_only, flags, flags & ~_FLAG["IN_CALL"])
+        if self.first_ahead is not None:
+            self.first_ahead &= state.first_steps_ahead(self.params)  # (loaded, or units')
+            if self.first_ahead.any():
+                flags = flags | np.where(self.first_ahead, _FLAG["FIRST_STEP"], 0)
+            else:
+                self.first_ahead = None
+        return flags
+
+    # ------------------------------------------------------------------ each step
+    def ready(self, can, group, settings_of, state, only=None):
+        """The filled gradient table for this step, or None when the bucket must be rebuilt
+        (its memory changed). ``group``: the group's ``GroupSettings`` now; ``settings_of
+        (param)``: a member's ``ParamSettings`` now; ``state``: the optimizer's
+        ``_state.State``; ``only``: ``minimize``'s list (ids), None for all."""
+        if self._coefficients and self._coefficients_changed():
+            own = [i for i in range(len(self.params))
+                   if self.snapshot[_ATTRIBUTES * i + 1] is not None or not self.from_group[i]]
+            self._take_settings(own, [settings_of(self.params[i]) for i in own])
+        key = (group, getattr(group.regularizer, "_coeff", None),
+               _dispatch.clip_values_fusable(group.grad_clip), can.ops)
+        states = [state.velocities(), self.velocity_keys, self.velocities]
+        if self.masters is not None:
+            states += [state.masters, self.master_keys, self.masters]
+        unfit = None
+        while True:
+            if self._group_key is None or any(map(operator.is_not, key, self._group_key)):
+                self._join(can, group)
+                self._group_key = key
+            flags = self._flags_now(only, state)
+            if unfit is not None:
+                flags = np.where(unfit, flags & ~_FLAG["IN_CALL"], flags)
+            self.rows[_ROW["FLAGS"]] = flags
+            result = self.fill_table(self.params, self.table, self.snapshot, states)
+            if result >= 0:
+                self.updates = result
+                return self.table
+            code = _layout.table_problem(result)[1]
+            status = self.rows[_ROW["STATUS"]]
+            if code == _layout.SETTINGS_CHANGED:
+                changed = np.flatnonzero(status == _layout.STATUS_CODES["ATTRIBUTES"])
+                self._take_settings(changed, [settings_of(self.params[i]) for i in changed])
+            elif code == _layout.GRADIENT_UNFIT:  # those members are units this step
+                unfit = (status == _layout.STATUS_CODES["GRADIENT"]) | (
+                    False if unfit is None else unfit)
+            else:
+                return None
+
+    def units(self):
+        """The members the call does not update this step but another path may (their
+        settings or their gradient keep them out of it; ``minimize``'s list includes them)."""
+        out = (self.rows[_ROW["FLAGS"]] & _FLAG["IN_CALL"]) == 0
+        if self.in_only is not None:
+            out &= self.in_only
+        return [self.params[i] for i in np.flatnonzero(out)] if out.any() else []
+
+    def updated(self):
+        """Which members the call updates this step (after :meth:`ready`), a bool array."""
+        return self.rows[_ROW["GRAD_ADDRESS"]] != 0
+
+    def clipped_updated(self):
+        """Which members the call updates this step with the group's clip applied."""
+        return self.updated() & ((self.rows[_ROW["FLAGS"]] & _FLAG["CLIPPED"]) != 0)
+
+    def first_steps_taken(self, state):
+        """The call ran: its members' first updates are behind."""
+        if self.first_ahead is not None:
+            updated = self.updated()
+            state.first_steps_taken([self.params[i]
+                                     for i in np.flatnonzero(self.first_ahead & updated)])
+            self.first_ahead &= ~updated
 
     def positions(self, positions_in_group):
-        """The members' indices in their group's parameter list (``FlatState.positions``),
+        """The members' indices in their group's parameter list (``FlatGroup.positions``),
         in member order (as a numpy array)."""
         if self._positions is None:
             self._positions = np.array([positions_in_group[id(p)][0] for p in self.params],
@@ -246,71 +321,53 @@ class FlatBucket:
         return self._positions
 
 
+def _decay_row(terms):
+    """``(flags, L2 bits, L1 bits)`` of a decay's ``(l2, l1)`` terms (None: none fused)."""
+    l2, l1 = terms if terms is not None else (None, None)
+    flags = (_FLAG["HAS_L2"] if l2 is not None else 0) | (_FLAG["HAS_L1"] if l1 is not None else 0)
+    return flags, bits(l2), bits(l1)
+
+
+class FlatGroup:
+    """One group's buckets and what they were built from: its parameter list (``params``),
+    ``multi_precision`` and the optimizer's master-weight dict (``masters``). ``outside``: the
+    group's parameters in no bucket; ``waiting``: those of them that had no gradient when the
+    buckets were built (one that has a gradient now makes the group's buckets built again)."""
+
+    def __init__(self, params, multi_precision, masters, buckets, outside, waiting):
+        self.params = list(params)
+        self.multi_precision = multi_precision
+        self.masters = masters
+        self.buckets = buckets
+        self.outside = outside
+        self.waiting = waiting
+        self.positions = {}  # id(param) -> its indices in params
+        for index, param in enumerate(self.params):
+            self.positions.setdefault(id(param), []).append(index)
+
+    def current(self, params, multi_precision, masters) -> bool:
+        """The buckets were built from these (the group's list now, its multi-precision
+        setting and the optimizer's master-weight dict)."""
+        return (multi_precision == self.multi_precision and masters is self.masters
+                and len(params) == len(self.params)
+                and all(map(operator.is_, params, self.params)))
+
+    def waiting_has_gradient(self, use_main_grad, only) -> bool:
+        return any(not p.stop_gradient and (only is None or id(p) in only)
+                   and _compat.gradient_of(p, use_main_grad) is not None
+                   for p in self.waiting)
+
+
 class FlatState:
-    """The optimizer's buckets, by group, with what they were built from."""
+    """The optimizer's buckets, by group (``FlatGroup``)."""
 
     def __init__(self):
-        self.clear()
+        self.groups = {}  # id(group) (id(None) without groups) -> FlatGroup
 
     def clear(self):
-        self.buckets_of_group = {}  # id(group) (id(None) without groups) -> [bucket, ...]
-        self.outside_buckets = {}  # id(group) -> the group's parameters in no bucket
-        self.built_from = {}  # id(group) -> (its parameter list, its settings' structure)
-        self.master_weights = None  # the optimizer's master-weight dict the buckets hold
-        self.positions_of_group = {}  # id(group) -> {id(param): its indices in the group}
+        self.groups.clear()
 
-    def positions(self, group, params):
-        """``{id(param): [its indices in params]}`` for ``group``, whose parameter list is
-        ``params`` (the built one: kept until the buckets are rebuilt)."""
-        if id(group) not in self.positions_of_group:
-            positions = {}
-            for index, param in enumerate(params):
-                positions.setdefault(id(param), []).append(index)
-            self.positions_of_group[id(group)] = positions
-        return self.positions_of_group[id(group)]
-
-    def built(self, group) -> bool:
-        return id(group) in self.buckets_of_group
-
-    def add_group(self, group, params, structure, buckets, outside, master_weights):
-        self.buckets_of_group[id(group)] = buckets
-        self.outside_buckets[id(group)] = outside
-        self.built_from[id(group)] = (list(params), structure)
-        self.master_weights = master_weights
-
-    def ready(self, group, params, structure, velocities, master_weights, settings_of,
-              key_of, clipped=False):
-        """``([(bucket, its gradient table)] to update whole, [buckets to update member by
-        member])`` for ``group``, whose parameter list is ``params`` and settings' structure
-        ``structure`` now; None when the buckets must be rebuilt: the list or the structure
-        changed, a member changed (``key_of(param, settings_of(param))``, its batch key now,
-        differs from its bucket's), or its velocity or master weight is no longer the tensor
-        in ``velocities`` or ``master_weights`` (the optimizer's dicts; the latter may have
-        been replaced whole). Values change no bucket: where the group is ``clipped``, a
-        member's ``need_clip`` changed is written into its row, and attribute objects that
-        keep a member's key refresh the bucket's snapshot and its learning-rate scales."""
-        built_params, built_structure = self.built_from[id(group)]
-        if (len(params) != len(built_params) or structure != built_structure
-                or not all(map(operator.is_, params, built_params))):
-            return None
-        whole, by_member = [], []
-        for bucket in self.buckets_of_group.get(id(group), ()):
-            if clipped and bucket.need_clip_changed():
-                bucket.write_values(need_clips=map(_need_clip, bucket.params))
-            grads = bucket.gradients(velocities, master_weights)
-            if grads is SETTINGS_CHANGED:
-                settings = list(map(settings_of, bucket.params))
-                if any(key_of(p, s) != bucket.key for p, s in zip(bucket.params, settings)):
-                    return None
-                bucket.refresh_snapshot()
-                bucket.write_values(lr_scales=[s.lr_scale for s in settings])
-                grads = bucket.gradients(velocities, master_weights)
-            if grads is CHANGED or grads is SETTINGS_CHANGED:
-                return None
-            if grads is NOT_WHOLE:
-                by_member.append(bucket)
-            else:
-                whole.append((bucket, grads))
-        if (whole or by_member) and master_weights is not self.master_weights:
-            return None  # set_state_dict replaced the master weights
-        return whole, by_member
+    @property
+    def buckets_of_group(self):
+        """``{id(group): [bucket, ...]}``."""
+        return {key: flat_group.buckets for key, flat_group in self.groups.items()}

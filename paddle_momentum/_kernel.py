@@ -310,14 +310,15 @@ def _table_functions(library):
 
 def new_gradient_table(params, fill):
     """The table ``fill`` (from ``gradient_table()``) fills for ``params``: int64
-    [TABLE_ROW_COUNT, n] on the CPU (rows: ``_layout.TABLE_ROWS``; each member's
-    learning-rate scale 1.0 and clip flag 1 until written)."""
+    [TABLE_ROW_COUNT, n] on the CPU (rows: ``_layout.TABLE_ROWS``; until written, each
+    member is in the call and clipped, with a learning-rate scale of 1.0, no decay and no
+    state addresses)."""
     rows = np.zeros([_layout.TABLE_ROW_COUNT, len(params)], np.int64)
     layout = _layout.TABLE_ROWS
     rows[layout["PARAM_ADDRESS"]] = [p.data_ptr() for p in params]
     rows[layout["SIZE"]] = [p._numel() for p in params]
     rows[layout["DTYPE"]] = [fill.dtype_code(p) for p in params]
     rows[layout["LR_SCALE"]] = np.float64(1.0).view(np.int64)
-    rows[layout["CLIPPED"]] = 1
+    rows[layout["FLAGS"]] = _layout.TABLE_FLAGS["IN_CALL"] | _layout.TABLE_FLAGS["CLIPPED"]
     return paddle.to_tensor(rows, place=paddle.CPUPlace())
 

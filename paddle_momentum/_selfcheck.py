@@ -188,27 +188,28 @@ def _table_disagreement(fill, selfcheck, new_gradient_table):
         return "tensor object layout"
     table = new_gradient_table(params, fill)
     snapshot = [obj for p in params for obj in attribute_objects(p)]
-    without_gradient = fill(params, table, snapshot)
-    if without_gradient != 2:
-        return f"missing-gradient count {without_gradient}"
+    updated = fill(params, table, snapshot)  # (2 and 3: frozen, and without a gradient)
+    if updated != 2:
+        return f"updated count {updated}"
     wanted = [0 if g is None else g.data_ptr() for g in _compat.all_gradients(params)]
     if table.numpy()[2].tolist() != wanted:
         return "gradient addresses"
     params[1].optimize_attr["learning_rate"] = 0.25  # a plain number: taken into its row
     params[3].regularizer = paddle.regularizer.L1Decay(0.1)
-    if table_problem(fill(params, table, snapshot)) != (3, SETTINGS_CHANGED):
+    status = _layout.TABLE_ROWS["STATUS"]
+    if (table_problem(fill(params, table, snapshot)) != (3, SETTINGS_CHANGED)
+            or table.numpy()[status].tolist() != [0, 0, 0, 1]):
         return "changed regularizer not seen"
     scales = table.numpy()[_layout.TABLE_ROWS["LR_SCALE"]].view(np.float64).tolist()
-    if scales != [1.0, 0.25, 1.0, 1.0] or snapshot[3 * 1] is not \
+    if scales != [1.0, 0.25, 1.0, 1.0] or snapshot[4 * 1] is not \
             params[1].optimize_attr["learning_rate"]:
         return "changed learning-rate scale not taken"
     params[1].optimize_attr["learning_rate"] = np.float64(0.5)  # not plain: Python decides
-    if table_problem(fill(params, table, snapshot)) != (1, SETTINGS_CHANGED):
-        return "changed learning-rate scale not seen"
-    snapshot[3 * 1] = params[1].optimize_attr["learning_rate"]
-    if table_problem(fill(params, table, snapshot)) != (3, SETTINGS_CHANGED):
-        return "changed regularizer not seen"
-    snapshot[3 * 3 + 1] = params[3].regularizer
+    params[0].need_clip = False
+    if (table_problem(fill(params, table, snapshot)) != (0, SETTINGS_CHANGED)
+            or table.numpy()[status].tolist() != [1, 1, 0, 1]):
+        return "changed learning-rate scale or need_clip not seen"
+    snapshot[:] = [obj for p in params for obj in attribute_objects(p)]
     table[3, 0] = fill.dtype_code(paddle.zeros([1], "float64"))
     if table_problem(fill(params, table, snapshot)) != (0, 2):
         return "changed dtype not seen"

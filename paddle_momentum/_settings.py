@@ -17,7 +17,8 @@ its dtype, place, layout and size through its kernel. :func:`group_settings` and
 :func:`derive` turn exactly these into a :class:`ParamSettings`; the optimizer derives them
 at step time for every parameter it updates on its own (:class:`Derivations` redoes it only
 when an input changed), and a flat bucket (``_flat``) checks every step, cheaply, that what
-its members were derived from has not changed (:func:`attribute_objects`).
+its members were derived from has not changed (:func:`attribute_objects`), and derives the
+settings of those whose inputs did.
 
 Parameter groups: the built-in writes a group's ``learning_rate`` and ``weight_decay`` into
 its parameters' ``optimize_attr`` and ``regularizer`` at construction and reads those at step
@@ -41,13 +42,14 @@ from . import _compat
 from . import _validation as check
 
 def attribute_objects(param):
-    """``(lr scale object, regularizer, main_grad)`` as they stand on ``param`` (None where
-    absent): the objects a derivation reads from the parameter itself. Identity with an
+    """``(lr scale object, regularizer, main_grad, need_clip)`` as they stand on ``param``
+    (None where absent): the objects a derivation (and a clip) reads from the parameter itself. Identity with an
     earlier snapshot means nothing the built-in reads from the parameter's attributes changed
     (the snapshot holds references, so no other object can take an address in it)."""
     optimize_attr = getattr(param, "optimize_attr", None)
     lr_scale = optimize_attr.get("learning_rate") if isinstance(optimize_attr, dict) else None
-    return (lr_scale, getattr(param, "regularizer", None), getattr(param, "main_grad", None))
+    return (lr_scale, getattr(param, "regularizer", None), getattr(param, "main_grad", None),
+            getattr(param, "need_clip", None))
 
 
 def split_weight_decay(decay):
@@ -167,15 +169,10 @@ class GroupSettings:
         """The value of the rule setting ``name``."""
         return self.rule[RULE_SETTING_NAMES.index(name)]
 
-    def structure(self):
-        """What flat buckets are built from: the kind of clip (its object and values are read
-        at every step: a new clip object of the same kind each step rebuilds nothing), the
-        fused decay, the regularizer and the coefficient it reads from itself when it runs,
-        multi-precision, and whether a torch option is on. The other settings are read at
-        every step."""
-        return (type(self.grad_clip), getattr(self.grad_clip, "should_comm_on_shard_dim", False),
-                self.l2_coeff, self.regularizer, getattr(self.regularizer, "_coeff", None),
-                self.multi_precision, torch_option_on(self.rule))
+    def rule_options(self):
+        """The rule's keyword arguments for this group's dense CPU parameters (a bucket's call:
+        the decay is each member's, in its row; see ``ParamSettings.rule_options``)."""
+        return _rule_options(self.rule, None, self.rescale_grad_on_cpu)
 
 
 def group_settings(group, optimizer):
@@ -218,7 +215,7 @@ class ConstructionAttributes:
         """Record a (normalized) group's parameters as they are now."""
         _, group_regularizer = split_weight_decay(group["weight_decay"])
         for param in group["params"]:
-            lr_object, regularizer, _ = attribute_objects(param)
+            lr_object, regularizer = attribute_objects(param)[:2]
             self._params[id(param)] = (param, lr_object, regularizer, group["learning_rate"],
                                        group_regularizer)
 
@@ -236,6 +233,15 @@ class ConstructionAttributes:
 _OWN = object()  # "the parameter's own regularizer" (None is a regularizer value)
 
 
+def _rule_options(rule, l2_coeff, rescale):
+    """The rule's keyword arguments: the values of :data:`RULE_SETTINGS` (``rule``, in their
+    order), ``l2_coeff``; ``rescale_grad`` 1.0 unless ``rescale``."""
+    options = dict(zip(RULE_SETTING_NAMES, rule), l2_coeff=l2_coeff)
+    if not rescale:
+        options["rescale_grad"] = 1.0
+    return options
+
+
 @dataclasses.dataclass(frozen=True)
 class ParamSettings:
     """Everything one parameter's update depends on, besides its tensors."""
@@ -249,13 +255,13 @@ class ParamSettings:
     dtype: str
     uses_main_grad: bool  # the gradient is ``param.main_grad`` (set, and no groups)
     rescale_dense: bool  # rescale_grad applies to a dense gradient (not on CPU, or opted in)
+    decay_from_group: bool  # l2_coeff and regularizer are the group's (none of its own)
 
     def batch_key(self):
-        """Parameters of one group (or of a static program) with equal keys can share one
-        fused multi-parameter call, dygraph buckets and static batches alike: one dtype, one
-        fused decay. (``momentum``, ``use_nesterov`` and ``rescale_grad`` are the group's,
-        read at every step; a bucket member's learning-rate scale is in its table row, read
-        at every step; a static batch adds it to the key.)"""
+        """Parameters of a static program with equal keys share one fused multi-parameter
+        op: one dtype, master weights or not, one fused decay. (``momentum``,
+        ``use_nesterov`` and ``rescale_grad`` are the program's; the batch adds the
+        learning-rate scale to the key.)"""
         return (self.dtype, self.master_weight, self.l2_coeff)
 
     def rule_options(self, sparse=False):
@@ -264,10 +270,7 @@ class ParamSettings:
         for a dense gradient on CPU (``sparse`` False), as the built-in's dense CPU kernel
         ignores it (its sparse and GPU kernels apply it), unless the optimizer was made with
         ``rescale_grad_on_cpu=True``."""
-        options = dict(zip(RULE_SETTING_NAMES, self.rule), l2_coeff=self.l2_coeff)
-        if not (self.rescale_dense or sparse):
-            options["rescale_grad"] = 1.0
-        return options
+        return _rule_options(self.rule, self.l2_coeff, self.rescale_dense or sparse)
 
     @property
     def has_torch_option(self) -> bool:
@@ -277,37 +280,31 @@ class ParamSettings:
 
 
 # The clip a bucket's kernel call does to its members with ``need_clip`` (the group's clip,
-# by kind; its values are read at every step: gradient_ops_now).
+# by kind; its values are read at every step).
 VALUE_CLIP = "value"  # ClipGradByValue
 NORM_CLIP = "norm"  # ClipGradByNorm: each gradient scaled by its own norm
 GLOBAL_NORM_CLIP = "global-norm"  # ClipGradByGlobalNorm: the group's factor
+OTHER_CLIP = "other"  # a clip the kernel does not do (Paddle's ops run it)
 
 
-def fused_gradient_ops(param, settings: ParamSettings):
-    """``(clip kind or None, L1 coefficient or None)``: what the built-in does to ``param``'s
-    gradient before its kernel, as far as a bucket member's kernel call does it, or None when
-    a clip or regularizer the kernel does not do is set (then the parameter is updated on its
-    own). ``ClipGradByNorm`` takes float32 parameters (Paddle's ``clip_by_norm`` has no other
-    CPU kernel), the global norm float32 and float64 ones, but no 0-d one (the built-in
-    multiplies those into a new gradient instead of in place) and no sharded one. Whether the
-    clip applies to the member (its ``need_clip``) is a value of each step, not part of this."""
-    clip, regularizer = settings.grad_clip, settings.regularizer
-    kind = None
-    if type(clip) is ClipGradByValue:
-        kind = VALUE_CLIP
-    elif type(clip) is ClipGradByNorm and settings.dtype == "float32":
-        kind = NORM_CLIP
-    elif (type(clip) is ClipGradByGlobalNorm and settings.dtype in ("float32", "float64")
-          and param.ndim != 0 and not getattr(clip, "should_comm_on_shard_dim", False)):
-        kind = GLOBAL_NORM_CLIP
-    elif clip is not None:
+def clip_kind(clip):
+    """The kind of ``clip`` as the kernel sees it (None: no clip)."""
+    if clip is None:
         return None
-    l1 = None
-    if regularizer is not None:
-        if type(regularizer) is not L1Decay or not exact_double(regularizer._coeff):
-            return None  # (a Tensor coefficient is read at every step: its own call)
-        l1 = float(regularizer._coeff)
-    return kind, l1
+    return {ClipGradByValue: VALUE_CLIP, ClipGradByNorm: NORM_CLIP,
+            ClipGradByGlobalNorm: GLOBAL_NORM_CLIP}.get(type(clip), OTHER_CLIP)
+
+
+def fused_decay_terms(l2_coeff, regularizer):
+    """``(L2 coefficient or None, L1 coefficient or None)``: a decay as the kernel takes it
+    (``l2_coeff`` fused into the rule; an ``L1Decay`` of a plain coefficient added to the
+    gradient), or None when ``regularizer`` is another one (a custom regularizer, an
+    ``L1Decay`` of a Tensor coefficient: its own ops run it)."""
+    if regularizer is None:
+        return l2_coeff, None
+    if type(regularizer) is not L1Decay or not exact_double(regularizer._coeff):
+        return None
+    return l2_coeff, float(regularizer._coeff)
 
 
 def exact_double(value) -> bool:
@@ -321,7 +318,7 @@ def exact_double(value) -> bool:
 
 def derive(param, group: GroupSettings, grouped: bool, construction):
     """``param``'s :class:`ParamSettings` as the built-in would use them now."""
-    lr_object, regularizer, main_grad = attribute_objects(param)
+    lr_object, regularizer, main_grad, _ = attribute_objects(param)
     lr_scale = None
     if grouped:
         lr_scale, given = construction.given(param, lr_object, regularizer)
@@ -329,9 +326,10 @@ def derive(param, group: GroupSettings, grouped: bool, construction):
             regularizer = given
     if lr_scale is None:
         lr_scale = _param_lr_scale(param, lr_object)
+    from_group = regularizer is None
     if isinstance(regularizer, L2Decay):
         l2_coeff, regularizer = regularizer._coeff, None
-    elif regularizer is None:
+    elif from_group:
         l2_coeff, regularizer = group.l2_coeff, group.regularizer
     else:
         l2_coeff = None
@@ -340,7 +338,7 @@ def derive(param, group: GroupSettings, grouped: bool, construction):
         lr_scale, l2_coeff, regularizer, group.grad_clip, group.rule,
         group.multi_precision and _compat.is_low_precision(param.dtype),
         dtype, not grouped and main_grad is not None and _compat.STEP_READS_MAIN_GRAD,
-        group.rescale_grad_on_cpu or not _compat.on_cpu(param))
+        group.rescale_grad_on_cpu or not _compat.on_cpu(param), from_group)
 
 
 def _param_lr_scale(param, lr_object):

@@ -14,7 +14,9 @@ import warnings
 import paddle
 from paddle.utils import unique_name
 
-from . import _compat, _dispatch, _flat, implementations
+import numpy as np
+
+from . import _compat, _flat
 from ._settings import ParamSettings
 
 VELOCITY = "velocity"
@@ -123,23 +125,29 @@ class State:
                 f"velocity is {_compat.dtype_name(velocity.dtype)} {list(velocity.shape)}"
                 + ": the optimizer state no longer fits the parameter")
 
+    def fits(self, param, settings: ParamSettings) -> bool:
+        """``param`` fits the state it has (:meth:`check_fits` would not raise)."""
+        try:
+            self.check_fits(param, settings)
+        except ValueError:
+            return False
+        return True
+
     # ------------------------------------------------------------------ torch's first step
     def loaded(self):
         """A state dict was loaded: every velocity is an existing buffer (for dampening:
         torch's first step is behind it), even one created, unused, in a skipped step."""
         self._new_velocities.clear()
 
-    def mixed_first_steps(self, params) -> bool:
-        """Some of ``params`` have their first update ahead (torch's dampening starts the
-        velocity undamped there), others not: they cannot share one fused call."""
-        first = [p.name in self._new_velocities for p in params]
-        return any(first) and not all(first)
+    def first_steps_ahead(self, params):
+        """Whether each of ``params`` has its first update ahead (torch's dampening starts
+        the velocity undamped there), as a numpy bool array."""
+        new = self._new_velocities
+        return np.fromiter((p.name in new for p in params), bool, len(params))
 
-    def first_steps(self, params) -> bool:
-        """:meth:`first_step` of every one of ``params`` (which agree: not mixed)."""
-        first = bool(params) and params[0].name in self._new_velocities
+    def first_steps_taken(self, params):
+        """``params`` were updated: their first updates are behind."""
         self._new_velocities.difference_update(p.name for p in params)
-        return first
 
     def first_step(self, param):
         """Whether this is ``param``'s first update since its velocity was created (torch's
@@ -155,10 +163,10 @@ class State:
 
     # ------------------------------------------------------------------ one parameter's update
     def update(self, param, grad, settings: ParamSettings, implementation, lr, can):
-        """Apply the rule to one parameter with ``implementation`` (``_dispatch.FUSED`` or
-        ``COMPOSED``) and learning rate ``lr`` (a tensor: the global rate times the
-        parameter's scale); ``can`` (``_dispatch.Capabilities``) holds the rule and its
-        kernel. Writes param, velocity and master weight back."""
+        """Apply the rule to one parameter with ``implementation`` (a
+        ``_dispatch.Implementation``, run as given) and learning rate ``lr`` (a tensor: the
+        global rate times the parameter's scale); ``can`` (``_dispatch.Capabilities``) holds
+        the rule and its kernel. Writes param, velocity and master weight back."""
         velocity = self._storage._get_accumulator_master(VELOCITY, param)
         master = self.masters[param.name] if settings.master_weight else None
         options = settings.rule_options(sparse=_compat.is_sparse(grad))
@@ -169,9 +177,5 @@ class State:
         # (in dygraph taken at every update: dampening switched on later damps at once)
         first_step = (self.first_step(param) if options["dampening"] or _compat.in_dygraph()
                       else False)
-        if implementation == _dispatch.FUSED:
-            implementations.fused(can.ops, param, grad, velocity, master, lr,
-                                  first_step=first_step, **options)
-        else:
-            implementations.composed(param, grad, velocity, master, lr, update=can.rule,
-                                     first_step=first_step, **options)
+        implementation.run(can, param, grad, velocity, master, lr, first_step=first_step,
+                           **options)

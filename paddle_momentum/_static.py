@@ -3,8 +3,8 @@
 ``minimize(loss)`` in a static program goes through the base class (backward, then its
 optimization pass, which calls the optimizer's hooks); the hooks hand the work to
 :class:`StaticOps`: clip (:func:`clip_gradients`) -> regularize (the base class) -> our update
-ops, one per parameter or one fused op per batch of parameters that share a batch key (the
-same key dygraph buckets use, ``ParamSettings.batch_key``).
+ops, one per parameter or one fused op per batch of parameters that share a batch key
+(``ParamSettings.batch_key``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class StaticOps:
         can = self._can = self._can or _dispatch.capabilities(self.rule, self.kernel,
                                                                   wait=True)
         implementation = _dispatch.choose(self.kernel, can, param, grad, settings)
-        if implementation == _dispatch.STATIC_BATCH:
+        if implementation.batched:
             key = settings.batch_key() + (settings.lr_scale,)
             self._batches.setdefault(key, []).append((param, grad, settings))
             return
@@ -66,11 +66,11 @@ class StaticOps:
         batches, self._batches = self._batches, {}
         can, self._can = self._can, None
         for entries in batches.values():
-            if not _dispatch.static_batch_worth_it(len(entries)):
+            each = _dispatch.static_batch_member(len(entries))
+            if each is not None:
                 for param, grad, settings in entries:
                     with _compat.optimizer_ops_guard([(param, grad)]):
-                        self.state.update(param, grad, settings, _dispatch.FUSED,
-                                          lr_of(param), can)
+                        self.state.update(param, grad, settings, each, lr_of(param), can)
                 continue
             params = [p for p, _, _ in entries]
             settings = entries[0][2]

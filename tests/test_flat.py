@@ -16,7 +16,7 @@ import pytest
 
 import paddle_momentum
 from harness import assert_same
-from paddle_momentum import _flat, _kernel, _state
+from paddle_momentum import _flat, _kernel, _layout, _state
 
 
 class Model(paddle.nn.Layer):
@@ -337,9 +337,11 @@ def _gradient_ops_run(kind, dtype, options, changes=None, sizes=SIZES, special=T
 
 
 def _fused_ops(bucket):
-    """The bucket's kernel call does gradient ops: a clip or an L1 term (the last two parts
-    of its key: ``_settings.fused_gradient_ops``)."""
-    return any(part is not None for part in bucket.key[-2:])
+    """The bucket's last kernel call did gradient ops (the runs here set a clip or an L1
+    term): it updated a member with the group's clip or with an L1 term (the flags of its
+    table's rows)."""
+    has_l1 = (bucket.rows[_layout.TABLE_ROWS["FLAGS"]] & _layout.TABLE_FLAGS["HAS_L1"]) != 0
+    return bool(bucket.clipped_updated().any() or (has_l1 & bucket.updated()).any())
 
 
 def _assert_same_history(reference, ours):

@@ -60,9 +60,9 @@ def test_table_equals_get_all_grads(change, dtype, fill):
     params = _params(dtype)
     CHANGES[change](params)
     table = _kernel.new_gradient_table(params, fill)
-    missing = fill(params, table, None)
+    updated = fill(params, table, None)
     grads = paddle.base.core.eager.get_all_grads(params)
-    assert missing == sum(g is None for g in grads)
+    assert updated == sum(g is not None for g in grads)
     rows = table.numpy()
     assert rows[2].tolist() == [0 if g is None else g.data_ptr() for g in grads]
     assert rows[1].tolist() == [int(p.size) for p in params]
@@ -116,7 +116,7 @@ def test_table_refuses(problem, fill):
     params = _params()
     table = _kernel.new_gradient_table(params, fill)
     snapshot = [obj for p in params for obj in attribute_objects(p)]
-    assert fill(params, table, snapshot) == 0
+    assert fill(params, table, snapshot) == len(params)
     member, code = REFUSED[problem](params)
     assert fill(params, table, snapshot) == -(8 * member + code), _kernel.TABLE_PROBLEMS[code]
 
@@ -167,11 +167,39 @@ def test_table_takes_a_new_plain_lr_scale(fill):
     params = _params()
     table = _kernel.new_gradient_table(params, fill)
     snapshot = [obj for p in params for obj in attribute_objects(p)]
-    assert fill(params, table, snapshot) == 0
+    assert fill(params, table, snapshot) == len(params)
     params[1].optimize_attr["learning_rate"] = 0.25
     params[2].optimize_attr = {"learning_rate": 3}
-    assert fill(params, table, snapshot) == 0
+    assert fill(params, table, snapshot) == len(params)
     from paddle_momentum import _layout
     scales = table.numpy()[_layout.TABLE_ROWS["LR_SCALE"]].view(np.float64).tolist()
     assert scales == [1.0, 0.25, 3.0] + [1.0] * (len(params) - 3)
-    assert snapshot[3] is params[1].optimize_attr["learning_rate"]
+    assert snapshot[4] is params[1].optimize_attr["learning_rate"]
+
+
+def _state_tensors(params):
+    """Velocities (fresh zero tensors) for ``params``, as a table's states argument (one
+    triple: dict, keys, objects), with their addresses in the table's velocity row."""
+    velocities = [paddle.zeros(p.shape, p.dtype) for p in params]
+    return {p.name: v for p, v in zip(params, velocities)}, velocities
+
+
+@pytest.mark.parametrize("how", ["replaced_in_dict", "storage_replaced"])
+def test_table_sees_a_state_replaced_or_moved(how, fill):
+    """A velocity replaced in the optimizer's dict, or whose storage was replaced in place
+    (``_share_buffer_to``, as a user resetting momentum may do), is reported as moved: the
+    bucket then follows it (the built-in reads the dict's tensor, and its storage)."""
+    from paddle_momentum import _layout
+    params = _params()
+    table = _kernel.new_gradient_table(params, fill)
+    velocity_dict, velocities = _state_tensors(params)
+    rows = table.numpy()
+    rows[_layout.TABLE_ROWS["VELOCITY_ADDRESS"]] = [v.data_ptr() for v in velocities]
+    table = paddle.to_tensor(rows)
+    states = [velocity_dict, [p.name for p in params], velocities]
+    assert fill(params, table, None, states) == len(params)
+    if how == "replaced_in_dict":
+        velocity_dict[params[2].name] = paddle.zeros(params[2].shape, params[2].dtype)
+    else:
+        paddle.ones(params[2].shape, params[2].dtype)._share_buffer_to(velocities[2])
+    assert fill(params, table, None, states) == -(8 * 2 + 3)

@@ -41,11 +41,11 @@ def _backward(params, step):
 
 
 def _count_builds(optimizer):
-    """Count the optimizer's bucket builds (wraps its dygraph step's ``_build_buckets``)."""
+    """Count the optimizer's bucket builds (wraps its dygraph step's ``_build``)."""
     builds = []
     step = optimizer._dygraph_step
-    build = step._build_buckets
-    step._build_buckets = lambda *args: (builds.append(1), build(*args))[1]
+    build = step._build
+    step._build = lambda *args: (builds.append(1), build(*args))[1]
     return builds
 
 

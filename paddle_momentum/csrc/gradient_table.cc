@@ -7,11 +7,14 @@
 // member with cold caches: 2.3 ms for 2000 members, five times the update itself. This function
 // does the same in one pass over the members' Python objects, with the same checks, and writes
 // the gradients' data pointers into an int64 table that the kernel op (pm_momentum_table*)
-// takes instead of the list. In the same pass it checks each member's settings sources: its
-// dtype, size, layout and place, and the attribute objects its update settings were derived
-// from (``optimize_attr['learning_rate']``, ``regularizer``, ``main_grad``; see
+// takes instead of the list. In the same pass it checks each member's memory (its dtype, size,
+// layout and place, and that its state tensors are the optimizer's and still live where the
+// bucket put them) and the attribute objects its update settings were derived from
+// (``optimize_attr['learning_rate']``, ``regularizer``, ``main_grad``, ``need_clip``; see
 // paddle_momentum/_settings.py), by identity against a snapshot list that holds references to
-// them (so no other object can take their addresses).
+// them (so no other object can take their addresses). A changed attribute is reported for
+// every member it concerns at once (the status row), so the Python side derives the settings
+// of those members only; a bucket is rebuilt only when memory changed.
 //
 // It reads Paddle's objects beyond the custom-operator API, each use checked:
 //  * the Python tensor object's layout (paddle/utils/pybind.h, installed with Paddle):
@@ -28,6 +31,7 @@
 #include <Python.h>
 #include <descrobject.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -44,8 +48,8 @@ class AutogradMeta : public paddle::AbstractAutogradMeta {
 
 namespace {
 
-// Result codes: >= 0 counts the members without a usable gradient (none, released, or
-// stop_gradient set); -(kStride * i + code) reports member i's problem.
+// Result codes: >= 0 counts the members the call updates (in the call, with a gradient: not
+// none, released, or stop_gradient set); -(kStride * i + code) reports member i's problem.
 // (The numbers come from paddle_momentum/_layout.py, as -D flags.)
 enum Problem {
   kNotTensor = PM_PROBLEM_NOT_TENSOR, kParam = PM_PROBLEM_PARAM, kMoved = PM_PROBLEM_MOVED,
@@ -56,11 +60,13 @@ constexpr int64_t kStride = PM_PROBLEM_STRIDE;
 // Rows of the table (int64 [kRows, n]); the kernel reads the ones after kDtype.
 enum Row {
   kAddress = PM_ROW_PARAM_ADDRESS, kNumel = PM_ROW_SIZE, kGradAddress = PM_ROW_GRAD_ADDRESS,
-  kDtype = PM_ROW_DTYPE, kLrScale = PM_ROW_LR_SCALE, kRows = PM_TABLE_ROW_COUNT
+  kDtype = PM_ROW_DTYPE, kLrScale = PM_ROW_LR_SCALE, kFlags = PM_ROW_FLAGS,
+  kVelocityAddress = PM_ROW_VELOCITY_ADDRESS, kMasterAddress = PM_ROW_MASTER_ADDRESS,
+  kStatus = PM_ROW_STATUS, kRows = PM_TABLE_ROW_COUNT
 };
 
 // The attributes a member's settings are derived from, in the snapshot's order.
-constexpr int kAttributes = 3;
+constexpr int kAttributes = 4;
 
 // ``dict[key]`` (borrowed), or None where ``dict`` is null or lacks it.
 inline PyObject* Entry(PyObject* dict, PyObject* key) {
@@ -68,34 +74,44 @@ inline PyObject* Entry(PyObject* dict, PyObject* key) {
   return value != nullptr ? value : Py_None;
 }
 
-// The first member (in order) whose attribute objects are not the ones in ``snapshot``
-// (kAttributes per member: optimize_attr['learning_rate'], regularizer, main_grad; None where
-// absent), or -1. In two passes over all members, so that their cache misses overlap: the
-// members' __dict__ entries, then the learning rates in their optimize_attr dicts.
+// Marks (status row: PM_STATUS_ATTRIBUTES) every member whose attribute objects are not the
+// ones in ``snapshot`` (kAttributes per member: optimize_attr['learning_rate'], regularizer,
+// main_grad, need_clip; None where absent) and returns the first one, or -1. In two passes over
+// all members, so that their cache misses overlap: the members' __dict__ entries, then the
+// learning rates in their optimize_attr dicts.
 //
 // A learning-rate scale replaced by another plain number (a float, or an int other than a bool:
 // a per-step schedule) is not a change: its value goes into the member's row of ``lr_scales``
 // (the 64 bits of the double, which the kernel reads) and the snapshot takes the new object.
 // The built-in takes any such number as it is, so there is nothing to check.
-Py_ssize_t FirstChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* lr_scales) {
+Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* lr_scales,
+                                 int64_t* status) {
   static PyObject* optimize_attr = PyUnicode_InternFromString("optimize_attr");
   static PyObject* learning_rate = PyUnicode_InternFromString("learning_rate");
   static PyObject* regularizer = PyUnicode_InternFromString("regularizer");
   static PyObject* main_grad = PyUnicode_InternFromString("main_grad");
+  static PyObject* need_clip = PyUnicode_InternFromString("need_clip");
   const Py_ssize_t n = PyList_GET_SIZE(params);
   std::vector<PyObject*> attrs(n);
-  Py_ssize_t changed = n;
-  for (Py_ssize_t i = 0; i < n && changed == n; ++i) {
+  Py_ssize_t first = -1;
+  auto mark = [&](Py_ssize_t i) {
+    status[i] = PM_STATUS_ATTRIBUTES;
+    if (first < 0 || i < first) first = i;
+  };
+  for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject** dict_ptr = _PyObject_GetDictPtr(PyList_GET_ITEM(params, i));
     PyObject* dict = dict_ptr != nullptr ? *dict_ptr : nullptr;
     attrs[i] = Entry(dict, optimize_attr);
-    if (Entry(dict, regularizer) != PyList_GET_ITEM(snapshot, kAttributes * i + 1) ||
-        Entry(dict, main_grad) != PyList_GET_ITEM(snapshot, kAttributes * i + 2) ||
+    PyObject* const* was = &PyList_GET_ITEM(snapshot, kAttributes * i);
+    if (Entry(dict, regularizer) != was[1] || Entry(dict, main_grad) != was[2] ||
+        Entry(dict, need_clip) != was[3] ||
         (attrs[i] != Py_None && !PyDict_CheckExact(attrs[i]))) {  // not a plain dict:
-      changed = i;                                                // let Python decide
+      mark(i);                                                    // let Python decide
+      attrs[i] = nullptr;
     }
   }
-  for (Py_ssize_t i = 0; i < changed; ++i) {
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (attrs[i] == nullptr) continue;
     PyObject* lr_scale = PyDict_CheckExact(attrs[i]) ? Entry(attrs[i], learning_rate) : Py_None;
     if (lr_scale == PyList_GET_ITEM(snapshot, kAttributes * i)) continue;
     double value;
@@ -105,16 +121,18 @@ Py_ssize_t FirstChangedAttributes(PyObject* params, PyObject* snapshot, int64_t*
       value = PyLong_AsDouble(lr_scale);
       if (value == -1.0 && PyErr_Occurred()) {  // too large: let Python say so
         PyErr_Clear();
-        return i;
+        mark(i);
+        continue;
       }
     } else {
-      return i;
+      mark(i);
+      continue;
     }
     std::memcpy(&lr_scales[i], &value, sizeof(value));
     Py_INCREF(lr_scale);
     PyList_SetItem(snapshot, kAttributes * i, lr_scale);  // (drops the old object)
   }
-  return changed == n ? -1 : changed;
+  return first;
 }
 
 const paddle::Tensor& TensorOf(PyObject* object) {
@@ -156,6 +174,9 @@ int64_t CpuAddress(const phi::DenseTensor* dense) {
   }
 }
 
+// A gradient that is there but not a dense tensor (a sparse one).
+const phi::DenseTensor* const kUnfit = reinterpret_cast<const phi::DenseTensor*>(1);
+
 struct Member {
   const phi::DenseTensor* param;
   const egr::AutogradMeta* meta;
@@ -163,10 +184,15 @@ struct Member {
 };
 
 // The first member whose state in one of ``states``' (dict, keys, objects) triples is not its
-// object (a velocity replaced in the optimizer's dict, say), -1 when none is, -2 for a
-// malformed argument.
-Py_ssize_t FirstReplacedState(PyObject* states, Py_ssize_t n) {
-  if (!PyList_CheckExact(states) || PyList_GET_SIZE(states) % 3 != 0) return -2;
+// object (a velocity replaced in the optimizer's dict, say) or does not live where
+// ``addresses[t]`` says (its storage replaced in place: _share_buffer_to, set_value of another
+// size), -1 when none is, -2 for a malformed argument. The triples are the velocities' and
+// then, where there are master weights, the master weights'.
+Py_ssize_t FirstReplacedState(PyObject* states, Py_ssize_t n, const int64_t* const* addresses) {
+  if (!PyList_CheckExact(states) || PyList_GET_SIZE(states) % 3 != 0 ||
+      PyList_GET_SIZE(states) > 6) {
+    return -2;
+  }
   for (Py_ssize_t t = 0; t < PyList_GET_SIZE(states); t += 3) {
     PyObject* dict = PyList_GET_ITEM(states, t);
     PyObject* keys = PyList_GET_ITEM(states, t + 1);
@@ -175,10 +201,14 @@ Py_ssize_t FirstReplacedState(PyObject* states, Py_ssize_t n) {
         PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(objects) != n) {
       return -2;
     }
+    const int64_t* expected = addresses[t / 3];
     for (Py_ssize_t i = 0; i < n; ++i) {
-      if (PyDict_GetItem(dict, PyList_GET_ITEM(keys, i)) != PyList_GET_ITEM(objects, i)) {
-        return i;
-      }
+      PyObject* object = PyList_GET_ITEM(objects, i);
+      if (PyDict_GetItem(dict, PyList_GET_ITEM(keys, i)) != object) return i;
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      const phi::DenseTensor* dense = DenseOf(TensorOf(PyList_GET_ITEM(objects, i)));
+      if (dense == nullptr || CpuAddress(dense) != expected[i]) return i;
     }
   }
   return -1;
@@ -204,16 +234,18 @@ extern "C" int64_t pm_tensor_dtype(PyObject* tensor) {
   return dense == nullptr ? -1 : static_cast<int64_t>(dense->meta().dtype);
 }
 
-// params: a list of tensors. table: int64 CPU tensor [kRows, len(params)]: the address each
-// member's data must have (its place in the bucket), its number of elements and its dtype
-// code (pm_tensor_dtype); the gradient-address row is written: each member's gradient address
-// (0 when it has no usable gradient). A gradient must be a dense contiguous CPU tensor of its
-// parameter's dtype and size. stop_gradient: the property descriptor of paddle.Tensor, whose
-// getter decides "frozen" as Paddle does. snapshot: a list of kAttributes objects per member
-// (see FirstChangedAttributes), or None to skip that check. states: None, or a list of
-// (dict, keys, objects) triples: every dict[keys[i]] must be objects[i] (the members' state
-// tensors as the optimizer's dicts hold them), else -(kStride * i + kMoved).
-// Members are walked in three passes so that the cache misses of different members overlap.
+// params: a list of tensors. table: int64 CPU tensor [kRows, len(params)] (rows: _layout.py):
+// the address each member's data must have (its place in the bucket), its number of elements
+// and its dtype code (pm_tensor_dtype), its flags (only PM_FLAG_IN_CALL is read here) and its
+// state's addresses; the gradient-address row is written: each member's gradient address (0
+// when the call does not update it: not in the call, or without a usable gradient). A gradient
+// must be a dense contiguous CPU tensor of its parameter's dtype and size (else the status row
+// marks every member whose gradient is not, and the result reports the first). stop_gradient:
+// the property descriptor of paddle.Tensor, whose getter decides "frozen" as Paddle does.
+// snapshot: a list of kAttributes objects per member (see MarkChangedAttributes), or None to
+// skip that check. states: None, or a list of (dict, keys, objects) triples (see
+// FirstReplacedState), else -(kStride * i + kMoved).
+// Members are walked in passes so that the cache misses of different members overlap.
 extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
                                      PyObject* stop_gradient, PyObject* snapshot,
                                      PyObject* states) {
@@ -234,8 +266,11 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
   const int64_t* numel = rows + kNumel * n;
   int64_t* grad_address = rows + kGradAddress * n;
   const int64_t* dtype = rows + kDtype * n;
+  const int64_t* flags = rows + kFlags * n;
+  int64_t* status = rows + kStatus * n;
   PyGetSetDef* getter = reinterpret_cast<PyGetSetDescrObject*>(stop_gradient)->d_getset;
   PyTypeObject* tensor_type = PyDescr_TYPE(stop_gradient);
+  std::fill(status, status + n, 0);
 
   std::vector<Member> members(n);
   PyTypeObject* checked_type = nullptr;  // a type seen to be a tensor with Paddle's getter
@@ -258,6 +293,8 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     const paddle::Tensor& param = TensorOf(object);
     members[i].param = DenseOf(param);
     members[i].meta = static_cast<const egr::AutogradMeta*>(param.get_autograd_meta());
+    members[i].frozen = true;
+    if ((flags[i] & PM_FLAG_IN_CALL) == 0) continue;  // (its gradient is not read)
     PyObject* frozen = getter->get(object, getter->closure);
     if (frozen == nullptr) {
       PyErr_Clear();
@@ -266,12 +303,9 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     members[i].frozen = frozen == Py_True;
     Py_DECREF(frozen);
   }
-  if (snapshot != Py_None) {
-    const Py_ssize_t changed = FirstChangedAttributes(params, snapshot, rows + kLrScale * n);
-    if (changed >= 0) return -(kStride * changed + kSettings);
-  }
   if (states != Py_None) {
-    const Py_ssize_t replaced = FirstReplacedState(states, n);
+    const int64_t* addresses[2] = {rows + kVelocityAddress * n, rows + kMasterAddress * n};
+    const Py_ssize_t replaced = FirstReplacedState(states, n, addresses);
     if (replaced == -2) return -kTable;
     if (replaced >= 0) return -(kStride * replaced + kMoved);
   }
@@ -283,22 +317,33 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     if (members[i].meta != nullptr && !members[i].frozen) {
       const paddle::Tensor& grad = members[i].meta->Grad();
       grads[i] = DenseOf(grad);
-      if (grad.impl() != nullptr && grads[i] == nullptr) return -(kStride * i + kGrad);  // sparse
+      if (grad.impl() != nullptr && grads[i] == nullptr) grads[i] = kUnfit;  // sparse
     }
   }
-  int64_t without_gradient = 0;
   for (Py_ssize_t i = 0; i < n; ++i) {
     if (CpuAddress(members[i].param) != expected[i]) return -(kStride * i + kMoved);
+  }
+  if (snapshot != Py_None) {
+    const Py_ssize_t changed = MarkChangedAttributes(params, snapshot, rows + kLrScale * n,
+                                                     status);
+    if (changed >= 0) return -(kStride * changed + kSettings);
+  }
+  int64_t updated = 0;
+  Py_ssize_t first_unfit = -1;
+  for (Py_ssize_t i = 0; i < n; ++i) {
     const phi::DenseTensor* grad = grads[i];
-    if (grad == nullptr || !grad->initialized()) {
-      grad_address[i] = 0;
-      ++without_gradient;
+    grad_address[i] = 0;
+    if (grad == nullptr || (grad != kUnfit && !grad->initialized())) continue;
+    const int64_t address = grad == kUnfit || !Fits(grad, numel[i], members[i].param->meta().dtype)
+                                ? -1 : CpuAddress(grad);
+    if (address <= 0) {
+      status[i] = PM_STATUS_GRADIENT;
+      if (first_unfit < 0) first_unfit = i;
       continue;
     }
-    if (!Fits(grad, numel[i], members[i].param->meta().dtype)) return -(kStride * i + kGrad);
-    const int64_t address = CpuAddress(grad);
-    if (address <= 0) return -(kStride * i + kGrad);
     grad_address[i] = address;
+    ++updated;
   }
-  return without_gradient;
+  if (first_unfit >= 0) return -(kStride * first_unfit + kGrad);
+  return updated;
 }

@@ -542,8 +542,8 @@ T NormClipScaling(T squared_norm, float max_norm) {
   return within + (T(1) - within) * limit / (norm + eps);
 }
 
-// Each gradient piece's squared L2 norm (Paddle's squared_l2_norm), in parallel over the
-// pieces when there is enough work.
+// Each gradient piece's squared L2 norm (Paddle's squared_l2_norm; 0 for a piece without
+// data), in parallel over the pieces when there is enough work.
 template <typename T, Reducer kReducer = Reducer::kSquaredL2Norm>
 std::vector<T> SquaredNorms(const std::vector<const T*>& data,
                             const std::vector<int64_t>& starts) {
@@ -552,7 +552,8 @@ std::vector<T> SquaredNorms(const std::vector<const T*>& data,
 #pragma omp parallel for schedule(dynamic, 16) num_threads(UpdateThreads()) \
     if (starts.back() > kParallelThreshold)
   for (int64_t i = 0; i < pieces; ++i) {
-    norms[i] = SquaredNorm<T, kReducer>(data[i], starts[i + 1] - starts[i]);
+    norms[i] = data[i] == nullptr ? T(0)  // (a member skipped: no gradient)
+                                  : SquaredNorm<T, kReducer>(data[i], starts[i + 1] - starts[i]);
   }
   return norms;
 }
@@ -581,30 +582,31 @@ std::vector<int64_t> Starts(const std::vector<paddle::Tensor>& tensors) {
 }
 
 // The gradients, one piece per tensor: its data and where it starts in the concatenation; from
-// a gradient table also each piece's parameter (else params is empty).
+// a gradient table also each piece's parameter and this step's values (else params is empty).
 template <typename T>
 struct GradientPieces {
-  std::vector<const T*> data;
+  std::vector<const T*> data;  // nullptr: the piece is not updated (a table's member skipped)
   std::vector<int64_t> starts;  // data.size() + 1 entries; back() is the total
   std::vector<T*> params;
   std::vector<double> lr_scales;  // from a table: each member's learning-rate scale
-  std::vector<bool> clipped;      // from a table: whether the group's clip applies to it
+  std::vector<int64_t> flags;     // from a table: each member's flags (PM_FLAG_*)
+  std::vector<int64_t> l2, l1;    // from a table: its decay coefficients' bits
 };
 
 // Rows of a gradient table (int64 [kTableRows, n]; the numbers come from
 // paddle_momentum/_layout.py, as -D flags): gradient_table.cc fills the addresses, the Python
-// side each member's learning-rate scale and clip flag (_flat.FlatBucket.write_values).
+// side each member's values for this step (_flat.FlatBucket).
 enum TableRow {
   kParamAddressRow = PM_ROW_PARAM_ADDRESS, kSizeRow = PM_ROW_SIZE,
-  kGradAddressRow = PM_ROW_GRAD_ADDRESS, kLrScaleRow = PM_ROW_LR_SCALE,
-  kClippedRow = PM_ROW_CLIPPED, kTableRows = PM_TABLE_ROW_COUNT
+  kGradAddressRow = PM_ROW_GRAD_ADDRESS, kLrScaleRow = PM_ROW_LR_SCALE, kFlagsRow = PM_ROW_FLAGS,
+  kL2Row = PM_ROW_L2, kL1Row = PM_ROW_L1, kTableRows = PM_TABLE_ROW_COUNT
 };
 
-// The gradients as the op received them: a tensor list, or a gradient table (int64 [rows, n],
-// rows >= 3: row 0 the parameters' data addresses, row 1 the sizes, row 2 the gradients'
-// addresses, written by gradient_table.cc after checking that each parameter still lives there
-// and each gradient's dtype, size, layout and place against its parameter's; later rows are
-// gradient_table.cc's own).
+// The gradients as the op received them: a tensor list, or a gradient table (int64 [rows, n]:
+// the parameters' data addresses, their sizes and the gradients' addresses, written by
+// gradient_table.cc after checking that each parameter still lives there and each gradient's
+// dtype, size, layout and place against its parameter's, 0 for a member the call skips; and
+// each member's values for this step).
 class Gradients {
  public:
   explicit Gradients(const std::vector<paddle::Tensor>& tensors) : tensors_(&tensors) {}
@@ -619,8 +621,8 @@ class Gradients {
       const int64_t n = table_->shape()[1];
       const int64_t* rows = table_->data<int64_t>();
       for (int64_t i = 0; i < n; ++i) {
-        PD_CHECK(rows[kParamAddressRow * n + i] != 0 && rows[kGradAddressRow * n + i] != 0,
-                 "pm_momentum: the gradient table lacks a parameter or gradient");
+        PD_CHECK(rows[kParamAddressRow * n + i] != 0,
+                 "pm_momentum: the gradient table lacks a parameter");
       }
       return;
     }
@@ -653,8 +655,10 @@ class Gradients {
         pieces.params.push_back(reinterpret_cast<T*>(rows[kParamAddressRow * n + i]));
         pieces.starts[i + 1] = pieces.starts[i] + rows[kSizeRow * n + i];
         pieces.lr_scales.push_back(DoubleOfBits(rows[kLrScaleRow * n + i]));
-        pieces.clipped.push_back(rows[kClippedRow * n + i] != 0);
       }
+      pieces.flags.assign(rows + kFlagsRow * n, rows + (kFlagsRow + 1) * n);
+      pieces.l2.assign(rows + kL2Row * n, rows + (kL2Row + 1) * n);
+      pieces.l1.assign(rows + kL1Row * n, rows + (kL1Row + 1) * n);
     } else {
       pieces.starts = Starts(*tensors_);
       for (const paddle::Tensor& grad : *tensors_) pieces.data.push_back(grad.data<T>());
@@ -666,6 +670,21 @@ class Gradients {
   const std::vector<paddle::Tensor>* tensors_ = nullptr;
   const paddle::Tensor* table_ = nullptr;
 };
+
+// The attributes of a table's member i: the op's, with the member's own decay and first-step
+// flag (a list's pieces take the op's).
+template <typename T>
+Hyper PieceHyper(const Hyper& h, const GradientPieces<T>& pieces, size_t i) {
+  if (pieces.flags.empty()) return h;
+  Hyper piece = h;
+  const int64_t flags = pieces.flags[i];
+  piece.has_l2 = (flags & PM_FLAG_HAS_L2) != 0;
+  piece.l2_coeff = pieces.l2[i];
+  piece.has_l1 = (flags & PM_FLAG_HAS_L1) != 0;
+  piece.l1 = pieces.l1[i];
+  piece.first_step = (flags & PM_FLAG_FIRST_STEP) != 0;
+  return piece;
+}
 
 // Checks every tensor before anything is written: a failed check leaves all state untouched.
 // params is empty when the gradient table carries the parameters (of dtype ``dtype``).
@@ -712,8 +731,10 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
   std::vector<MT> piece_lr(piece_count, ReadLearningRate<MT>(lr));
   std::vector<int> piece_ops(piece_count, GradientOpBitsOf(h, true));
   for (size_t i = 0; i < grad_pieces.lr_scales.size(); ++i) {
+    if (grad_pieces.data[i] == nullptr) continue;
     piece_lr[i] = ReadLearningRate<MT>(lr, grad_pieces.lr_scales[i]);
-    piece_ops[i] = GradientOpBitsOf(h, grad_pieces.clipped[i]);
+    piece_ops[i] = GradientOpBitsOf(PieceHyper(h, grad_pieces, i),
+                                    (grad_pieces.flags[i] & PM_FLAG_CLIPPED) != 0);
   }
   const std::vector<int64_t>& grad_starts = grad_pieces.starts;
   const std::vector<const T*>& grad_data = grad_pieces.data;
@@ -738,7 +759,7 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       PD_THROW("pm_momentum: norm clips take float32 or float64 gradients");
     } else if (h.has_scale) {
       factor = static_cast<T>(DoubleOfBits(h.scale));
-    } else {
+    } else {  // (a skipped piece's factor is not used)
       factors = SquaredNorms<T, Reducer::kClipByNorm>(grad_data, grad_starts);
       for (T& f : factors) f = NormClipScaling<T>(f, static_cast<float>(DoubleOfBits(h.max_norm)));
     }
@@ -766,6 +787,10 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       while (param_starts[j + 1] <= at) ++j;  // steps over empty tensors
       while (grad_starts[i + 1] <= at) ++i;
       const int64_t stop = std::min({end, param_starts[j + 1], grad_starts[i + 1]});
+      if (grad_data[i] == nullptr) {  // a member the call skips (no gradient, or elsewhere)
+        at = stop;
+        continue;
+      }
       const int64_t offset = at - param_starts[j];
       T* param = params.empty() ? table_params[i] + (at - grad_starts[i])
                                 : param_data[j] + offset;
@@ -781,7 +806,8 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       MomentumLoop<T, V, MT, R>(param, grad_data[i] + (at - grad_starts[i]),
                                 velocity_data[j] + offset,
                                 master_data[j] == nullptr ? nullptr : master_data[j] + offset,
-                                stop - at, piece_lr[i], h, piece_ops[i],
+                                stop - at, piece_lr[i], PieceHyper(h, grad_pieces, i),
+                                piece_ops[i],
                                 factors.empty() ? factor : factors[i],
                                 std::max<int64_t>(0, wins_end - (at - grad_starts[i])),
                                 at - grad_starts[i], numel);
@@ -924,7 +950,9 @@ PD_BUILD_OP(pm_momentum_multi_master)
 
 // ---- A gradient table (gradient_table.cc) in place of the parameter and gradient lists. ----
 // Dygraph only: the table holds the parameters' and gradients' addresses and each member's
-// learning-rate scale and clip flag; velocities and master weights come as lists (flat
+// values for this step (learning-rate scale, flags: clipped or not, its decay, its first step;
+// the op's own has_l2, l2_coeff, has_l1, l1 and first_step are not read); a member whose
+// gradient address is 0 is not updated; velocities and master weights come as lists (flat
 // buffers and large members' own tensors), all written through without being declared
 // in-place outputs, which would cost ~2.5 us per list element for the output tensors Paddle
 // makes (a static program must see the writes: it uses the ops above). param_dtype names the

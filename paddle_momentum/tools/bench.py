@@ -65,6 +65,7 @@ SEED = 0
 Stepper = Callable[[], object]
 # (optimizer, parameters, step index): a workload's untimed change before each step.
 BeforeStep = Callable[[paddle.optimizer.Optimizer, List[paddle.Tensor], int], object]
+TakeStep = Callable[[paddle.optimizer.Optimizer, List[paddle.Tensor]], object]
 
 
 # --------------------------------------------------------------------------------- candidates
@@ -134,6 +135,7 @@ class Workload:
     min_steps: int = 0  # a cheap step's median needs more steps to be steady
     options: dict = dataclasses.field(default_factory=dict)  # over HYPERPARAMETERS
     before_step: Optional[BeforeStep] = None
+    take_step: Optional[TakeStep] = None  # the timed call (default: optimizer.step())
 
     @property
     def is_dygraph(self) -> bool:
@@ -201,9 +203,11 @@ class PreparedStep:
     warm-up steps included (every candidate sees the same sequence of changes)."""
 
     def __init__(self, optimizer, parameters, gradients, loop: bool = False,
-                 before_step: Optional[BeforeStep] = None):
+                 before_step: Optional[BeforeStep] = None,
+                 take_step: Optional[TakeStep] = None):
         self.optimizer, self.parameters, self.gradients = optimizer, parameters, gradients
         self.loop, self.before_step, self.step_index = loop, before_step, 0
+        self.take_step = take_step
 
     def prepare(self):
         if self.loop:
@@ -214,23 +218,28 @@ class PreparedStep:
         self.step_index += 1
 
     def __call__(self):
-        self.optimizer.step()
+        if self.take_step is None:
+            self.optimizer.step()
+        else:
+            self.take_step(self.optimizer, self.parameters)
 
 
 def make_stepper(optimizer, parameters, gradients, loop: bool = False,
-                 before_step: Optional[BeforeStep] = None) -> Stepper:
+                 before_step: Optional[BeforeStep] = None,
+                 take_step: Optional[TakeStep] = None) -> Stepper:
     """``optimizer.step`` itself, or a :class:`PreparedStep` where there is something to do
-    before each step (``loop``, ``before_step``)."""
-    if not loop and before_step is None:
+    before each step (``loop``, ``before_step``) or another call to time (``take_step``)."""
+    if not loop and before_step is None and take_step is None:
         return optimizer.step
-    return PreparedStep(optimizer, parameters, gradients, loop, before_step)
+    return PreparedStep(optimizer, parameters, gradients, loop, before_step, take_step)
 
 
 @contextlib.contextmanager
 def dygraph_steppers(shapes: Callable[[bool], List[List[int]]],
                      candidates: Sequence[Candidate], quick: bool,
                      loop: bool = False, options=None,
-                     before_step: Optional[BeforeStep] = None) -> Iterator[Dict[str, Stepper]]:
+                     before_step: Optional[BeforeStep] = None,
+                     take_step: Optional[TakeStep] = None) -> Iterator[Dict[str, Stepper]]:
     """``opt.step`` of every candidate, each over its own parameters and gradients, built with
     ``options`` over the hyperparameters (``loop``, ``before_step``: as a
     :class:`PreparedStep`)."""
@@ -240,7 +249,7 @@ def dygraph_steppers(shapes: Callable[[bool], List[List[int]]],
         parameters = parameters_with_gradients(values, gradients)
         optimizer = candidate.make(parameters, **(options or {}))
         steppers[candidate.label] = make_stepper(optimizer, parameters, gradients, loop,
-                                                 before_step)
+                                                 before_step, take_step)
     del values, gradients
     gc.collect()
     try:
@@ -291,12 +300,13 @@ def static_mlp_steppers(candidates: Sequence[Candidate],
         paddle.disable_static()
 
 
-def _dygraph(name, description, shapes, loop=False, before_step=None, **options) -> Workload:
+def _dygraph(name, description, shapes, loop=False, before_step=None, take_step=None,
+             **options) -> Workload:
     return Workload(
         name, description,
         lambda candidates, quick: dygraph_steppers(shapes, candidates, quick, loop, options,
-                                                   before_step),
-        shapes, loop=loop, options=options, before_step=before_step)
+                                                   before_step, take_step),
+        shapes, loop=loop, options=options, before_step=before_step, take_step=take_step)
 
 
 # Per-step setting changes (``before_step``), each read by the built-in's step() and ours.
@@ -323,6 +333,53 @@ def toggle_need_clip(optimizer, parameters, step_index) -> None:
     need_clip = step_index % 2 == 0
     for param in parameters[::2]:
         param.need_clip = need_clip
+
+
+def schedule_weight_decay(optimizer, parameters, step_index) -> None:
+    """The optimizer's L2 coefficient (``_regularization_coeff``) := ``1e-4 * (1 + 0.01 *
+    step_index)``, a weight-decay schedule."""
+    optimizer._regularization_coeff = 1e-4 * (1 + 0.01 * step_index)
+
+
+def toggle_clip(optimizer, parameters, step_index) -> None:
+    """The optimizer's clip := a ``ClipGradByGlobalNorm(1.0)`` at even steps, None at odd."""
+    optimizer._grad_clip = (paddle.nn.ClipGradByGlobalNorm(1.0) if step_index % 2 == 0
+                            else None)
+
+
+def _a_third(parameters):
+    """The first third of ``parameters``: a layer the changes below apply to."""
+    return parameters[:len(parameters) // 3]
+
+
+def toggle_frozen(optimizer, parameters, step_index) -> None:
+    """``stop_gradient`` of the first third of the parameters := True at odd steps (a frozen
+    layer: the step skips it), False at even ones."""
+    for param in _a_third(parameters):
+        param.stop_gradient = step_index % 2 == 1
+
+
+def replace_regularizers(optimizer, parameters, step_index) -> None:
+    """``regularizer`` of the first third of the parameters := a new
+    ``L2Decay(1e-4 * (1 + 0.01 * step_index))`` (a per-layer decay schedule)."""
+    for param in _a_third(parameters):
+        param.regularizer = paddle.regularizer.L2Decay(1e-4 * (1 + 0.01 * step_index))
+
+
+def drop_gradients(optimizer, parameters, step_index) -> None:
+    """The first third of the parameters lose their gradient (a layer unused in this step's
+    forward pass: after the loop's backward, ``clear_gradient(False)``)."""
+    for param in _a_third(parameters):
+        param.clear_gradient(False)
+
+
+MINIMIZED = 100  # minimize(parameters=) lists this many of the workload's parameters
+
+
+def minimize_some(optimizer, parameters) -> None:
+    """``optimizer.minimize(loss, parameters=...)`` of the first :data:`MINIMIZED`
+    parameters (in dygraph ``minimize`` takes the gradients there: the loss is not used)."""
+    optimizer.minimize(parameters[0], parameters=parameters[:MINIMIZED])
 
 
 _LOOP = "; step() in a training loop (clear_grad + backward before each, untimed)"
@@ -357,6 +414,23 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
              "need_clip of every other parameter toggled (True at even steps, False at odd)",
              settings_shapes, before_step=toggle_need_clip,
              grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
+    _dygraph("settings-decay-schedule", "300 x [64], weight_decay=1e-4; before each step "
+             "opt._regularization_coeff := 1e-4 * (1 + 0.01 * step)", settings_shapes,
+             before_step=schedule_weight_decay),
+    _dygraph("settings-clip-toggle", "300 x [64]; before each step opt._grad_clip := "
+             "ClipGradByGlobalNorm(1.0) at even steps, None at odd", settings_shapes,
+             before_step=toggle_clip),
+    _dygraph("settings-freeze", "300 x [64]; before each step the first 100 parameters' "
+             "stop_gradient := True at odd steps, False at even", settings_shapes,
+             before_step=toggle_frozen),
+    _dygraph("settings-regularizer", "300 x [64]; before each step the first 100 "
+             "parameters' regularizer := a new L2Decay(1e-4 * (1 + 0.01 * step))",
+             settings_shapes, before_step=replace_regularizers),
+    _dygraph("settings-unused", "300 x [64]" + _LOOP + "; the first 100 parameters get no "
+             "gradient (a layer unused in the forward pass)", settings_shapes, loop=True,
+             before_step=drop_gradients),
+    _dygraph("settings-minimize", f"300 x [64]; minimize(loss, parameters=<the first "
+             f"{MINIMIZED}>) in place of step()", settings_shapes, take_step=minimize_some),
 )}
 
 # First step in a fresh process (the kernel loaded from a warm cache, buckets built):
@@ -411,29 +485,46 @@ def prepare(stepper: Stepper) -> None:
 
 
 def time_interleaved(steppers: Dict[str, Stepper], steps: Dict[str, int],
-                     warmup: int = WARMUP_STEPS) -> Dict[str, List[float]]:
+                     warmup: int = WARMUP_STEPS,
+                     failures: Optional[Dict[str, Exception]] = None) -> Dict[str, List[float]]:
     """Seconds of each timed step, per label, from round-robin interleaved runs.
 
     Every stepper first takes ``warmup`` untimed steps (interleaved too). Then each round
     times one step of every label that still has steps to take (``steps[label]``), starting
     one label further along than the round before. A stepper's ``prepare()``, where it has
-    one, runs untimed before each of its steps.
+    one, runs untimed before each of its steps. A stepper that raises takes no more steps:
+    its exception goes into ``failures`` (when given; else it propagates), its label has no
+    times.
     """
     labels = list(steppers)
+    times: Dict[str, List[float]] = {label: [] for label in labels}
+
+    def take(label, timed):
+        if label in (failures or {}):
+            return
+        step = steppers[label]
+        try:
+            prepare(step)
+            began = time.perf_counter()
+            step()
+            elapsed = time.perf_counter() - began
+        except Exception as error:  # pylint: disable=broad-except
+            if failures is None:
+                raise
+            failures[label] = error
+            del times[label]
+            return
+        if timed:
+            times[label].append(elapsed)
+
     for _ in range(warmup):
         for label in labels:
-            prepare(steppers[label])
-            steppers[label]()
-    times: Dict[str, List[float]] = {label: [] for label in labels}
+            take(label, False)
     for round_index in range(max(steps.values())):
         start = round_index % len(labels)
         for label in labels[start:] + labels[:start]:
-            if len(times[label]) < steps[label]:
-                step = steppers[label]
-                prepare(step)
-                began = time.perf_counter()
-                step()
-                times[label].append(time.perf_counter() - began)
+            if label in times and len(times[label]) < steps[label]:
+                take(label, True)
     return times
 
 
@@ -668,8 +759,13 @@ def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
         roof_gbps = None
         if elements:
             roof_gbps = measure_step_roof(elements) if kernel_roof else fallback_roof
+        failures: Dict[str, Exception] = {}
         with workload.steppers(chosen, quick) as steppers:
-            times = time_interleaved(steppers, step_counts)
+            times = time_interleaved(steppers, step_counts, failures=failures)
+        for label, error in failures.items():
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            out(f"#   {label} raises {type(error).__name__}: {first_line[:200]}")
+        chosen = [c for c in chosen if c.label not in failures]
         medians = {label: statistics.median(seconds) for label, seconds in times.items()}
         if elements and roof_gbps is not None:  # (an upper bound: what a step reached is one)
             roof_gbps = max(roof_gbps, BYTES_PER_ELEMENT * elements / min(medians.values()) / 1e9)
