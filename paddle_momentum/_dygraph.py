@@ -65,28 +65,32 @@ class DygraphStep:
         for group, params in self.settings.groups():
             group_settings = self.settings.group(group)
             main_grad = use_main_grad and group is None
-            buckets, unit_params = [], params
             if _dispatch.buckets_possible(self.kernel, can):
-                buckets, unit_params = self._bucket_plan(group, params, group_settings, can,
-                                                         only, main_grad)
-            units = [(param, grad, settings_of(param, group_settings))
-                     for param, grad in gradient_pairs(unit_params, main_grad, only)]
+                buckets, pairs = self._bucket_plan(group, params, group_settings, can, only,
+                                                   main_grad)
+            else:
+                buckets, pairs = [], gradient_pairs(params, main_grad, only)
+            units = [(param, grad, settings_of(param, group_settings)) for param, grad in pairs]
             plan.append(GroupPlan(group, group_settings, buckets, units, can))
         return plan
 
     def _bucket_plan(self, group, params, group_settings, can, only, use_main_grad):
-        """``([(bucket, its filled table)], the parameters that are not updated by a bucket's
-        call this step)`` for ``group``, its buckets built (again) where their memory
-        changed."""
+        """``([(bucket, its filled table)], [(param, grad)] of the parameters with a gradient
+        that no bucket's call updates this step)`` for ``group``, its buckets built (again)
+        where their memory changed."""
         state = self.state
         flat_group = self.flat.groups.get(id(group))
         for _ in range(2):
-            if (flat_group is None
-                    or not flat_group.current(params, group_settings.multi_precision,
-                                              state.masters)
-                    or flat_group.waiting_has_gradient(use_main_grad, only)):
+            outside = None
+            if flat_group is not None and flat_group.current(
+                    params, group_settings.multi_precision, state.masters):
+                outside = gradient_pairs(flat_group.outside, use_main_grad, only)
+                if flat_group.waiting and any(id(p) in flat_group.waiting for p, _ in outside):
+                    outside = None  # (one that had no gradient can join a bucket now)
+            if outside is None:
                 flat_group = self._build(group, params, group_settings, can, use_main_grad,
                                          only)
+                outside = gradient_pairs(flat_group.outside, use_main_grad, only)
             ready = []
             for bucket in flat_group.buckets:
                 table = bucket.ready(can, group_settings,
@@ -97,15 +101,14 @@ class DygraphStep:
                     break
                 ready.append((bucket, table))
             else:
-                excluded = [p for bucket in flat_group.buckets for p in bucket.units()]
-                unit_params = flat_group.outside
+                excluded = gradient_pairs([p for bucket in flat_group.buckets
+                                           for p in bucket.units()], use_main_grad, only)
                 if excluded:  # (in the group's order: a global-norm clip sums in it)
                     positions = flat_group.positions
-                    unit_params = sorted(unit_params + excluded,
-                                         key=lambda p: positions[id(p)][0])
-                return [(b, table) for b, table in ready if b.updates], unit_params
+                    outside = sorted(outside + excluded, key=lambda pair: positions[id(pair[0])][0])
+                return [(b, table) for b, table in ready if b.updates], outside
         self.flat.groups.pop(id(group), None)  # (moved again at once: no buckets this step)
-        return [], params
+        return [], gradient_pairs(params, use_main_grad, only)
 
     def _build(self, group, params, group_settings, can, use_main_grad, only):
         """Put the group's parameters that can live in a bucket (``_dispatch.bucket_member``)

@@ -190,19 +190,19 @@ class FlatBucket:
     def _take_settings(self, indices, settings):
         """Members ``indices`` have the ``settings`` (``ParamSettings``) now: their own part
         of the rows, and the attribute objects they were derived from."""
-        lr_row = self.rows[_ROW["LR_SCALE"]]
-        for i, member_settings in zip(indices, settings):
-            param = self.params[i]
-            objects = attribute_objects(param)
-            self.snapshot[_ATTRIBUTES * i:_ATTRIBUTES * (i + 1)] = objects
-            self.clipped[i] = objects[3] is not False
-            self.own_ok[i] = _dispatch.member_joins(member_settings)
-            self.from_group[i] = member_settings.decay_from_group
-            terms = (None if member_settings.decay_from_group else
-                     fused_decay_terms(member_settings.l2_coeff, member_settings.regularizer))
-            self.own_flags[i], self.own_l2[i], self.own_l1[i] = _decay_row(terms)
-            lr_scale = member_settings.lr_scale
-            lr_row[i] = _ONE if _compat.is_tensor(lr_scale) else bits(float(lr_scale))
+        indices = np.asarray(indices, np.int64)
+        objects = [attribute_objects(self.params[i]) for i in indices]
+        for i, member_objects in zip(indices.tolist(), objects):
+            self.snapshot[_ATTRIBUTES * i:_ATTRIBUTES * (i + 1)] = member_objects
+        self.clipped[indices] = [member_objects[3] is not False for member_objects in objects]
+        self.own_ok[indices] = [_dispatch.member_joins(s) for s in settings]
+        self.from_group[indices] = [s.decay_from_group for s in settings]
+        rows = [_decay_row(None if s.decay_from_group
+                           else fused_decay_terms(s.l2_coeff, s.regularizer)) for s in settings]
+        if rows:
+            self.own_flags[indices], self.own_l2[indices], self.own_l1[indices] = zip(*rows)
+        self.rows[_ROW["LR_SCALE"]][indices] = _bits_of(
+            [1.0 if _compat.is_tensor(s.lr_scale) else s.lr_scale for s in settings])
         # The regularizer objects whose coefficients the built-in reads at every step: the
         # members' own (an L2Decay among them) and those their settings take.
         regularizers = {id(r): r for r in self.snapshot[1::_ATTRIBUTES] if r is not None}
@@ -276,6 +276,7 @@ class FlatBucket:
             result = self.fill_table(self.params, self.table, self.snapshot, states)
             if result >= 0:
                 self.updates = result
+                self._all_in_call = flags is self.base_flags and self.in_call.all()
                 return self.table
             code = _layout.table_problem(result)[1]
             status = self.rows[_ROW["STATUS"]]
@@ -291,6 +292,8 @@ class FlatBucket:
     def units(self):
         """The members the call does not update this step but another path may (their
         settings or their gradient keep them out of it; ``minimize``'s list includes them)."""
+        if self._all_in_call:
+            return []
         out = (self.rows[_ROW["FLAGS"]] & _FLAG["IN_CALL"]) == 0
         if self.in_only is not None:
             out &= self.in_only
@@ -328,6 +331,12 @@ def _decay_row(terms):
     return flags, bits(l2), bits(l1)
 
 
+def _bits_of(values):
+    """The 64 bits of each of ``values`` (numbers) as doubles, an int64 array (as
+    ``_boundary.bits``: exact, a NaN's sign kept)."""
+    return np.array(values, np.float64).view(np.int64)
+
+
 class FlatGroup:
     """One group's buckets and what they were built from: its parameter list (``params``),
     ``multi_precision`` and the optimizer's master-weight dict (``masters``). ``outside``: the
@@ -340,7 +349,7 @@ class FlatGroup:
         self.masters = masters
         self.buckets = buckets
         self.outside = outside
-        self.waiting = waiting
+        self.waiting = {id(p) for p in waiting}
         self.positions = {}  # id(param) -> its indices in params
         for index, param in enumerate(self.params):
             self.positions.setdefault(id(param), []).append(index)
@@ -351,11 +360,6 @@ class FlatGroup:
         return (multi_precision == self.multi_precision and masters is self.masters
                 and len(params) == len(self.params)
                 and all(map(operator.is_, params, self.params)))
-
-    def waiting_has_gradient(self, use_main_grad, only) -> bool:
-        return any(not p.stop_gradient and (only is None or id(p) in only)
-                   and _compat.gradient_of(p, use_main_grad) is not None
-                   for p in self.waiting)
 
 
 class FlatState:

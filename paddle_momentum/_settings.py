@@ -385,7 +385,7 @@ class Derivations:
         return settings
 
     def settings(self, param, group, grouped, construction) -> ParamSettings:
-        objects = attribute_objects(param)
+        objects = attribute_objects(param)[:3]  # (need_clip is read by the clip, not here)
         inputs = (grouped, param.dtype, getattr(objects[1], "_coeff", None))
         entry = self._params.get(id(param))
         if (entry is not None and entry[0] is param and entry[1] is group
