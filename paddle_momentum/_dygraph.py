@@ -117,7 +117,10 @@ class DygraphStep:
         repeated = self._repeated_params()
         members, outside, waiting = {}, [], []
         for param in params:
-            grad = (None if param.stop_gradient or (only is not None and id(param) not in only)
+            # (minimize's list: a parameter outside it that has no state yet gets none)
+            outside_only = (only is not None and id(param) not in only
+                            and not self.state.has_state(param))
+            grad = (None if param.stop_gradient or outside_only
                     else _compat.gradient_of(param, use_main_grad))
             if grad is None:
                 outside.append(param)

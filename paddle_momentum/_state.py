@@ -63,6 +63,11 @@ class State:
         """``{param (or master weight) name: velocity}``."""
         return self._storage._accumulators[self._kind()]
 
+    def has_state(self, param) -> bool:
+        """``param``'s velocity exists (made by an update, or waiting in a loaded state
+        dict)."""
+        return param.name in self._storage._already_create_accumulator
+
     def velocity_of(self, param):
         """``param``'s velocity, created on first use (zeros, or what a state dict loaded
         before the first step holds); it follows the master weight where there is one."""

@@ -329,3 +329,81 @@ def test_torch_options_switched_on_between_steps_fused_equals_composed(dtype, mu
                        for kernel in ("auto", "composed"))
     for index, (expected, actual) in enumerate(zip(composed, fused)):
         assert_same(expected, actual, f"parameter {index}")
+
+
+# What a user changes between steps (issue 28's table), each applied alike to both optimizers
+# before ``step`` (``change(optimizer, params, step)``), with the number of bucket builds it
+# may cost ours: none beyond the first but where memory changes.
+def _decay_schedule(optimizer, params, step):
+    optimizer._regularization_coeff = 1e-4 * (1 + step)
+
+
+def _clip_toggled(optimizer, params, step):
+    optimizer._grad_clip = paddle.nn.ClipGradByGlobalNorm(0.5) if step % 2 else None
+
+
+def _frozen_layer(optimizer, params, step):
+    for param in params[:8]:
+        param.stop_gradient = step % 2 == 1
+
+
+def _regularizers_replaced(optimizer, params, step):
+    for index, param in enumerate(params[:8]):
+        param.regularizer = (paddle.regularizer.L2Decay(1e-3 * (1 + step)) if index % 2
+                             else paddle.regularizer.L1Decay(1e-3 * (1 + step)))
+
+
+def _unused_layer(optimizer, params, step):
+    for param in params[8:16]:
+        param.clear_gradient(False)
+
+
+def _velocity_storage_replaced(optimizer, params, step):
+    """A momentum reset the way a user may write it: new storage under the same tensor."""
+    if step == 2:
+        velocity = optimizer._accumulators[next(iter(optimizer._accumulators))][params[3].name]
+        paddle.full(velocity.shape, 0.5, velocity.dtype)._share_buffer_to(velocity)
+
+
+def _minimize_some(optimizer, params, step):
+    optimizer.minimize(params[0], parameters=params[4:20] if step % 2 else params[:10])
+
+
+CHANGES = {  # name -> (change, bucket builds it may cost: the first one included)
+    "decay_schedule": (_decay_schedule, 1),
+    "clip_toggled": (_clip_toggled, 1),
+    "frozen_layer": (_frozen_layer, 1),
+    "regularizers_replaced": (_regularizers_replaced, 1),
+    "unused_layer": (_unused_layer, 1),
+    "velocity_storage_replaced": (_velocity_storage_replaced, 2),
+    "minimize_some": (_minimize_some, 2),  # (the first build takes the first list only)
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_changes_between_steps_equal_builtin(change):
+    """Each change of issue 28's table, made before every step: the built-in's numbers
+    (parameters and velocities, bit for bit) and no bucket rebuilt but where memory moved."""
+    apply_change, allowed_builds = CHANGES[change]
+    builtin_params, our_params = _twin_parameters()
+    builtin = paddle.optimizer.Momentum(0.1, 0.9, parameters=builtin_params,
+                                        weight_decay=1e-4)
+    ours = paddle_momentum.Momentum(0.1, 0.9, parameters=our_params, weight_decay=1e-4)
+    builds = _count_builds(ours)
+    for step in range(5):
+        for optimizer, params in ((builtin, builtin_params), (ours, our_params)):
+            optimizer.clear_grad()
+            _backward(params, step)
+            apply_change(optimizer, params, step)
+            if change != "minimize_some":
+                optimizer.step()
+        for index, (expected, actual) in enumerate(zip(builtin_params, our_params)):
+            assert_same(expected.numpy(), actual.numpy(), f"step {step} parameter {index}")
+    for index, (expected, actual) in enumerate(zip(builtin_params, our_params)):
+        velocities = [optimizer._accumulators["velocity"].get(param.name)
+                      for optimizer, param in ((builtin, expected), (ours, actual))]
+        assert (velocities[0] is None) == (velocities[1] is None), f"velocity {index}"
+        if velocities[0] is not None:
+            assert_same(velocities[0].numpy(), velocities[1].numpy(), f"velocity {index}")
+    assert 1 <= len(builds) <= allowed_builds, f"the buckets were built {len(builds)} times"
+    assert any(ours._flat.buckets_of_group.values()), "no bucket"
