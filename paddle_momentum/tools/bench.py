@@ -367,10 +367,11 @@ def replace_regularizers(optimizer, parameters, step_index) -> None:
 
 
 def drop_gradients(optimizer, parameters, step_index) -> None:
-    """The first third of the parameters lose their gradient (a layer unused in this step's
-    forward pass: after the loop's backward, ``clear_gradient(False)``)."""
-    for param in _a_third(parameters):
-        param.clear_gradient(False)
+    """At odd steps the first third of the parameters lose their gradient (a layer unused in
+    this step's forward pass: after the loop's backward, ``clear_gradient(False)``)."""
+    if step_index % 2 == 1:
+        for param in _a_third(parameters):
+            param.clear_gradient(False)
 
 
 MINIMIZED = 100  # minimize(parameters=) lists this many of the workload's parameters
@@ -426,8 +427,9 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
     _dygraph("settings-regularizer", "300 x [64]; before each step the first 100 "
              "parameters' regularizer := a new L2Decay(1e-4 * (1 + 0.01 * step))",
              settings_shapes, before_step=replace_regularizers),
-    _dygraph("settings-unused", "300 x [64]" + _LOOP + "; the first 100 parameters get no "
-             "gradient (a layer unused in the forward pass)", settings_shapes, loop=True,
+    _dygraph("settings-unused", "300 x [64]" + _LOOP + "; at odd steps the first 100 "
+             "parameters get no gradient (a layer unused in that forward pass)",
+             settings_shapes, loop=True,
              before_step=drop_gradients),
     _dygraph("settings-minimize", f"300 x [64]; minimize(loss, parameters=<the first "
              f"{MINIMIZED}>) in place of step()", settings_shapes, take_step=minimize_some),
