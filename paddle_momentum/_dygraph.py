@@ -84,7 +84,8 @@ class DygraphStep:
             outside = None
             if flat_group is not None and flat_group.current(
                     params, group_settings.multi_precision, state.masters):
-                outside = gradient_pairs(flat_group.outside, use_main_grad, only)
+                outside = ([] if only is None and flat_group.outside_without_gradient()
+                           else gradient_pairs(flat_group.outside, use_main_grad, only))
                 if flat_group.waiting and any(id(p) in flat_group.waiting for p, _ in outside):
                     outside = None  # (one that had no gradient can join a bucket now)
             if outside is None:
@@ -138,7 +139,7 @@ class DygraphStep:
                                     _kernel.gradient_table(), self.state)
                    for entries in members.values()]
         flat_group = _flat.FlatGroup(params, group_settings.multi_precision, self.state.masters,
-                                     buckets, outside, waiting)
+                                     buckets, outside, waiting, _kernel.gradient_table())
         self.flat.groups[id(group)] = flat_group
         return flat_group
 

@@ -343,7 +343,8 @@ class FlatGroup:
     group's parameters in no bucket; ``waiting``: those of them that had no gradient when the
     buckets were built (one that has a gradient now makes the group's buckets built again)."""
 
-    def __init__(self, params, multi_precision, masters, buckets, outside, waiting):
+    def __init__(self, params, multi_precision, masters, buckets, outside, waiting,
+                 fill_table):
         self.params = list(params)
         self.multi_precision = multi_precision
         self.masters = masters
@@ -353,6 +354,25 @@ class FlatGroup:
         self.positions = {}  # id(param) -> its indices in params
         for index, param in enumerate(self.params):
             self.positions.setdefault(id(param), []).append(index)
+        # The outside parameters' gradients, looked for in one C pass (a layer that has had
+        # none so far, and so no state: each step asks whether it has one now): a table of
+        # them where every one is a dense CPU tensor, else None.
+        self._watch = None
+        if outside and all(p._is_initialized() and p._numel() != 0 and p.place.is_cpu_place()
+                           and fill_table.dtype_code(p) >= 0
+                           and getattr(p, "main_grad", None) is None  # (the pass reads .grad)
+                           for p in outside):
+            self._watch = (fill_table, _kernel.new_gradient_table(outside, fill_table),
+                           [obj for p in outside for obj in attribute_objects(p)])
+
+    def outside_without_gradient(self) -> bool:
+        """True when no parameter outside the buckets has a gradient now (``.grad``: frozen
+        or none; checked in one C pass); False when one has, or where the pass cannot say
+        (then the step looks at each)."""
+        if self._watch is None:
+            return False
+        fill_table, table, snapshot = self._watch
+        return fill_table(self.outside, table, snapshot, None) == 0
 
     def current(self, params, multi_precision, masters) -> bool:
         """The buckets were built from these (the group's list now, its multi-precision

@@ -358,6 +358,13 @@ def _unused_layer(optimizer, params, step):
         param.clear_gradient(False)
 
 
+def _late_layer(optimizer, params, step):
+    """A layer used from the third step on (no state before: the step then builds the
+    buckets again, once, with it)."""
+    if step < 2:
+        _unused_layer(optimizer, params, step)
+
+
 def _velocity_storage_replaced(optimizer, params, step):
     """A momentum reset the way a user may write it: new storage under the same tensor."""
     if step == 2:
@@ -375,6 +382,7 @@ CHANGES = {  # name -> (change, bucket builds it may cost: the first one include
     "frozen_layer": (_frozen_layer, 1),
     "regularizers_replaced": (_regularizers_replaced, 1),
     "unused_layer": (_unused_layer, 1),
+    "late_layer": (_late_layer, 2),
     "velocity_storage_replaced": (_velocity_storage_replaced, 2),
     "minimize_some": (_minimize_some, 2),  # (the first build takes the first list only)
 }
