@@ -45,6 +45,7 @@ import operator
 
 import numpy as np
 import paddle
+from paddle.regularizer import L1Decay, L2Decay
 
 from . import _compat, _dispatch, _kernel, _layout
 from ._boundary import bits
@@ -198,14 +199,18 @@ class FlatBucket:
         self.own_ok[indices] = [_dispatch.member_joins(s) for s in settings]
         self.from_group[indices] = [s.decay_from_group for s in settings]
         rows = [_decay_row(None if s.decay_from_group
-                           else fused_decay_terms(s.l2_coeff, s.regularizer)) for s in settings]
+                           else fused_decay_terms(s.l2_coeff, s.regularizer), o[1], s)
+                for s, o in zip(settings, objects)]
         if rows:
             self.own_flags[indices], self.own_l2[indices], self.own_l1[indices] = zip(*rows)
         self.rows[_ROW["LR_SCALE"]][indices] = _bits_of(
             [1.0 if _compat.is_tensor(s.lr_scale) else s.lr_scale for s in settings])
         # The regularizer objects whose coefficients the built-in reads at every step: the
-        # members' own (an L2Decay among them) and those their settings take.
-        regularizers = {id(r): r for r in self.snapshot[1::_ATTRIBUTES] if r is not None}
+        # members' own (an L2Decay among them) and those their settings take; but where the
+        # table's fill reads one itself (OWN_L2, OWN_L1).
+        own_read = (self.own_flags & (_FLAG["OWN_L2"] | _FLAG["OWN_L1"])) != 0
+        regularizers = {id(r): r for r, read in zip(self.snapshot[1::_ATTRIBUTES], own_read)
+                        if r is not None and not read}
         self._coefficients = [(r, getattr(r, "_coeff", None)) for r in regularizers.values()]
         self._group_key = None  # (joined again)
 
@@ -324,10 +329,20 @@ class FlatBucket:
         return self._positions
 
 
-def _decay_row(terms):
-    """``(flags, L2 bits, L1 bits)`` of a decay's ``(l2, l1)`` terms (None: none fused)."""
+def _decay_row(terms, attribute=None, settings=None):
+    """``(flags, L2 bits, L1 bits)`` of a decay's ``(l2, l1)`` terms (None: none fused). With
+    a member's ``regularizer`` ``attribute`` and its ``settings``: OWN_L2 (OWN_L1) where its
+    L2 (L1) term is that attribute's float coefficient (``_settings.derive`` took it from
+    there), which the table's fill then reads at every step."""
     l2, l1 = terms if terms is not None else (None, None)
     flags = (_FLAG["HAS_L2"] if l2 is not None else 0) | (_FLAG["HAS_L1"] if l1 is not None else 0)
+    coefficient = getattr(attribute, "_coeff", None)
+    if type(coefficient) is float and settings is not None and not settings.decay_from_group:
+        if (type(attribute) is L2Decay and settings.regularizer is None
+                and l2 is coefficient):
+            flags |= _FLAG["OWN_L2"]
+        elif type(attribute) is L1Decay and settings.regularizer is attribute:
+            flags |= _FLAG["OWN_L1"]
     return flags, bits(l2), bits(l1)
 
 

@@ -31,6 +31,10 @@ TABLE_FLAGS = {
     "HAS_L2": 4,  # its gradient takes the L2 term of the L2 row (in the rule: l2_coeff)
     "HAS_L1": 8,  # its gradient takes the L1Decay term of the L1 row
     "FIRST_STEP": 16,  # its first update since its velocity was made (the rule's first_step)
+    # Its L2 (L1) row is the ``_coeff`` of its ``regularizer`` attribute, an L2Decay (L1Decay):
+    # the fill reads it at every step, and takes a new object of the same type as it is.
+    "OWN_L2": 32,
+    "OWN_L1": 64,
 }
 STATUS_CODES = {"ATTRIBUTES": 1, "GRADIENT": 2}  # attribute objects changed; gradient unfit
 

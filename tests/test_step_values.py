@@ -353,6 +353,17 @@ def _regularizers_replaced(optimizer, params, step):
                              else paddle.regularizer.L1Decay(1e-3 * (1 + step)))
 
 
+def _coefficients_scheduled(optimizer, params, step):
+    """One L2Decay shared by a layer and one L1Decay by another, their coefficients changed
+    in place every step (the built-in reads ``_coeff`` at every step)."""
+    if step == 0:
+        l2, l1 = paddle.regularizer.L2Decay(1e-3), paddle.regularizer.L1Decay(1e-3)
+        for index, param in enumerate(params[:8]):
+            param.regularizer = l2 if index < 4 else l1
+    for param in params[:8]:
+        param.regularizer._coeff = 1e-3 * (1 + step)
+
+
 def _unused_layer(optimizer, params, step):
     for param in params[8:16]:
         param.clear_gradient(False)
@@ -381,6 +392,7 @@ CHANGES = {  # name -> (change, bucket builds it may cost: the first one include
     "clip_toggled": (_clip_toggled, 1),
     "frozen_layer": (_frozen_layer, 1),
     "regularizers_replaced": (_regularizers_replaced, 1),
+    "coefficients_scheduled": (_coefficients_scheduled, 1),
     "unused_layer": (_unused_layer, 1),
     "late_layer": (_late_layer, 2),
     "velocity_storage_replaced": (_velocity_storage_replaced, 2),

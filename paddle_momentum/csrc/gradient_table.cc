@@ -60,13 +60,29 @@ constexpr int64_t kStride = PM_PROBLEM_STRIDE;
 // Rows of the table (int64 [kRows, n]); the kernel reads the ones after kDtype.
 enum Row {
   kAddress = PM_ROW_PARAM_ADDRESS, kNumel = PM_ROW_SIZE, kGradAddress = PM_ROW_GRAD_ADDRESS,
-  kDtype = PM_ROW_DTYPE, kLrScale = PM_ROW_LR_SCALE, kFlags = PM_ROW_FLAGS,
+  kDtype = PM_ROW_DTYPE, kLrScale = PM_ROW_LR_SCALE, kFlags = PM_ROW_FLAGS, kL2 = PM_ROW_L2,
+  kL1 = PM_ROW_L1,
   kVelocityAddress = PM_ROW_VELOCITY_ADDRESS, kMasterAddress = PM_ROW_MASTER_ADDRESS,
   kStatus = PM_ROW_STATUS, kRows = PM_TABLE_ROW_COUNT
 };
 
 // The attributes a member's settings are derived from, in the snapshot's order.
 constexpr int kAttributes = 4;
+
+// The passes below ask for the objects of the members ahead before they reach them: a member's
+// objects lie wherever Python and Paddle put them, each a cache miss once the built-in's step
+// (or a backward pass) has evicted them, and asking early lets many misses overlap. Two stages:
+// the member kAhead ahead (an object whose address is known), and the one kAhead / 2 ahead
+// (an object its now cached neighbour points to). A hint: nothing is read that may fault.
+constexpr Py_ssize_t kAhead = 16;
+
+inline void Prefetch(const void* address) {
+#if defined(__GNUC__) || defined(__clang__)
+  if (address != nullptr) __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
+}
 
 // ``dict[key]`` (borrowed), or None where ``dict`` is null or lacks it.
 inline PyObject* Entry(PyObject* dict, PyObject* key) {
@@ -84,8 +100,41 @@ inline PyObject* Entry(PyObject* dict, PyObject* key) {
 // a per-step schedule) is not a change: its value goes into the member's row of ``lr_scales``
 // (the 64 bits of the double, which the kernel reads) and the snapshot takes the new object.
 // The built-in takes any such number as it is, so there is nothing to check.
+// The ``_coeff`` of ``regularizer`` (a Python object) into ``row`` as a double's bits, when it
+// is a float; false otherwise.
+bool TakeCoefficient(PyObject* regularizer, int64_t* row) {
+  static PyObject* coeff_name = PyUnicode_InternFromString("_coeff");
+  PyObject** dict_ptr = _PyObject_GetDictPtr(regularizer);
+  PyObject* coeff = dict_ptr != nullptr ? Entry(*dict_ptr, coeff_name) : Py_None;
+  if (!PyFloat_CheckExact(coeff)) return false;
+  const double value = PyFloat_AS_DOUBLE(coeff);
+  std::memcpy(row, &value, sizeof(value));
+  return true;
+}
+
+// A member whose decay row is its regularizer attribute's coefficient (flags PM_FLAG_OWN_L2 or
+// PM_FLAG_OWN_L1, set by the Python side where the attribute is exactly an L2Decay or
+// L1Decay): the coefficient of ``regularizer`` (the attribute now) goes into its row when it
+// is an object of the snapshot's type with a float coefficient (the same one changed in
+// place, or a new one: a per-layer decay schedule), and the snapshot takes it; true then, false
+// when the Python side must derive the member's settings again.
+bool TakeRegularizer(PyObject* regularizer, PyObject* snapshot, Py_ssize_t at, int64_t flags,
+                     int64_t* l2, int64_t* l1) {
+  PyObject* was = PyList_GET_ITEM(snapshot, at);
+  if (regularizer == Py_None || Py_TYPE(regularizer) != Py_TYPE(was) ||
+      !TakeCoefficient(regularizer, (flags & PM_FLAG_OWN_L2) != 0 ? l2 : l1)) {
+    return false;
+  }
+  if (regularizer != was) {
+    Py_INCREF(regularizer);
+    PyList_SetItem(snapshot, at, regularizer);  // (drops the old object)
+  }
+  return true;
+}
+
 Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* lr_scales,
-                                 int64_t* status) {
+                                 int64_t* status, const int64_t* flags, int64_t* l2,
+                                 int64_t* l1) {
   static PyObject* optimize_attr = PyUnicode_InternFromString("optimize_attr");
   static PyObject* learning_rate = PyUnicode_InternFromString("learning_rate");
   static PyObject* regularizer = PyUnicode_InternFromString("regularizer");
@@ -98,12 +147,26 @@ Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* 
     status[i] = PM_STATUS_ATTRIBUTES;
     if (first < 0 || i < first) first = i;
   };
-  for (Py_ssize_t i = 0; i < n; ++i) {
+  std::vector<PyObject*> dicts(n, nullptr);
+  for (Py_ssize_t i = 0; i < n; ++i) {  // (the objects are cached: the first pass read them)
     PyObject** dict_ptr = _PyObject_GetDictPtr(PyList_GET_ITEM(params, i));
-    PyObject* dict = dict_ptr != nullptr ? *dict_ptr : nullptr;
+    dicts[i] = dict_ptr != nullptr ? *dict_ptr : nullptr;
+    Prefetch(dicts[i]);
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (i + kAhead < n && dicts[i + kAhead] != nullptr) {
+      Prefetch(reinterpret_cast<PyDictObject*>(dicts[i + kAhead])->ma_keys);
+    }
+    PyObject* dict = dicts[i];
     attrs[i] = Entry(dict, optimize_attr);
     PyObject* const* was = &PyList_GET_ITEM(snapshot, kAttributes * i);
-    if (Entry(dict, regularizer) != was[1] || Entry(dict, main_grad) != was[2] ||
+    PyObject* regularizer_now = Entry(dict, regularizer);
+    const bool own_decay = (flags[i] & (PM_FLAG_OWN_L2 | PM_FLAG_OWN_L1)) != 0;
+    const bool decay_taken = own_decay && TakeRegularizer(regularizer_now, snapshot,
+                                                          kAttributes * i + 1, flags[i],
+                                                          &l2[i], &l1[i]);
+    if ((!decay_taken && regularizer_now != was[1]) || (own_decay && !decay_taken) ||
+        Entry(dict, main_grad) != was[2] ||
         Entry(dict, need_clip) != was[3] ||
         (attrs[i] != Py_None && !PyDict_CheckExact(attrs[i]))) {  // not a plain dict:
       mark(i);                                                    // let Python decide
@@ -111,6 +174,9 @@ Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* 
     }
   }
   for (Py_ssize_t i = 0; i < n; ++i) {
+    if (i + kAhead < n && attrs[i + kAhead] != nullptr && attrs[i + kAhead] != Py_None) {
+      Prefetch(attrs[i + kAhead]);
+    }
     if (attrs[i] == nullptr) continue;
     PyObject* lr_scale = PyDict_CheckExact(attrs[i]) ? Entry(attrs[i], learning_rate) : Py_None;
     if (lr_scale == PyList_GET_ITEM(snapshot, kAttributes * i)) continue;
@@ -203,10 +269,17 @@ Py_ssize_t FirstReplacedState(PyObject* states, Py_ssize_t n, const int64_t* con
     }
     const int64_t* expected = addresses[t / 3];
     for (Py_ssize_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) {
+        Prefetch(PyList_GET_ITEM(keys, i + kAhead));  // (its hash)
+        Prefetch(PyList_GET_ITEM(objects, i + kAhead));
+      }
       PyObject* object = PyList_GET_ITEM(objects, i);
       if (PyDict_GetItem(dict, PyList_GET_ITEM(keys, i)) != object) return i;
     }
     for (Py_ssize_t i = 0; i < n; ++i) {
+      if (i + kAhead / 2 < n) {
+        Prefetch(TensorOf(PyList_GET_ITEM(objects, i + kAhead / 2)).impl().get());
+      }
       const phi::DenseTensor* dense = DenseOf(TensorOf(PyList_GET_ITEM(objects, i)));
       if (dense == nullptr || CpuAddress(dense) != expected[i]) return i;
     }
@@ -275,6 +348,14 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
   std::vector<Member> members(n);
   PyTypeObject* checked_type = nullptr;  // a type seen to be a tensor with Paddle's getter
   for (Py_ssize_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) Prefetch(PyList_GET_ITEM(params, i + kAhead));
+    if (i + kAhead / 2 < n) {  // (a tensor object: checked below when its turn comes)
+      PyObject* ahead = PyList_GET_ITEM(params, i + kAhead / 2);
+      if (Py_TYPE(ahead) == checked_type) {
+        Prefetch(TensorOf(ahead).impl().get());
+        Prefetch(TensorOf(ahead).get_autograd_meta());
+      }
+    }
     PyObject* object = PyList_GET_ITEM(params, i);
     if (Py_TYPE(object) != checked_type) {
       if (!paddle::pybind::PyCheckTensor(object) || !PyObject_TypeCheck(object, tensor_type)) {
@@ -309,13 +390,23 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     if (replaced == -2) return -kTable;
     if (replaced >= 0) return -(kStride * replaced + kMoved);
   }
+  std::vector<const paddle::Tensor*> grad_tensors(n, nullptr);
+  for (Py_ssize_t i = 0; i < n; ++i) {  // (the autograd metas are cached: the first pass)
+    if (members[i].meta != nullptr && !members[i].frozen) {
+      grad_tensors[i] = &members[i].meta->Grad();
+      Prefetch(grad_tensors[i]);
+    }
+  }
   std::vector<const phi::DenseTensor*> grads(n, nullptr);
   for (Py_ssize_t i = 0; i < n; ++i) {
+    if (i + kAhead < n && grad_tensors[i + kAhead] != nullptr) {
+      Prefetch(grad_tensors[i + kAhead]->impl().get());
+    }
     if (!Fits(members[i].param, numel[i], static_cast<phi::DataType>(dtype[i]))) {
       return -(kStride * i + kParam);
     }
-    if (members[i].meta != nullptr && !members[i].frozen) {
-      const paddle::Tensor& grad = members[i].meta->Grad();
+    if (grad_tensors[i] != nullptr) {
+      const paddle::Tensor& grad = *grad_tensors[i];
       grads[i] = DenseOf(grad);
       if (grad.impl() != nullptr && grads[i] == nullptr) grads[i] = kUnfit;  // sparse
     }
@@ -325,7 +416,8 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
   }
   if (snapshot != Py_None) {
     const Py_ssize_t changed = MarkChangedAttributes(params, snapshot, rows + kLrScale * n,
-                                                     status);
+                                                     status, flags, rows + kL2 * n,
+                                                     rows + kL1 * n);
     if (changed >= 0) return -(kStride * changed + kSettings);
   }
   int64_t updated = 0;

@@ -26,6 +26,7 @@ Command line::
     python -m paddle_momentum bench                       # all workloads, 15 timed steps
     python -m paddle_momentum bench --quick               # small sizes, no memory probes
     python -m paddle_momentum bench --workload resnet50 --workload one-big --steps 31
+    python -m paddle_momentum bench --sizes               # one tensor, 64K-16M, fresh processes
 """
 
 from __future__ import annotations
@@ -479,6 +480,45 @@ def first_step_report(out: Callable[[str], object] = print, runs: int = 3) -> No
             f"x builtin {ours / builtin:5.2f}   ours - builtin {ours - builtin:+.3f} s")
 
 
+# One tensor of each size, each in fresh processes: where a mid-size tensor's step depends on
+# the process (its allocations' placement), one process hides it.
+SWEEP_SIZES = (1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24)
+SWEEP_RUNS = 3
+SWEEP_CANDIDATES = (BASELINE, "ours-fused")
+
+
+def one_tensor_ratio(elements: int, steps: int) -> float:
+    """Ours-fused's median step over the built-in's on one float32 vector of ``elements``,
+    interleaved in this process."""
+    candidates = [c for c in available_candidates(lambda *_: None)
+                  if c.label in SWEEP_CANDIDATES]
+    with dygraph_steppers(lambda quick: [[elements]], candidates, False) as steppers:
+        times = time_interleaved(steppers, {label: steps for label in steppers})
+    medians = {label: statistics.median(seconds) for label, seconds in times.items()}
+    return medians["ours-fused"] / medians[BASELINE]
+
+
+def size_sweep(out: Callable[[str], object] = print, steps: int = DEFAULT_STEPS,
+               runs: int = SWEEP_RUNS, sizes: Sequence[int] = SWEEP_SIZES) -> Dict[int, list]:
+    """For each of ``sizes``, :func:`one_tensor_ratio` in ``runs`` fresh processes; prints a
+    row per size and returns ``{elements: [ratio, ...]}``."""
+    out(f"one float32 vector per size, ours-fused / builtin (median of {steps} steps, "
+        f"interleaved), each run a fresh process")
+    results = {}
+    for elements in sizes:
+        ratios = []
+        for _ in range(runs):
+            finished = subprocess.run(
+                [sys.executable, "-m", "paddle_momentum", "bench", "--one-tensor",
+                 str(elements), "--steps", str(steps)],
+                capture_output=True, text=True, check=True)
+            ratios.append(float(finished.stdout.strip().splitlines()[-1]))
+        results[elements] = ratios
+        out(f"{elements:>10} elements: " + "  ".join(f"{r:.2f}" for r in ratios)
+            + f"   (max {max(ratios):.2f})")
+    return results
+
+
 # --------------------------------------------------------------------------------- measuring
 def prepare(stepper: Stepper) -> None:
     """Run ``stepper``'s untimed ``prepare()`` (a training loop's clear_grad and backward),
@@ -815,8 +855,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rules", action="store_true",
                         help="measure only rules of one's own (rule=): the fused kernel "
                              "against the composed ops, and a new rule's first step")
+    parser.add_argument("--sizes", action="store_true",
+                        help="measure only one tensor of 64K to 16M elements, each size in "
+                             f"{SWEEP_RUNS} fresh processes")
     parser.add_argument("--memory-probe", nargs=2, metavar=("WORKLOAD", "CANDIDATE"),
                         help=argparse.SUPPRESS)  # internal: one measurement, printed in MB
+    parser.add_argument("--one-tensor", type=int, metavar="ELEMENTS",
+                        help=argparse.SUPPRESS)  # internal: one size's ratio, printed
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -824,6 +869,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.memory_probe:
         workload_name, candidate_label = args.memory_probe
         print(f"{measure_extra_memory(workload_name, candidate_label, args.quick):.1f}")
+        return 0
+    if args.one_tensor:
+        print(f"{one_tensor_ratio(args.one_tensor, args.steps):.4f}")
+        return 0
+    if args.sizes:
+        size_sweep(steps=args.steps)
         return 0
     if args.first_step:
         first_step_report()
