@@ -2,7 +2,7 @@
 
 Every update op takes the same attributes (``PM_ATTRIBUTES`` there, the only list of them in
 C++). They are passed by name, so the Python side lists none of them: the rule's settings come
-from their declarations (``_settings.RULE_SETTINGS``), each converted as its ``kernel`` type
+from their declarations (``_declarations.RULE_SETTINGS``), each converted as its ``kernel`` type
 says; the gradient ops from :class:`GradientOps`. No number crosses as text: a double is
 passed as its 64 bits, so no locale can change it and a NaN keeps its sign.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-from ._settings import RULE_SETTINGS, torch_option_on
+from ._declarations import RULE_SETTINGS, torch_option_on
 from .rule import as_float32_attribute
 
 

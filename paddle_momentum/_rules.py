@@ -16,7 +16,7 @@ in the background while the composed ops run the new rule. Never a stale kernel.
 from __future__ import annotations
 
 from . import _build, _generate, _kernel, rule
-from ._settings import RULE_SETTING_NAMES, RULE_SETTINGS
+from ._declarations import RULE_SETTING_NAMES, RULE_SETTINGS
 from ._source import CannotGenerate, Identity, SourceDoesNotParse, source_of
 
 

@@ -17,7 +17,8 @@ import paddle
 from . import _compat, _layout, implementations
 from ._layout import SETTINGS_CHANGED, table_problem
 from ._boundary import NO_GRADIENT_OPS, GradientOps, kernel_attributes
-from ._settings import RULE_SETTINGS, attribute_objects, rule_options
+from ._declarations import RULE_SETTINGS, rule_options
+from ._settings import attribute_objects
 
 # The self-check's cases: (dtype, rule options, first_step). Every branch of the rule as
 # written today, the low-precision rounding, and each setting declared later off its default.

@@ -11,7 +11,7 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _compat, _dispatch, _dygraph, _flat, _rules, _settings, _static
+from . import _compat, _declarations, _dispatch, _dygraph, _flat, _rules, _settings, _static
 from . import _validation as check
 from ._settings import split_weight_decay
 from ._dispatch import STATIC_BATCH_MIN  # noqa: F401  (re-exported)
@@ -88,14 +88,14 @@ class Momentum(Optimizer):
         # the update rule: the package's (None) or the caller's function, on every path
         self._rule = _rules.DEFAULT if rule is None else _rules.Rule(rule)
         for option in options:  # our keyword-only settings (the torch.optim.SGD options)
-            if option not in _settings.KEYWORD_ONLY:
+            if option not in _declarations.KEYWORD_ONLY:
                 raise TypeError(f"Momentum() got an unexpected keyword argument {option!r}")
         given = dict(options, momentum=momentum, use_nesterov=use_nesterov,
                      rescale_grad=rescale_grad)
         rule_values = {setting.name: setting.check(given.get(setting.name, setting.default),
                                                    setting.name)
-                       for setting in _settings.RULE_SETTINGS}
-        _settings.check_rule_values(rule_values)
+                       for setting in _declarations.RULE_SETTINGS}
+        _declarations.check_rule_values(rule_values)
         learning_rate = check.check_learning_rate(learning_rate)
         weight_decay = check.check_weight_decay(weight_decay)
         self._rule.refuse_unreceived(dict(rule_values,
@@ -218,7 +218,7 @@ class Momentum(Optimizer):
             "learning_rate": check.check_lr_scale,
             "weight_decay": check.check_weight_decay,
             "grad_clip": check.check_grad_clip,
-            **{setting.name: setting.check for setting in _settings.RULE_SETTINGS},
+            **{setting.name: setting.check for setting in _declarations.RULE_SETTINGS},
         }
         # (the two regularization keys a built-in adds are recomputed, as the built-in does)
         allowed = ["params", *validators]
@@ -237,9 +237,9 @@ class Momentum(Optimizer):
             normalized[key] = (
                 validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
             )
-            if key in _settings.RULE_SETTING_NAMES and isinstance(group.get(key), paddle.Tensor):
+            if key in _declarations.RULE_SETTING_NAMES and isinstance(group.get(key), paddle.Tensor):
                 normalized[key] = group[key]  # (read, and checked, at every step)
-        _settings.check_rule_values(normalized)
+        _declarations.check_rule_values(normalized)
         self._rule.refuse_unreceived(
             dict(normalized, l2_coeff=split_weight_decay(normalized["weight_decay"])[0]),
             f"{where}: ")

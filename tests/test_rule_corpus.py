@@ -172,7 +172,7 @@ def _checkout(tmp_path, edit):
                     ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     edits = [("rule.py", old, new) for old, new in EDITS[edit]]
     if edit == "setting":
-        edits.append(("_settings.py",) + SETTING)
+        edits.append(("_declarations.py",) + SETTING)
     for name, old, new in edits:
         path = copy / "paddle_momentum" / name
         text = path.read_text()

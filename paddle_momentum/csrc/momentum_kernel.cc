@@ -230,13 +230,13 @@ PM_ALWAYS_INLINE bool AddNKeepsFirst(int64_t pos, int64_t numel) {
 // The attributes every update op takes, listed once, as X(type, name): the op registrations,
 // the kernel functions' parameters and the Attributes struct below are all expanded from it.
 // The Python side passes them by name (paddle_momentum/_boundary.py: kernel_attributes), the
-// rule's settings under their names in paddle_momentum/_settings.py (RULE_SETTINGS), whose
+// rule's settings under their names in paddle_momentum/_declarations.py (RULE_SETTINGS), whose
 // declared kernel type is the type here: "float32" a float attribute (as Paddle's kernel
 // takes mu), "double" an int64_t holding the double's 64 bits, "bool" a bool. The gradient
 // ops' numbers (the clip bounds, the L1 coefficient, a norm clip's limit, a global-norm
 // factor) cross as doubles' bits too: exact, NaN signs kept, and no text, so no locale can
 // change them.
-// @generated attributes (PM_RULE_ATTRIBUTES: the rule's settings, _settings.RULE_SETTINGS)
+// @generated attributes (PM_RULE_ATTRIBUTES: the rule's settings, _declarations.RULE_SETTINGS)
 #define PM_ATTRIBUTES(X)                                                                 \
   PM_RULE_ATTRIBUTES(X) X(int64_t, l2_coeff) X(bool, has_l2) X(bool, first_step)         \
   X(bool, keyword_options) X(bool, has_clip) X(int64_t, clip_min) X(int64_t, clip_max)   \

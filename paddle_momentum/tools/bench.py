@@ -621,14 +621,14 @@ def measure_step_roof(elements: int, repeats: int = 15) -> Optional[float]:
     None where the fused kernel is not built. A step that moves the same bytes cannot beat
     it except where its tensors stay in cache (a numpy add moves another pattern: against it
     fused steps showed 144-201%)."""
-    from .. import _rules, _settings, implementations
+    from .. import _declarations, _rules, implementations
 
     ops = _rules.load()
     if ops is None:
         return None
     param, grad, velocity = (paddle.ones([elements], "float32") for _ in range(3))
     lr = paddle.to_tensor([0.0], "float32")  # (the values do not matter, the bytes do)
-    options = _settings.rule_options(momentum=0.9)
+    options = _declarations.rule_options(momentum=0.9)
     seconds = []
     for run in range(repeats + 1):
         began = time.perf_counter()
