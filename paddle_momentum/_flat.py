@@ -48,6 +48,7 @@ import paddle
 from paddle.regularizer import L1Decay, L2Decay
 
 from . import _compat, _dispatch, _kernel, _layout
+from ._buffers import gather, recording
 from ._boundary import bits
 from ._settings import attribute_objects, fused_decay_terms
 
@@ -55,60 +56,7 @@ from ._settings import attribute_objects, fused_decay_terms
 # per-parameter overhead that gathering saves, and they cost no copy and no memory.
 OWN_BUFFER_SIZE = 1 << 16
 
-
-def _recording(state_of, states):
-    """``state_of`` that also appends each state it returns to ``states``."""
-    def recorded(param):
-        state = state_of(param)
-        states.append(state)
-        return state
-    return recorded
-
-
 _SIZE = paddle.Tensor._numel  # (Tensor.size goes through numpy: 5 us against 0.9 us)
-
-
-def _gather(tensors, sizes):
-    """A new contiguous CPU buffer holding ``tensors`` (contiguous CPU tensors of ``sizes``
-    elements), each made a view of it. ``tensors`` may be a lazy iterable: each tensor is then
-    created just before it moves in, and its own storage freed right after, so the next one
-    can reuse it.
-
-    Done on the tensors' ``DenseTensor``s (slice, copy the bytes, share, restore the dims):
-    with eager tensors (``_slice``, ``reshape``, ``assign``, ``_share_buffer_to``) each member
-    cost about 40 us, most of a first step over 20,000 small parameters."""
-    flat, offset = None, 0
-    for tensor, size in zip(tensors, sizes):
-        if flat is None:
-            flat = paddle.empty([sum(sizes)], tensor.dtype)
-            flat_dense, itemsize = flat.get_tensor(), flat.element_size()
-        dense = tensor.get_tensor()
-        piece = flat_dense._slice(offset, offset + size)
-        ctypes.memmove(piece._ptr(), tensor.data_ptr(), size * itemsize)
-        dims = dense.shape()
-        dense._share_data_with(piece)
-        dense._set_dims(dims)
-        offset += size
-    return flat
-
-
-def views_of(flat, sizes, shapes, names):
-    """Persistable tensors of ``shapes`` (``sizes`` elements each) and ``names`` that are
-    consecutive views of the CPU buffer ``flat`` (their data shared, as in ``_gather``),
-    without a copy; made as the built-in makes its accumulators (``Block.create_var``)."""
-    flat_dense, offset, views = flat.get_tensor(), 0, []
-    dtype = _compat.proto_dtype(flat.dtype)
-    for size, shape, name in zip(sizes, shapes, names):
-        view = paddle.Tensor(dtype, shape, name, _compat.DENSE_TENSOR, True)
-        view.retain_grads()
-        dense = view.get_tensor()
-        dense._share_data_with(flat_dense._slice(offset, offset + size))
-        dense._set_dims(shape)
-        views.append(view)
-        offset += size
-    return views
-
-
 _ROW = _layout.TABLE_ROWS
 _FLAG = _layout.TABLE_FLAGS
 _ATTRIBUTES = 4  # objects per member in a snapshot (_settings.attribute_objects)
@@ -142,8 +90,8 @@ class FlatBucket:
 
         def buffers(state_of, states):
             """The buffers of ``state_of(member)``, each member's appended to ``states``."""
-            state_of = _recording(state_of, states)
-            flat = [_gather(map(state_of, head), self.sizes[:len(head)])] if head else []
+            state_of = recording(state_of, states)
+            flat = [gather(map(state_of, head), self.sizes[:len(head)])] if head else []
             return flat + [state_of(p) for p in self.params[len(head):]]
 
         self.fill_table = fill_table

@@ -16,7 +16,7 @@ from paddle.utils import unique_name
 
 import numpy as np
 
-from . import _compat, _flat
+from . import _buffers, _compat
 from ._settings import ParamSettings
 
 VELOCITY = "velocity"
@@ -102,7 +102,7 @@ class State:
         names = [unique_name.generate(f"{p.name}_{kind}") for p in params]
         storage._opti_name_list.extend(names)
         buffer = paddle.zeros([sum(sizes)], params[0].dtype)
-        velocities = _flat.views_of(buffer, sizes, [p.shape for p in params], names)
+        velocities = _buffers.views_of(buffer, sizes, [p.shape for p in params], names)
         storage._accumulators[kind].update(zip((p.name for p in params), velocities))
         storage._already_create_accumulator.update(p.name for p in params)
         self._new_velocities.update(p.name for p in params)
