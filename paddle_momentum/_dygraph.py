@@ -191,10 +191,13 @@ class DygraphStep:
             group_plan.units = [(p, _regularized(p, g, s), s) for p, g, s in units]
 
     def update(self, plan, lr, found_inf):
-        """The second half: the units' state (velocities created), then, unless
+        """The second half: the state (velocities created, the buckets' moved into their
+        buffers), then, unless
         ``found_inf`` (a GradScaler flagged inf/NaN gradients: nothing changes), every
         bucket's and unit's update with the global learning rate ``lr``."""
         for group_plan in plan:
+            for bucket, _ in group_plan.buckets:
+                bucket.make_state(self.state)
             for param, _, _ in group_plan.units:
                 self.state.velocity_of(param)
         if found_inf():

@@ -80,47 +80,24 @@ class FlatBucket:
         self.dtype, self.master_weight = settings[0].dtype, settings[0].master_weight
         numels = list(map(_SIZE, params))
         small = [i for i, n in enumerate(numels) if n < OWN_BUFFER_SIZE]
-        gathered = small if len(small) > 1 else []
-        own = sorted(set(range(len(params))) - set(gathered))
-        order = gathered + own
+        self._gathered = len(small) if len(small) > 1 else 0
+        own = sorted(set(range(len(params))) - set(small[:self._gathered]))
+        order = small[:self._gathered] + own
         self.params = [params[i] for i in order]
         settings = [settings[i] for i in order]
         self.sizes = [numels[i] for i in order]
-        head = self.params[:len(gathered)]
-
-        def buffers(state_of, states):
-            """The buffers of ``state_of(member)``, each member's appended to ``states``."""
-            state_of = recording(state_of, states)
-            flat = [gather(map(state_of, head), self.sizes[:len(head)])] if head else []
-            return flat + [state_of(p) for p in self.params[len(head):]]
-
         self.fill_table = fill_table
-        # The members' state tensors, as the optimizer's dicts hold them: replacing one
-        # there (a momentum reset, say) must reach the update (the table checks it).
-        self.velocities = []
-        self.masters = [] if self.master_weight else None
-        self.master_buffers = (buffers(state.create_master_weight, self.masters)
-                               if self.master_weight else None)
-        created = state.zero_velocities(head, self.sizes[:len(head)]) if len(head) > 1 else None
-        if created is None:
-            self.velocity_buffers = buffers(state.velocity_of, self.velocities)
-        else:  # the small members' velocities made in their buffer (no copy)
-            flat, self.velocities = created
-            tail = [state.velocity_of(p) for p in self.params[len(head):]]
-            self.velocities += tail
-            self.velocity_buffers = [flat] + tail
+        # The members' state tensors, as the optimizer's dicts hold them (replacing one
+        # there, a momentum reset say, must reach the update: the table checks it), made by
+        # :meth:`make_state` when the step reaches the state, as the built-in's does.
+        self.velocities = self.masters = self.velocity_buffers = self.master_buffers = None
         self.master_keys = [p.name for p in self.params] if self.master_weight else None
-        # (the velocity dict is keyed by the master weight's name where there is one)
-        self.velocity_keys = [state.name for state in (self.masters or self.params)]
         self._positions = None
         self.table = _kernel.new_gradient_table(self.params, self.fill_table)
         n = len(self.params)
         self.rows = np.frombuffer(
             (ctypes.c_int64 * (_layout.TABLE_ROW_COUNT * n)).from_address(
                 self.table.data_ptr()), dtype=np.int64).reshape(_layout.TABLE_ROW_COUNT, n)
-        self.rows[_ROW["VELOCITY_ADDRESS"]] = [v.data_ptr() for v in self.velocities]
-        if self.masters is not None:
-            self.rows[_ROW["MASTER_ADDRESS"]] = [m.data_ptr() for m in self.masters]
         # Each member's own part of this step's values (see _take_settings); the group's part
         # joins them in _join, when the group's settings change.
         self.zero_dim = np.array([p.ndim == 0 for p in self.params])
@@ -132,8 +109,43 @@ class FlatBucket:
         self.own_l1 = np.zeros(n, np.int64)
         self.snapshot = [None] * (_ATTRIBUTES * n)
         self._take_settings(range(n), settings)
-        self.first_ahead = state.first_steps_ahead(self.params)  # first updates still ahead
+        self.first_ahead = None  # whose first updates are still ahead (make_state)
         self.in_only = None  # minimize(parameters=): the members listed, this step
+
+    def make_state(self, state):
+        """The members' velocities (and master weights), made or taken from ``state``
+        (``_state.State``) and moved into the buckets' buffers, once: a small member's is
+        born in its buffer (no second copy). This step's first-step flags follow."""
+        if self.velocities is not None:
+            return
+        head = self.params[:self._gathered]
+
+        def buffers(state_of, states):
+            """The buffers of ``state_of(member)``, each member's appended to ``states``."""
+            state_of = recording(state_of, states)
+            flat = [gather(map(state_of, head), self.sizes[:len(head)])] if head else []
+            return flat + [state_of(p) for p in self.params[len(head):]]
+
+        velocities, masters = [], [] if self.master_weight else None
+        self.master_buffers = (buffers(state.create_master_weight, masters)
+                               if self.master_weight else None)
+        created = state.zero_velocities(head, self.sizes[:len(head)]) if len(head) > 1 else None
+        if created is None:
+            self.velocity_buffers = buffers(state.velocity_of, velocities)
+        else:  # the small members' velocities made in their buffer (no copy)
+            flat, velocities = created
+            tail = [state.velocity_of(p) for p in self.params[len(head):]]
+            velocities += tail
+            self.velocity_buffers = [flat] + tail
+        self.velocities, self.masters = velocities, masters
+        # (the velocity dict is keyed by the master weight's name where there is one)
+        self.velocity_keys = [tensor.name for tensor in (masters or self.params)]
+        self.rows[_ROW["VELOCITY_ADDRESS"]] = [v.data_ptr() for v in velocities]
+        if masters is not None:
+            self.rows[_ROW["MASTER_ADDRESS"]] = [m.data_ptr() for m in masters]
+        self.first_ahead = state.first_steps_ahead(self.params)
+        if self.first_ahead.any():  # (this step's call: its flags were written before)
+            self.rows[_ROW["FLAGS"]] |= np.where(self.first_ahead, _FLAG["FIRST_STEP"], 0)
 
     # ------------------------------------------------------------------ the members' values
     def _take_settings(self, indices, settings):
@@ -214,9 +226,11 @@ class FlatBucket:
             self._take_settings(own, [settings_of(self.params[i]) for i in own])
         key = (group, getattr(group.regularizer, "_coeff", None),
                _dispatch.clip_values_fusable(group.grad_clip), can.ops)
-        states = [state.velocities(), self.velocity_keys, self.velocities]
-        if self.masters is not None:
-            states += [state.masters, self.master_keys, self.masters]
+        states = None  # (no state yet: nothing to check)
+        if self.velocities is not None:
+            states = [state.velocities(), self.velocity_keys, self.velocities]
+            if self.masters is not None:
+                states += [state.masters, self.master_keys, self.masters]
         unfit = None
         while True:
             if self._group_key is None or any(map(operator.is_not, key, self._group_key)):

@@ -319,14 +319,17 @@ class Derivations:
 
     def settings(self, param, group, grouped, construction) -> ParamSettings:
         objects = attribute_objects(param)[:3]  # (need_clip is read by the clip, not here)
-        inputs = (grouped, param.dtype, getattr(objects[1], "_coeff", None))
+        coeff = getattr(objects[1], "_coeff", None)
+        # (the coefficient's type too: np.float16(0.1) == 0.1 under numpy's promotion rules,
+        # though the built-in then computes with 0.0999755859375)
+        inputs = (grouped, param.dtype, type(coeff), coeff)
         entry = self._params.get(id(param))
         if (entry is not None and entry[0] is param and entry[1] is group
                 and entry[2] == inputs and all(map(operator.is_, entry[3], objects))):
             return entry[4]
         settings = None
         shareable = (not grouped and objects[0] is not None  # (None: more decides the scale)
-                     and type(inputs[2]) in (float, int, type(None)))
+                     and inputs[2] in (float, int, type(None)))
         if shareable:
             key = (id(group), id(objects[0]), id(objects[1]), objects[2] is None, inputs[1:])
             shared = self._shared.get(key)

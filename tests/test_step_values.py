@@ -364,6 +364,16 @@ def _coefficients_scheduled(optimizer, params, step):
         param.regularizer._coeff = 1e-3 * (1 + step)
 
 
+def _coefficient_to_float16(optimizer, params, step):
+    """An L2Decay's coefficient set in place to ``np.float16(0.1)``, equal to 0.1 under
+    numpy's comparison rules but 0.0999755859375 to the built-in's arithmetic."""
+    if step == 0:
+        for param in params[:8]:
+            param.regularizer = paddle.regularizer.L2Decay(0.1)
+    if step == 2:
+        params[0].regularizer._coeff = np.float16(0.1)
+
+
 def _unused_layer(optimizer, params, step):
     for param in params[8:16]:
         param.clear_gradient(False)
@@ -393,6 +403,7 @@ CHANGES = {  # name -> (change, bucket builds it may cost: the first one include
     "frozen_layer": (_frozen_layer, 1),
     "regularizers_replaced": (_regularizers_replaced, 1),
     "coefficients_scheduled": (_coefficients_scheduled, 1),
+    "coefficient_to_float16": (_coefficient_to_float16, 1),
     "unused_layer": (_unused_layer, 1),
     "late_layer": (_late_layer, 2),
     "velocity_storage_replaced": (_velocity_storage_replaced, 2),
@@ -427,3 +438,20 @@ def test_changes_between_steps_equal_builtin(change):
             assert_same(velocities[0].numpy(), velocities[1].numpy(), f"velocity {index}")
     assert 1 <= len(builds) <= allowed_builds, f"the buckets were built {len(builds)} times"
     assert any(ours._flat.buckets_of_group.values()), "no bucket"
+
+
+def test_a_first_step_that_fails_in_its_clip_leaves_no_state():
+    """float16 with a global-norm clip: Paddle has no float16 squared_l2_norm on CPU, so the
+    built-in's step raises in the clip, before it makes any state; so does ours (a bucket's
+    state is made when the step reaches the state, not when the bucket is built)."""
+    states = []
+    for cls in (paddle.optimizer.Momentum, paddle_momentum.Momentum):
+        params = [paddle.create_parameter([64], "float32"),
+                  paddle.create_parameter([64], "float16")]
+        optimizer = cls(0.1, 0.9, parameters=params, multi_precision=True,
+                        grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+        paddle.add_n([(p.astype("float32") * 2).sum() for p in params]).backward()
+        with pytest.raises(RuntimeError):
+            optimizer.step()
+        states.append(sorted(optimizer.state_dict()))
+    assert states[1] == states[0]
