@@ -43,9 +43,10 @@ from ._declarations import (RULE_SETTING_NAMES, RULE_SETTINGS, check_rule_values
 
 def attribute_objects(param):
     """``(lr scale object, regularizer, main_grad, need_clip)`` as they stand on ``param``
-    (None where absent): the objects a derivation (and a clip) reads from the parameter itself. Identity with an
-    earlier snapshot means nothing the built-in reads from the parameter's attributes changed
-    (the snapshot holds references, so no other object can take an address in it)."""
+    (None where absent): the objects a derivation (and a clip) reads from the parameter
+    itself. Identity with an earlier snapshot means nothing the built-in reads from the
+    parameter's attributes changed (the snapshot holds references, so no other object can
+    take an address in it)."""
     optimize_attr = getattr(param, "optimize_attr", None)
     lr_scale = optimize_attr.get("learning_rate") if isinstance(optimize_attr, dict) else None
     return (lr_scale, getattr(param, "regularizer", None), getattr(param, "main_grad", None),

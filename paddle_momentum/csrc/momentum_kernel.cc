@@ -655,7 +655,8 @@ class Gradients {
       const int64_t* rows = table_->data<int64_t>();
       pieces.starts.assign(n + 1, 0);
       for (int64_t i = 0; i < n; ++i) {
-        pieces.data.push_back(reinterpret_cast<const T*>(rows[kGradAddressRow * n + i]));
+        pieces.data.push_back(
+            reinterpret_cast<const T*>(rows[kGradAddressRow * n + i]));
         pieces.params.push_back(reinterpret_cast<T*>(rows[kParamAddressRow * n + i]));
         pieces.starts[i + 1] = pieces.starts[i] + rows[kSizeRow * n + i];
         pieces.lr_scales.push_back(DoubleOfBits(rows[kLrScaleRow * n + i]));
