@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import paddle
 from paddle.utils import unique_name
-
-import numpy as np
 
 from . import _buffers, _compat
 from ._settings import ParamSettings

@@ -2,11 +2,12 @@
 
 ``composed`` takes ``(param, grad, velocity, master, lr, *, update=None, first_step=False,
 **options)`` (``update``: the rule, a ``_rules.Rule``; None: the package's), the fused ones
-the kernel's ``ops`` first (the rule's, from ``_rules.Rule.kernel``), where ``options`` are the rule's keyword arguments
-(``_settings.ParamSettings.rule_options()``: every setting of ``_declarations.RULE_SETTINGS`` and
-``l2_coeff``, None for no fused decay) and ``first_step`` says whether this is the
-parameter's first update (torch's dampening starts there); each updates param, velocity and
-master (if not None) in place. They execute; what runs where is decided in ``_dispatch``.
+the kernel's ``ops`` first (the rule's, from ``_rules.Rule.kernel``), where ``options`` are
+the rule's keyword arguments (``_settings.ParamSettings.rule_options()``: every setting of
+``_declarations.RULE_SETTINGS`` and ``l2_coeff``, None for no fused decay) and
+``first_step`` says whether this is the parameter's first update (torch's dampening starts
+there); each updates param, velocity and master (if not None) in place. They execute; what runs
+where is decided in ``_dispatch``.
 
 * ``composed``: Paddle tensor ops around :func:`paddle_momentum.rule.momentum_update`; the
   readable reference, runs anywhere (every device, dygraph and static).

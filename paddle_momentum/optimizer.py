@@ -237,7 +237,8 @@ class Momentum(Optimizer):
             normalized[key] = (
                 validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
             )
-            if key in _declarations.RULE_SETTING_NAMES and isinstance(group.get(key), paddle.Tensor):
+            if (key in _declarations.RULE_SETTING_NAMES
+                    and isinstance(group.get(key), paddle.Tensor)):
                 normalized[key] = group[key]  # (read, and checked, at every step)
         _declarations.check_rule_values(normalized)
         self._rule.refuse_unreceived(
