@@ -69,37 +69,12 @@ enum Row {
 // The attributes a member's settings are derived from, in the snapshot's order.
 constexpr int kAttributes = 4;
 
-// The passes below ask for the objects of the members ahead before they reach them: a member's
-// objects lie wherever Python and Paddle put them, each a cache miss once the built-in's step
-// (or a backward pass) has evicted them, and asking early lets many misses overlap. Two stages:
-// the member kAhead ahead (an object whose address is known), and the one kAhead / 2 ahead
-// (an object its now cached neighbour points to). A hint: nothing is read that may fault.
-constexpr Py_ssize_t kAhead = 16;
-
-inline void Prefetch(const void* address) {
-#if defined(__GNUC__) || defined(__clang__)
-  if (address != nullptr) __builtin_prefetch(address);
-#else
-  (void)address;
-#endif
-}
-
 // ``dict[key]`` (borrowed), or None where ``dict`` is null or lacks it.
 inline PyObject* Entry(PyObject* dict, PyObject* key) {
   PyObject* value = dict != nullptr ? PyDict_GetItem(dict, key) : nullptr;
   return value != nullptr ? value : Py_None;
 }
 
-// Marks (status row: PM_STATUS_ATTRIBUTES) every member whose attribute objects are not the
-// ones in ``snapshot`` (kAttributes per member: optimize_attr['learning_rate'], regularizer,
-// main_grad, need_clip; None where absent) and returns the first one, or -1. In two passes over
-// all members, so that their cache misses overlap: the members' __dict__ entries, then the
-// learning rates in their optimize_attr dicts.
-//
-// A learning-rate scale replaced by another plain number (a float, or an int other than a bool:
-// a per-step schedule) is not a change: its value goes into the member's row of ``lr_scales``
-// (the 64 bits of the double, which the kernel reads) and the snapshot takes the new object.
-// The built-in takes any such number as it is, so there is nothing to check.
 // The ``_coeff`` of ``regularizer`` (a Python object) into ``row`` as a double's bits, when it
 // is a float; false otherwise.
 bool TakeCoefficient(PyObject* regularizer, int64_t* row) {
@@ -132,6 +107,16 @@ bool TakeRegularizer(PyObject* regularizer, PyObject* snapshot, Py_ssize_t at, i
   return true;
 }
 
+// Marks (status row: PM_STATUS_ATTRIBUTES) every member whose attribute objects are not the
+// ones in ``snapshot`` (kAttributes per member: optimize_attr['learning_rate'], regularizer,
+// main_grad, need_clip; None where absent) and returns the first one, or -1. In two passes over
+// all members, so that their cache misses overlap: the members' __dict__ entries, then the
+// learning rates in their optimize_attr dicts.
+//
+// A learning-rate scale replaced by another plain number (a float, or an int other than a bool:
+// a per-step schedule) is not a change: its value goes into the member's row of ``lr_scales``
+// (the 64 bits of the double, which the kernel reads) and the snapshot takes the new object.
+// The built-in takes any such number as it is, so there is nothing to check.
 Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* lr_scales,
                                  int64_t* status, const int64_t* flags, int64_t* l2,
                                  int64_t* l1) {
@@ -147,17 +132,9 @@ Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* 
     status[i] = PM_STATUS_ATTRIBUTES;
     if (first < 0 || i < first) first = i;
   };
-  std::vector<PyObject*> dicts(n, nullptr);
-  for (Py_ssize_t i = 0; i < n; ++i) {  // (the objects are cached: the first pass read them)
-    PyObject** dict_ptr = _PyObject_GetDictPtr(PyList_GET_ITEM(params, i));
-    dicts[i] = dict_ptr != nullptr ? *dict_ptr : nullptr;
-    Prefetch(dicts[i]);
-  }
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (i + kAhead < n && dicts[i + kAhead] != nullptr) {
-      Prefetch(reinterpret_cast<PyDictObject*>(dicts[i + kAhead])->ma_keys);
-    }
-    PyObject* dict = dicts[i];
+    PyObject** dict_ptr = _PyObject_GetDictPtr(PyList_GET_ITEM(params, i));
+    PyObject* dict = dict_ptr != nullptr ? *dict_ptr : nullptr;
     attrs[i] = Entry(dict, optimize_attr);
     PyObject* const* was = &PyList_GET_ITEM(snapshot, kAttributes * i);
     PyObject* regularizer_now = Entry(dict, regularizer);
@@ -165,7 +142,7 @@ Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* 
     const bool decay_taken = own_decay && TakeRegularizer(regularizer_now, snapshot,
                                                           kAttributes * i + 1, flags[i],
                                                           &l2[i], &l1[i]);
-    if ((!decay_taken && regularizer_now != was[1]) || (own_decay && !decay_taken) ||
+    if ((!decay_taken && (own_decay || regularizer_now != was[1])) ||
         Entry(dict, main_grad) != was[2] ||
         Entry(dict, need_clip) != was[3] ||
         (attrs[i] != Py_None && !PyDict_CheckExact(attrs[i]))) {  // not a plain dict:
@@ -174,9 +151,6 @@ Py_ssize_t MarkChangedAttributes(PyObject* params, PyObject* snapshot, int64_t* 
     }
   }
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (i + kAhead < n && attrs[i + kAhead] != nullptr && attrs[i + kAhead] != Py_None) {
-      Prefetch(attrs[i + kAhead]);
-    }
     if (attrs[i] == nullptr) continue;
     PyObject* lr_scale = PyDict_CheckExact(attrs[i]) ? Entry(attrs[i], learning_rate) : Py_None;
     if (lr_scale == PyList_GET_ITEM(snapshot, kAttributes * i)) continue;
@@ -269,17 +243,10 @@ Py_ssize_t FirstReplacedState(PyObject* states, Py_ssize_t n, const int64_t* con
     }
     const int64_t* expected = addresses[t / 3];
     for (Py_ssize_t i = 0; i < n; ++i) {
-      if (i + kAhead < n) {
-        Prefetch(PyList_GET_ITEM(keys, i + kAhead));  // (its hash)
-        Prefetch(PyList_GET_ITEM(objects, i + kAhead));
-      }
       PyObject* object = PyList_GET_ITEM(objects, i);
       if (PyDict_GetItem(dict, PyList_GET_ITEM(keys, i)) != object) return i;
     }
     for (Py_ssize_t i = 0; i < n; ++i) {
-      if (i + kAhead / 2 < n) {
-        Prefetch(TensorOf(PyList_GET_ITEM(objects, i + kAhead / 2)).impl().get());
-      }
       const phi::DenseTensor* dense = DenseOf(TensorOf(PyList_GET_ITEM(objects, i)));
       if (dense == nullptr || CpuAddress(dense) != expected[i]) return i;
     }
@@ -348,14 +315,6 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
   std::vector<Member> members(n);
   PyTypeObject* checked_type = nullptr;  // a type seen to be a tensor with Paddle's getter
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (i + kAhead < n) Prefetch(PyList_GET_ITEM(params, i + kAhead));
-    if (i + kAhead / 2 < n) {  // (a tensor object: checked below when its turn comes)
-      PyObject* ahead = PyList_GET_ITEM(params, i + kAhead / 2);
-      if (Py_TYPE(ahead) == checked_type) {
-        Prefetch(TensorOf(ahead).impl().get());
-        Prefetch(TensorOf(ahead).get_autograd_meta());
-      }
-    }
     PyObject* object = PyList_GET_ITEM(params, i);
     if (Py_TYPE(object) != checked_type) {
       if (!paddle::pybind::PyCheckTensor(object) || !PyObject_TypeCheck(object, tensor_type)) {
@@ -390,23 +349,13 @@ extern "C" int64_t pm_gradient_table(PyObject* params, PyObject* table_object,
     if (replaced == -2) return -kTable;
     if (replaced >= 0) return -(kStride * replaced + kMoved);
   }
-  std::vector<const paddle::Tensor*> grad_tensors(n, nullptr);
-  for (Py_ssize_t i = 0; i < n; ++i) {  // (the autograd metas are cached: the first pass)
-    if (members[i].meta != nullptr && !members[i].frozen) {
-      grad_tensors[i] = &members[i].meta->Grad();
-      Prefetch(grad_tensors[i]);
-    }
-  }
   std::vector<const phi::DenseTensor*> grads(n, nullptr);
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (i + kAhead < n && grad_tensors[i + kAhead] != nullptr) {
-      Prefetch(grad_tensors[i + kAhead]->impl().get());
-    }
     if (!Fits(members[i].param, numel[i], static_cast<phi::DataType>(dtype[i]))) {
       return -(kStride * i + kParam);
     }
-    if (grad_tensors[i] != nullptr) {
-      const paddle::Tensor& grad = *grad_tensors[i];
+    if (members[i].meta != nullptr && !members[i].frozen) {
+      const paddle::Tensor& grad = members[i].meta->Grad();
       grads[i] = DenseOf(grad);
       if (grad.impl() != nullptr && grads[i] == nullptr) grads[i] = kUnfit;  // sparse
     }
