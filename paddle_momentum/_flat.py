@@ -294,17 +294,13 @@ class FlatBucket:
 def _decay_row(terms, attribute=None, settings=None):
     """``(flags, L2 bits, L1 bits)`` of a decay's ``(l2, l1)`` terms (None: none fused). With
     a member's ``regularizer`` ``attribute`` and its ``settings``: OWN_L2 (OWN_L1) where its
-    L2 (L1) term is that attribute's float coefficient (``_settings.derive`` took it from
-    there), which the table's fill then reads at every step."""
+    decay is that attribute (``settings.decay_from_attribute``), exactly an L2Decay (L1Decay)
+    of a float coefficient, which the table's fill then reads at every step."""
     l2, l1 = terms if terms is not None else (None, None)
     flags = (_FLAG["HAS_L2"] if l2 is not None else 0) | (_FLAG["HAS_L1"] if l1 is not None else 0)
-    coefficient = getattr(attribute, "_coeff", None)
-    if type(coefficient) is float and settings is not None and not settings.decay_from_group:
-        if (type(attribute) is L2Decay and settings.regularizer is None
-                and l2 is coefficient):
-            flags |= _FLAG["OWN_L2"]
-        elif type(attribute) is L1Decay and settings.regularizer is attribute:
-            flags |= _FLAG["OWN_L1"]
+    if (settings is not None and settings.decay_from_attribute
+            and type(getattr(attribute, "_coeff", None)) is float):
+        flags |= {L2Decay: _FLAG["OWN_L2"], L1Decay: _FLAG["OWN_L1"]}.get(type(attribute), 0)
     return flags, bits(l2), bits(l1)
 
 

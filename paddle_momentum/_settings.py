@@ -190,6 +190,7 @@ class ParamSettings:
     uses_main_grad: bool  # the gradient is ``param.main_grad`` (set, and no groups)
     rescale_dense: bool  # rescale_grad applies to a dense gradient (not on CPU, or opted in)
     decay_from_group: bool  # l2_coeff and regularizer are the group's (none of its own)
+    decay_from_attribute: bool  # they come from the parameter's ``regularizer`` attribute
 
     def batch_key(self):
         """Parameters of a static program with equal keys share one fused multi-parameter
@@ -253,7 +254,7 @@ def exact_double(value) -> bool:
 def derive(param, group: GroupSettings, grouped: bool, construction):
     """``param``'s :class:`ParamSettings` as the built-in would use them now."""
     lr_object, regularizer, main_grad, _ = attribute_objects(param)
-    lr_scale = None
+    attribute, lr_scale = regularizer, None
     if grouped:
         lr_scale, given = construction.given(param, lr_object, regularizer)
         if given is not _OWN:
@@ -261,6 +262,7 @@ def derive(param, group: GroupSettings, grouped: bool, construction):
     if lr_scale is None:
         lr_scale = _param_lr_scale(param, lr_object)
     from_group = regularizer is None
+    from_attribute = regularizer is not None and regularizer is attribute
     if isinstance(regularizer, L2Decay):
         l2_coeff, regularizer = regularizer._coeff, None
     elif from_group:
@@ -272,7 +274,7 @@ def derive(param, group: GroupSettings, grouped: bool, construction):
         lr_scale, l2_coeff, regularizer, group.grad_clip, group.rule,
         group.multi_precision and _compat.is_low_precision(param.dtype),
         dtype, not grouped and main_grad is not None and _compat.STEP_READS_MAIN_GRAD,
-        group.rescale_grad_on_cpu or not _compat.on_cpu(param), from_group)
+        group.rescale_grad_on_cpu or not _compat.on_cpu(param), from_group, from_attribute)
 
 
 def _param_lr_scale(param, lr_object):
