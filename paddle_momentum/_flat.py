@@ -180,14 +180,11 @@ class FlatBucket:
     def _join(self, can, group):
         """The rows' base for ``group``'s settings (``GroupSettings``): which members the
         call updates, their flags and decay coefficients."""
-        lets = {}
-        for zero_dim in (False, True):
-            for clipped in (False, True):
-                for from_group in (False, True):
-                    lets[zero_dim, clipped, from_group] = _dispatch.group_lets_join(
-                        can, group, self.dtype, zero_dim, clipped, from_group)
-        table = np.array([lets[bool(k & 4), bool(k & 2), bool(k & 1)] for k in range(8)])
-        group_ok = table[self.zero_dim * 4 + self.clipped * 2 + self.from_group]
+        # (one answer per class of member: 0-d or not, clipped or not, decay from the group
+        # or not, indexed by those three bits)
+        lets = np.array([_dispatch.group_lets_join(can, group, self.dtype, bool(k & 4),
+                                                   bool(k & 2), bool(k & 1)) for k in range(8)])
+        group_ok = lets[self.zero_dim * 4 + self.clipped * 2 + self.from_group]
         self.in_call = self.own_ok & group_ok
         group_flags, group_l2, group_l1 = _decay_row(
             fused_decay_terms(group.l2_coeff, group.regularizer))
