@@ -2,7 +2,8 @@
 
 Each error names the argument and the bad value. Where the built-in raises a different
 exception type for the same input (often late, from C++), ours also derives from that type, so
-``except IndexError`` written against the built-in still catches ours.
+``except IndexError`` written against the built-in still catches ours; where the built-in's type
+depends on the value (it fails by accident), ours derives from each of them.
 """
 
 from __future__ import annotations
@@ -32,20 +33,54 @@ class GroupAssertionError(ValueError, AssertionError):
     """A parameter group lacks ``params`` (the built-in fails an assert)."""
 
 
-class GroupTypeError(TypeError, ValueError):
-    """A parameter-group entry is not a dict (the built-in fails indexing it with a str)."""
+class GroupTypeError(TypeError, ValueError, AttributeError, AssertionError):
+    """``parameters`` mixes group dicts with entries that are not dicts. The built-in fails
+    on it by accident, with a type that depends on the entry and its place: AttributeError
+    when the first entry is not a dict (the dicts are then taken as parameters), ValueError
+    for a Tensor after a dict (indexed with a str), AssertionError for a list of Tensors
+    (a Tensor compared with a str), TypeError for others. Ours derives from all four."""
+
+
+class GroupParamsDictError(TypeError, KeyError, AttributeError):
+    """A group's ``params`` is a dict (the built-in raises KeyError for the first group,
+    AttributeError for a later one: it takes the dict's keys as parameters)."""
+
+    __str__ = TypeError.__str__  # (KeyError's would quote the message)
+
+
+class LearningRateScaleError(TypeError, ValueError):
+    """A group's ``learning_rate`` is not a number. The built-in multiplies its learning-rate
+    tensor by it at the first step: TypeError for None or an object, ValueError for a str,
+    a list, a complex or a Tensor that is not a 0-d float one ('x' * tensor is a str, handed
+    to the kernel)."""
+
+
+class NotSetError(ValueError, TypeError):
+    """The optimizer's ``momentum`` or ``learning_rate`` is None (the built-in's constructor
+    raises ValueError), or a group's ``momentum`` (its kernel raises TypeError at the first
+    step)."""
 
 
 class StateDictError(ValueError, AssertionError):
     """A state dict lacks an entry or has a wrong shape (the built-in fails an assert)."""
 
 
-class StateDictTypeError(TypeError, AttributeError):
-    """The state dict is not a dict (the built-in raises AttributeError)."""
+class StateDictTypeError(TypeError, AttributeError, AssertionError):
+    """The state dict is not a dict (the built-in raises AttributeError, or for a list,
+    which has ``copy()``, fails its assert that the velocities are in it)."""
 
 
 class StateDictDtypeError(TypeError, AssertionError):
     """A state-dict tensor has the wrong dtype (the built-in fails an assert)."""
+
+
+class StateDictEntryTypeError(TypeError, AssertionError):
+    """A state-dict entry is not a Tensor or numpy array (the built-in fails an assert in
+    ``set_value``)."""
+
+
+class LossTypeError(TypeError, AssertionError):
+    """``minimize``'s loss is not a Tensor (the built-in fails an assert)."""
 
 
 def _is_real(value) -> bool:
@@ -99,7 +134,7 @@ def check_learning_rate(value, name="learning_rate"):
     """A float, an LRScheduler, a 0-d / shape-[1] float tensor, or in a static program a 0-d
     / shape-[1] float graph value (a fed ``paddle.static.data``, or computed)."""
     if value is None:
-        raise ValueError(f"{name} is not set")
+        raise NotSetError(f"{name} is not set")
     if isinstance(value, LRScheduler):
         return value
     if isinstance(value, float):
@@ -153,7 +188,7 @@ def _real_number(value, name) -> float:
 
 def check_momentum(value, name="momentum"):
     if value is None:
-        raise ValueError(f"{name} is not set")
+        raise NotSetError(f"{name} is not set")
     value = _real_number(value, name)
     if not math.isfinite(value):  # (a negative one is taken, as by the built-in)
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -186,27 +221,48 @@ def _finite_coefficient(coeff, l2) -> bool:
     return math.isfinite(coeff)
 
 
-def check_weight_decay(value, name="weight_decay"):
-    """None, a real number (an L2 coefficient) or a WeightDecayRegularizer; one rule for
-    both: a coefficient must be finite (NaN or inf would turn every parameter into NaN)."""
+def check_weight_decay(value, name="weight_decay", allow_int=True):
+    """None, an L2 coefficient or a WeightDecayRegularizer; one rule for both: a
+    coefficient must be finite (NaN or inf would turn every parameter into NaN).
+
+    An L2 coefficient is a Python float, or an int where ``allow_int``, as the built-in
+    takes it (it converts an int at the top level only). A numpy number other than
+    ``np.float64`` (a float) is refused like a str, as the built-in refuses it (at its first
+    step: "'numpy.float32' object is not callable"). An ``L2Decay``'s coefficient, fused
+    into the update, must be a number, as the update reads it (the built-in's kernel refuses
+    a str at its first step)."""
     if value is None:
         return value
     if isinstance(value, WeightDecayRegularizer):
         coeff = getattr(value, "_coeff", None)
+        if isinstance(value, L2Decay):
+            check_real(coeff, f"{name} coefficient")
         if _is_real(coeff) and not _finite_coefficient(coeff, isinstance(value, L2Decay)):
             raise ValueError(f"{name} coefficient must be finite, got {type(value).__name__}"
                              f"({float(coeff)!r})")
         return value
-    if _is_real(value):
+    if isinstance(value, (int, float) if allow_int else float) and not isinstance(value, bool):
         value = float(value)
         if not _finite_coefficient(value, l2=True):
             raise ValueError(f"{name} must be finite (as the float32 the update takes), got "
                              f"{value!r}")
         return value
+    number = "a float, an int" if allow_int else "a float"
+    hint = ""
+    if isinstance(value, (numbers.Number, np.generic)) and \
+            not isinstance(value, (bool, np.bool_)):
+        hint = f" (pass float({name}): the built-in takes no other number type here)"
     raise TypeError(
-        f"{name} must be None, a float or a paddle.regularizer.WeightDecayRegularizer, "
-        f"got {describe(value)}"
+        f"{name} must be None, {number} or a paddle.regularizer.WeightDecayRegularizer, "
+        f"got {describe(value)}{hint}"
     )
+
+
+def check_group_weight_decay(value, name):
+    """A group's ``weight_decay``: as the optimizer's, but an int is refused (the built-in
+    converts one at the top level only; in a group it fails at the first step with "'int'
+    object is not callable")."""
+    return check_weight_decay(value, name, allow_int=False)
 
 
 def check_grad_clip(value, name="grad_clip"):
@@ -222,7 +278,10 @@ def check_lr_scale(value, name):
     """A parameter group's ``learning_rate``: a scale of the optimizer's learning rate, any
     finite number, as the built-in takes it (0.0 freezes the group; the built-in takes a
     negative one too). NaN or inf would turn every parameter of the group into NaN."""
-    value = _real_number(value, name)
+    try:
+        value = _real_number(value, name)
+    except TypeError as error:
+        raise LearningRateScaleError(str(error)) from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return value
@@ -253,12 +312,12 @@ def check_parameter_list(params, name):
             f"{name}: optimizer parameters should be in ordered collections, but received set, "
             "please use list instead."
         )
-    if isinstance(params, dict):
-        raise TypeError(
-            f"`{name}` argument should not get dict type, if parameter groups is needed, "
-            "please set `parameters` as list of dict"
+    if isinstance(params, dict):  # (the optimizer's ``parameters`` is refused before)
+        raise GroupParamsDictError(
+            f"{name} must be a list of Tensors, got a dict: a group's Tensors are listed as "
+            "{'params': [tensor, ...], ...}"
         )
-    params = list(params)
+    params = listed(params, name)
     for index, param in enumerate(params):
         if not _compat.is_tensor(param):
             hint = ""
@@ -273,6 +332,17 @@ def check_parameter_list(params, name):
                 f"{name}[{index}] ({param.name}) must have a floating dtype, got {param.dtype}"
             )
     return params
+
+
+def listed(params, name):
+    """``list(params)``, with a TypeError naming ``name`` for what is not iterable (the
+    built-in fails iterating or indexing it: a TypeError too)."""
+    try:
+        iterator = iter(params)
+    except TypeError:
+        raise TypeError(f"{name} must be an iterable of Tensors, got {describe(params)}") \
+            from None
+    return list(iterator)
 
 
 def framework_variable_types():
@@ -293,8 +363,8 @@ def check_unique(params, name="parameters"):
 def check_state_entry(name, value, expected):
     """A state-dict ``value`` for the existing tensor ``expected``: same shape and dtype."""
     if not (isinstance(value, (paddle.Tensor, np.ndarray))):
-        raise TypeError(f"state dict entry {name!r} must be a Tensor or numpy array, "
-                        f"got {type(value)}")
+        raise StateDictEntryTypeError(f"state dict entry {name!r} must be a Tensor or numpy "
+                                      f"array, got {type(value)}")
     shape = list(value.shape)
     if shape != list(expected.shape):
         raise StateDictError(f"state dict entry {name!r} has shape {shape}, expected "

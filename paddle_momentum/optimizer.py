@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import paddle
 from paddle.base import framework
 from paddle.base.dygraph import base as imperative_base
@@ -190,7 +189,7 @@ class Momentum(Optimizer):
                 "please set `parameters` as list of dict"
             )
         check.check_not_layer(parameters, "parameters")
-        parameters = list(parameters)
+        parameters = check.listed(parameters, "parameters")
         if not parameters:
             raise check.ParametersIndexError("parameters is empty: give at least one parameter")
         if any(isinstance(entry, dict) for entry in parameters):
@@ -207,7 +206,9 @@ class Momentum(Optimizer):
         where = f"parameters[{index}]"
         if not isinstance(group, dict):
             raise check.GroupTypeError(
-                f"{where} must be a dict when parameter groups are used, got {type(group)}"
+                f"parameters mixes parameter-group dicts and other entries: {where} is "
+                f"{check.describe(group)}; give a list of Tensors, or of dicts "
+                "{'params': [...], ...}"
             )
         if "params" not in group:
             raise check.GroupAssertionError(
@@ -216,7 +217,7 @@ class Momentum(Optimizer):
             )
         validators = {
             "learning_rate": check.check_lr_scale,
-            "weight_decay": check.check_weight_decay,
+            "weight_decay": check.check_group_weight_decay,
             "grad_clip": check.check_grad_clip,
             **{setting.name: setting.check for setting in _declarations.RULE_SETTINGS},
         }
@@ -228,11 +229,6 @@ class Momentum(Optimizer):
             raise ValueError(f"{where} has unknown keys {unknown}; allowed: {allowed}")
         defaults = self._group_defaults
         normalized = {"params": check.check_parameter_list(group["params"], f"{where}['params']")}
-        if isinstance(group.get("weight_decay"), (int, np.integer)):
-            # the built-in converts an int only at the top level; in a group it fails at the
-            # first step ("'int' object is not callable")
-            raise TypeError(f"{where}['weight_decay'] must be None, a float or a "
-                            f"WeightDecayRegularizer, got the int {group['weight_decay']!r}")
         for key, validate in validators.items():
             normalized[key] = (
                 validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
@@ -384,6 +380,9 @@ class Momentum(Optimizer):
         Static graph: appends backward, clip, regularization and our update ops to the
         program and returns ``(optimize_ops, params_grads)``.
         """
+        if not _compat.is_tensor(loss):
+            raise check.LossTypeError(
+                f"minimize: loss must be a Tensor, got {check.describe(loss)}")
         if not _compat.in_dygraph():
             if self._settings.grouped():
                 raise TypeError(

@@ -58,6 +58,35 @@ def test_accepted_as_the_builtin_with_its_numbers(case):
         _train(paddle.optimizer.Momentum, **ACCEPTED[case]())
 
 
+def _nesterov_groups(value):
+    return lambda model: [{"params": model[0].parameters(), "use_nesterov": value},
+                          {"params": model[2].parameters()}]
+
+
+# what ours takes where the built-in raises (docs/differences.md) -> the input the built-in
+# takes for it: ours given the first trains as the built-in given the second
+ACCEPTED_WHERE_THE_BUILTIN_RAISES = {
+    "group use_nesterov: the int 1": (dict(groups=_nesterov_groups(1)),
+                                      dict(groups=_nesterov_groups(True))),
+    "group use_nesterov: the int 0": (dict(groups=_nesterov_groups(0)),
+                                      dict(groups=_nesterov_groups(False))),
+    "group use_nesterov: a numpy bool": (dict(groups=_nesterov_groups(np.bool_(True))),
+                                         dict(groups=_nesterov_groups(True))),
+    "first group's params: a generator": (
+        dict(groups=lambda model: [{"params": (p for p in model.parameters())}]),
+        dict(groups=lambda model: [{"params": model.parameters()}])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED_WHERE_THE_BUILTIN_RAISES))
+def test_accepted_where_the_builtin_raises(case):
+    ours, builtin_form = ACCEPTED_WHERE_THE_BUILTIN_RAISES[case]
+    with pytest.raises(Exception):  # (tests/test_errors.py checks its type is still what
+        _train(paddle.optimizer.Momentum, steps=1, **ours)  # docs/differences.md says)
+    assert _train(paddle_momentum.Momentum, **ours) == \
+        _train(paddle.optimizer.Momentum, **builtin_form)
+
+
 def test_tensor_momentum_changed_in_place_between_steps():
     """The built-in reads its momentum Tensor at every step: so do we."""
     def change(optimizer, step):
