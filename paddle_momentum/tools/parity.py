@@ -6,9 +6,11 @@ kernel). In dygraph, ``paddle_momentum.testing.compare`` trains ours and the bui
 case's model and batches and reports every parameter and state tensor (``dygraph_report``);
 ``run_dygraph``/``run_static`` train one model and return a snapshot of parameters and
 velocities after every step (static programs against dygraph and the built-in's static run);
-both models start from the same seed and see the same batches. ``matrix_cases()`` is the matrix the test suite runs, and
-``python -m paddle_momentum parity`` runs it on this machine's devices and prints the largest
-difference in units in the last place (ulp) per case.
+both models start from the same seed and see the same batches. ``matrix_cases()`` is the
+matrix the test suite runs, and ``python -m paddle_momentum parity`` runs it on this machine's
+devices and prints per case the largest absolute difference, relative difference and distance
+in units in the last place (ulp) (``testing.Difference`` defines them), and for a failing case
+where the largest is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import textwrap
 import warnings
 
 import numpy as np
@@ -24,7 +27,9 @@ import paddle
 
 import paddle_momentum
 from paddle_momentum import testing
-from paddle_momentum.testing import max_ulp
+
+ulp_distance, max_ulp = testing.ulp_distance, testing.max_ulp  # (re-exported: docs/api.md)
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -431,64 +436,132 @@ def available_places():
         return places + [("gpu", f"CUDA canary failed: {error}")]
 
 
-ATTRIBUTE_NOTE = (
-    "* float32 attributes (not a failure): in float64 static cases with an L1 coefficient, a "
-    "ParamAttr learning-rate scale or clip bounds, Paddle's static scale and clip ops round "
-    "them to float32, so the built-in's static run differs from its dygraph run; ours static "
-    "is compared with the built-in's static run, exactly (docs/parity.md).")
+ATTRIBUTE_NOTE = textwrap.fill(
+    "* float32 attributes: in float64 static cases with an L1 coefficient, a ParamAttr "
+    "learning-rate scale or clip bounds, Paddle's static scale and clip ops round these to "
+    "float32 where dygraph keeps float64 (the built-in's static run differs from its dygraph "
+    "run the same way), so ours static is not held to ours dygraph bit for bit there: the "
+    "note says how far apart the two are. The row's numbers leave that comparison out: they "
+    "compare ours static with the built-in's static run where the built-in runs, and are '-' "
+    "where it cannot (docs/parity.md).", width=100, subsequent_indent="  ")
+FOOTNOTES = {"*": ATTRIBUTE_NOTE}  # mark -> its text, printed wherever the mark is
+
+
+def _named(run, names):
+    """``run_dygraph``/``run_static`` snapshots as ``testing.compare_runs`` takes them: the
+    parameters by name, the velocities by the built-in's accumulator names."""
+    return [(dict(zip(names, params)),
+             {f"{name}_velocity_0": value for name, value in zip(names, velocities)})
+            for params, velocities in run]
+
+
+def parameter_names(case):
+    """The names of ``case``'s model parameters, in order, as a fresh program (and
+    ``testing.compare``) gives them: "linear_0.w_0", ..."""
+    from paddle.utils import unique_name
+
+    with unique_name.guard():
+        return [param.name for param in build_model(case).parameters()]
+
+
+def comparison_reports(case):
+    """``[(what, testing.Report, exact)]`` for ``case``: ``comparisons`` as reports (a
+    static run's tensors named as ``parameter_names`` and the built-in's velocities)."""
+    names = parameter_names(case)
+    return [(what, reference if isinstance(reference, testing.Report)
+             else testing.compare_runs(_named(reference, names), _named(ours, names)), exact)
+            for what, reference, ours, exact in comparisons(case)]
+
+
+def _measure(value):
+    """A row's number: 3 significant digits ('-': nothing compared)."""
+    if value is None:
+        return "-"
+    return testing._number(value)
+
+
+def parity_row(case, place, allowed_ulp=0):
+    """``(passed, row, details)`` for ``case`` on ``place`` (the current device: the caller
+    sets it): the row (kernel, place, PASS or FAIL, the largest absolute and relative
+    difference and ulp over the case's exact comparisons, the case, notes) and the lines
+    printed under it (an error's message). A case fails where an exact comparison is more
+    than ``allowed_ulp`` apart, or raises."""
+    exact, notes, details = [], [], []
+    try:
+        for what, report, is_exact in comparison_reports(case):
+            if is_exact:
+                exact.append((what, report))
+            elif report.max_ulp or report.max_abs:
+                notes.append(f"float32 attributes*: {what} differ by "
+                             f"{_measure(report.max_abs)} absolute, "
+                             f"{_measure(report.max_rel)} relative")
+        measures = [max((getattr(report, name) for _, report in exact), default=None)
+                    for name in ("max_abs", "max_rel", "max_ulp")]
+        passed = measures[2] is None or measures[2] <= allowed_ulp
+        if not passed:  # (where: the comparison with the most ulp, its largest abs)
+            what, report = max(exact, key=lambda item: (item[1].max_ulp, item[1].max_abs))
+            worst = report.worst
+            notes.insert(0, f"{what}: largest absolute in {worst.name} {worst.at_max_abs}"
+                         + (f", {worst.values}" if worst.values else ""))
+    except Exception as error:  # reported as a failing case, its message under the row
+        measures, passed, notes = [None] * 3, False, ["raised, see below"]
+        details = [f"    {type(error).__name__}: {' '.join(str(error).split())}"[:300]]
+    row = (f"{case.kernel:8s} {place:5s} {'PASS' if passed else 'FAIL':6s} "
+           + "  ".join(f"{_measure(value):>8s}" for value in measures)
+           + f"  {dataclasses.replace(case, kernel=Case.kernel).id}"  # (kernel: its column)
+           + (f"  ({'; '.join(notes)})" if notes else ""))
+    return passed, row, details
 
 
 def run_parity(kernels=("composed", "fused"), every=1, out=print, gpu_ulp=0, summary=False):
     """Run the matrix (every ``every``-th case) for each kernel on each available place;
     print a table (``summary``: only the failing rows) and a total; return the number of
-    failing cases."""
+    failing cases. A row gives the largest absolute and relative difference and ulp over
+    the case's exact comparisons (``testing.Difference`` defines them), a failing row where
+    its largest absolute difference is; every footnote mark printed has its footnote printed
+    (before the rows, or before the total in summary mode)."""
     cases = matrix_cases()[::every]
     failures, total, noted = 0, 0, 0
-    header = f"{'case':78s} {'kernel':8s} {'place':5s} {'max ulp':>8s}  result"
+    printed = []
+
+    def emit(line):
+        printed.append(line)
+        out(line)
+
+    header = (f"{'kernel':8s} {'place':5s} {'result':6s} {'max abs':>8s}  {'max rel':>8s}  "
+              f"{'max ulp':>8s}  case")
     if not summary:
         if any(static_rounds_attributes(case) for case in cases if case.mode != "dygraph"):
-            out(ATTRIBUTE_NOTE)  # (before the rows it explains)
-        out(header)
+            emit(ATTRIBUTE_NOTE)  # (before the rows it explains)
+        emit(header)
     for place, skip in available_places():
         if skip:
-            out(f"(skipping {place}: {skip})")
+            emit(f"(skipping {place}: {skip})")
             continue
         previous = paddle.get_device()
         paddle.set_device(place)
         try:
             for base_case, kernel in itertools.product(cases, kernels):
                 case = dataclasses.replace(base_case, kernel=kernel)
-                worst, notes = 0, []
-                try:
-                    for what, reference, ours, exact in comparisons(case):
-                        distance = (reference.max_ulp if isinstance(reference, testing.Report)
-                                    else max_ulp(reference, ours))
-                        if exact:
-                            worst = max(worst, distance)
-                        else:
-                            notes.append("float32 attributes*: equal to the built-in's "
-                                         "static run, as the built-in differs from its own "
-                                         "dygraph run" if distance else "")
-                except Exception as error:  # reported as a failing case
-                    worst, notes = float("inf"), [f"{type(error).__name__}: {error}"[:120]]
-                allowed = 0 if place == "cpu" else gpu_ulp
-                passed = worst <= allowed
+                passed, row, details = parity_row(case, place, 0 if place == "cpu" else gpu_ulp)
                 failures += not passed
                 total += 1
-                notes = [note for note in notes if note]
-                noted += any("attributes*" in note for note in notes)
+                noted += passed and "attributes*" in row
                 if passed and summary:
                     continue
                 if summary and failures == 1:
-                    out(header)  # (summary: above the first failing row only)
-                out(f"{base_case.id:78s} {kernel:8s} {place:5s} {worst:>8} "
-                    f" {'PASS' if passed else 'FAIL'}" + (f"  ({'; '.join(notes)})" if notes
-                                                           else ""))
+                    emit(header)  # (summary: above the first failing row only)
+                for line in [row] + details:
+                    emit(line)
         finally:
             paddle.set_device(previous)
-    out(f"{total} cases: {total - failures} pass, {failures} fail"
-        + (f" ({noted} passing float64 static cases equal the built-in's static run, which "
-           f"rounds some attributes to float32: not its dygraph run*)" if noted else ""))
+    result = (f"{total} cases: {total - failures} pass, {failures} fail"
+              + (f" ({noted} passing float64 static cases where Paddle's static ops round "
+                 f"attributes to float32*)" if noted else ""))
+    for mark, footnote in FOOTNOTES.items():
+        if footnote not in printed and any(mark in line for line in printed + [result]):
+            emit(footnote)  # (summary mode: the rows that carry the mark are printed)
+    emit(result)
     return failures
 
 
@@ -499,7 +572,8 @@ def main(argv=None) -> int:
         prog="python -m paddle_momentum parity",
         description="Run the differential matrix (ours against paddle.optimizer.Momentum, "
                     "dygraph and static, both kernels) on this machine's CPU and any working "
-                    "GPU; print the largest ulp difference per case. Exit code 0 only when "
+                    "GPU; print the largest absolute and relative difference and ulp per "
+                    "case, and where a failing case differs most. Exit code 0 only when "
                     "every case passes (CPU: 0 ulp).")
     parser.add_argument("--kernel", choices=["composed", "fused"], action="append",
                         help="kernel to check (repeatable; default: both)")
