@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from paddle_momentum.tools import demo
 
@@ -27,3 +28,18 @@ def test_cli_demo_exit_code_and_output():
     assert done.returncode == 0, done.stderr
     assert "bit-identical" in done.stdout
     assert done.stdout.count("0.9 ") == 2
+
+
+def test_demos_build_the_kernel_before_they_print(monkeypatch):
+    """A first run's compiler messages come before a demo's table, not between its rows."""
+    events = []
+    monkeypatch.setattr(demo, "prepare_kernel", lambda: events.append("prepare"))
+    demo.run(momenta=(0.9,), out=lambda line: events.append("print"))
+    assert events[0] == "prepare" and events.count("prepare") == 1 and "print" in events
+    pytest.importorskip("sklearn")
+    from paddle_momentum.tools import mlp_demo
+
+    events.clear()
+    mlp_demo.run(dataset="digits", epochs=1, out=lambda line: events.append("print"),
+                 progress=False)
+    assert events[0] == "prepare" and events.count("prepare") == 1 and "print" in events

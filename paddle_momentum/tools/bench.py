@@ -27,6 +27,7 @@ Command line::
     python -m paddle_momentum bench --quick               # small sizes, no memory probes
     python -m paddle_momentum bench --workload resnet50 --workload one-big --steps 31
     python -m paddle_momentum bench --sizes               # one tensor, 64K-16M, fresh processes
+    python -m paddle_momentum bench --markdown --steps 21 # a Markdown table for the docs
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import dataclasses
 import functools
 import gc
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -120,6 +122,9 @@ def available_candidates(out: Callable[[str], object] = print) -> List[Candidate
 class Workload:
     """One benchmark workload.
 
+    ``description`` may name ``{shapes}`` (what ``shapes(quick)`` makes, in words),
+    ``{a_third}`` (how many parameters :func:`_a_third` picks) and ``{minimized}``
+    (:data:`MINIMIZED`), filled in by :meth:`describe` from what runs;
     ``steppers(candidates, quick)`` is a context manager yielding ``{label: step function}``,
     each step function taking one optimizer step of that candidate on its own state;
     ``shapes(quick)`` gives the parameter shapes of a dygraph workload (None for static ones,
@@ -142,32 +147,79 @@ class Workload:
     def is_dygraph(self) -> bool:
         return self.shapes is not None
 
+    def describe(self, quick: bool) -> str:
+        """The description of what runs (with ``quick``: the quick sizes)."""
+        if not self.is_dygraph:
+            return self.description
+        return self.description.format(shapes=shapes_label(self.shapes, quick),
+                                       a_third=len(_a_third(self.shapes(quick))),
+                                       minimized=MINIMIZED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vectors:
+    """``count`` float32 vectors of ``length`` elements, and under ``--quick``
+    ``quick_count`` of ``quick_length`` (each defaulting to the full size). Called with
+    ``quick``, the parameter shapes; :meth:`label` says the same in words."""
+
+    count: int
+    length: int
+    quick_count: Optional[int] = None
+    quick_length: Optional[int] = None
+
+    def _size(self, quick: bool):
+        if not quick:
+            return self.count, self.length
+        return (self.count if self.quick_count is None else self.quick_count,
+                self.length if self.quick_length is None else self.quick_length)
+
+    def __call__(self, quick: bool) -> List[List[int]]:
+        count, length = self._size(quick)
+        return [[length]] * count
+
+    def label(self, quick: bool) -> str:
+        count, length = self._size(quick)
+        return f"one vector of {length:,} elements" if count == 1 else f"{count} x [{length}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParameters:
+    """The trainable parameter shapes of ``paddle.vision.models.<model>()`` (``quick_model``'s
+    under ``--quick``)."""
+
+    model: str
+    quick_model: str
+
+    def __call__(self, quick: bool) -> List[List[int]]:
+        return _model_shapes(self.quick_model if quick else self.model)
+
+    def label(self, quick: bool) -> str:
+        return f"{self.quick_model if quick else self.model} trainable parameters"
+
 
 @functools.lru_cache(maxsize=None)
-def many_small_shapes(quick: bool) -> List[List[int]]:
-    """2000 vectors of 512 elements (200 with ``quick``): per-tensor overhead dominates."""
-    return [[512]] * (200 if quick else 2000)
+def _model_shapes(model: str) -> List[List[int]]:
+    network = getattr(paddle.vision.models, model)()
+    return [list(p.shape) for p in network.parameters() if not p.stop_gradient]
 
 
-@functools.lru_cache(maxsize=None)
-def resnet50_shapes(quick: bool) -> List[List[int]]:
-    """The trainable parameter shapes of ``paddle.vision.models.resnet50()`` (25.6M
-    elements; ``quick``: resnet18's, 11.7M)."""
-    model = (paddle.vision.models.resnet18 if quick else paddle.vision.models.resnet50)()
-    return [list(p.shape) for p in model.parameters() if not p.stop_gradient]
+# Per-tensor overhead dominates.
+many_small_shapes = Vectors(2000, 512, quick_count=200)
+resnet50_shapes = ModelParameters("resnet50", quick_model="resnet18")  # 25.6M, 11.7M elements
+# Pure memory bandwidth.
+one_big_shapes = Vectors(1, 2**26, quick_length=2**20)
+# A step whose cost is mostly per-step bookkeeping, where re-deriving changed settings shows.
+settings_shapes = Vectors(300, 64)
 
 
-@functools.lru_cache(maxsize=None)
-def one_big_shapes(quick: bool) -> List[List[int]]:
-    """A single tensor of 64M elements (1M with ``quick``): pure memory bandwidth."""
-    return [[2**20 if quick else 2**26]]
-
-
-@functools.lru_cache(maxsize=None)
-def settings_shapes(quick: bool) -> List[List[int]]:
-    """300 vectors of 64 elements (the same with ``quick``): a step whose cost is mostly
-    per-step bookkeeping, where re-deriving changed settings shows."""
-    return [[64]] * 300
+def shapes_label(shapes: Callable[[bool], List[List[int]]], quick: bool) -> str:
+    """What ``shapes(quick)`` makes, in words: its own :meth:`label` where it has one."""
+    if hasattr(shapes, "label"):
+        return shapes.label(quick)
+    made = shapes(quick)
+    if all(shape == made[0] for shape in made):
+        return f"{len(made)} x {made[0]}"
+    return f"{len(made)} tensors"
 
 
 def total_elements(shapes: Sequence[Sequence[int]]) -> int:
@@ -385,55 +437,57 @@ def minimize_some(optimizer, parameters) -> None:
 
 
 _LOOP = "; step() in a training loop (clear_grad + backward before each, untimed)"
+_MLP = "-".join(map(str, MLP_SIZES))
+# Descriptions name what the shapes make as {shapes}, and {a_third} and {minimized} (see
+# Workload): filled in from what runs, so that --quick's sizes are the ones printed.
 WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
-    _dygraph("many-small", "2000 x [512]", many_small_shapes),
-    _dygraph("resnet50", "resnet50 trainable parameters", resnet50_shapes),
-    _dygraph("one-big", "one vector of 64M elements (1M with --quick)", one_big_shapes),
+    _dygraph("many-small", "{shapes}", many_small_shapes),
+    _dygraph("resnet50", "{shapes}", resnet50_shapes),
+    _dygraph("one-big", "{shapes}", one_big_shapes),
     # ~2 ms steps whose medians moved 0.93-1.13 between 21-step runs, 1.01-1.02 at 300.
-    Workload("static-mlp", "Executor.run of a 784-200-10 MLP, batch 64 (at least 300 steps)",
+    Workload("static-mlp", f"Executor.run of a {_MLP} MLP, batch {MLP_BATCH}",
              static_mlp_steppers, min_steps=300),
-    _dygraph("many-small-loop", "2000 x [512]" + _LOOP, many_small_shapes, loop=True),
-    _dygraph("resnet50-loop", "resnet50 trainable parameters" + _LOOP, resnet50_shapes,
-             loop=True),
+    _dygraph("many-small-loop", "{shapes}" + _LOOP, many_small_shapes, loop=True),
+    _dygraph("resnet50-loop", "{shapes}" + _LOOP, resnet50_shapes, loop=True),
     # The gradient clips and a non-L2 regularizer (each left the fast path before).
-    _dygraph("many-small-globalnorm", "2000 x [512], ClipGradByGlobalNorm(1.0)",
+    _dygraph("many-small-globalnorm", "{shapes}, ClipGradByGlobalNorm(1.0)",
              many_small_shapes, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
-    _dygraph("many-small-norm", "2000 x [512], ClipGradByNorm(0.1)", many_small_shapes,
+    _dygraph("many-small-norm", "{shapes}, ClipGradByNorm(0.1)", many_small_shapes,
              grad_clip=paddle.nn.ClipGradByNorm(0.1)),
-    _dygraph("many-small-value", "2000 x [512], ClipGradByValue(0.01)", many_small_shapes,
+    _dygraph("many-small-value", "{shapes}, ClipGradByValue(0.01)", many_small_shapes,
              grad_clip=paddle.nn.ClipGradByValue(0.01)),
-    _dygraph("many-small-l1", "2000 x [512], weight_decay=L1Decay(1e-4)", many_small_shapes,
+    _dygraph("many-small-l1", "{shapes}, weight_decay=L1Decay(1e-4)", many_small_shapes,
              weight_decay=paddle.regularizer.L1Decay(1e-4)),
-    _dygraph("resnet50-globalnorm", "resnet50 trainable parameters, ClipGradByGlobalNorm(1.0)",
+    _dygraph("resnet50-globalnorm", "{shapes}, ClipGradByGlobalNorm(1.0)",
              resnet50_shapes, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
     # A setting the step reads changes before every step (untimed, alike for all candidates).
-    _dygraph("settings-lr-scale", "300 x [64]; before each step every parameter's "
+    _dygraph("settings-lr-scale", "{shapes}; before each step every parameter's "
              "optimize_attr['learning_rate'] := a new float 1/(1 + 0.01 * step)",
              settings_shapes, before_step=scale_learning_rates),
-    _dygraph("settings-new-clip", "300 x [64]; before each step opt._grad_clip := a new "
+    _dygraph("settings-new-clip", "{shapes}; before each step opt._grad_clip := a new "
              "ClipGradByGlobalNorm(1.0)", settings_shapes, before_step=replace_clip),
-    _dygraph("settings-need-clip", "300 x [64], ClipGradByGlobalNorm(1.0); before each step "
+    _dygraph("settings-need-clip", "{shapes}, ClipGradByGlobalNorm(1.0); before each step "
              "need_clip of every other parameter toggled (True at even steps, False at odd)",
              settings_shapes, before_step=toggle_need_clip,
              grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0)),
-    _dygraph("settings-decay-schedule", "300 x [64], weight_decay=1e-4; before each step "
+    _dygraph("settings-decay-schedule", "{shapes}, weight_decay=1e-4; before each step "
              "opt._regularization_coeff := 1e-4 * (1 + 0.01 * step)", settings_shapes,
              before_step=schedule_weight_decay),
-    _dygraph("settings-clip-toggle", "300 x [64]; before each step opt._grad_clip := "
+    _dygraph("settings-clip-toggle", "{shapes}; before each step opt._grad_clip := "
              "ClipGradByGlobalNorm(1.0) at even steps, None at odd", settings_shapes,
              before_step=toggle_clip),
-    _dygraph("settings-freeze", "300 x [64]; before each step the first 100 parameters' "
+    _dygraph("settings-freeze", "{shapes}; before each step the first {a_third} parameters' "
              "stop_gradient := True at odd steps, False at even", settings_shapes,
              before_step=toggle_frozen),
-    _dygraph("settings-regularizer", "300 x [64]; before each step the first 100 "
+    _dygraph("settings-regularizer", "{shapes}; before each step the first {a_third} "
              "parameters' regularizer := a new L2Decay(1e-4 * (1 + 0.01 * step))",
              settings_shapes, before_step=replace_regularizers),
-    _dygraph("settings-unused", "300 x [64]" + _LOOP + "; at odd steps the first 100 "
+    _dygraph("settings-unused", "{shapes}" + _LOOP + "; at odd steps the first {a_third} "
              "parameters get no gradient (a layer unused in that forward pass)",
              settings_shapes, loop=True,
              before_step=drop_gradients),
-    _dygraph("settings-minimize", f"300 x [64]; minimize(loss, parameters=<the first "
-             f"{MINIMIZED}>) in place of step()", settings_shapes, take_step=minimize_some),
+    _dygraph("settings-minimize", "{shapes}; minimize(loss, parameters=<the first "
+             "{minimized}>) in place of step()", settings_shapes, take_step=minimize_some),
 )}
 
 # First step in a fresh process (the kernel loaded from a warm cache, buckets built):
@@ -737,9 +791,13 @@ def _table_row(row: dict) -> str:
                         _fmt(row["roof_percent"], ".0f"), _fmt(row["extra_mb"], ".1f")])
 
 
-def _describe(workload: Workload, quick: bool) -> str:
-    """``name: description`` and, for a dygraph workload, its size and bytes per step."""
-    text = f"{workload.name}: {workload.description}" + (" (--quick: smaller)" if quick else "")
+def _describe(workload: Workload, quick: bool, steps: Optional[int] = None) -> str:
+    """``name: description`` (of what runs, ``quick`` or not), the timed steps where the
+    workload raised ``steps`` to its minimum and, for a dygraph workload, its size and
+    bytes per step."""
+    text = f"{workload.name}: {workload.describe(quick)}"
+    if steps is not None and not quick and workload.min_steps > steps:
+        text += f" ({workload.min_steps} timed steps, its minimum)"
     if not workload.is_dygraph:
         return text
     shapes = workload.shapes(quick)
@@ -747,6 +805,68 @@ def _describe(workload: Workload, quick: bool) -> str:
     tensors = f"{len(shapes)} tensor" + ("" if len(shapes) == 1 else "s")
     return (f"{text}; {tensors}, {elements / 1e6:.2f}M elements, "
             f"{BYTES_PER_ELEMENT * elements / 1e6:.1f} MB moved per fused step")
+
+
+def cpu_model() -> Optional[str]:
+    """The CPU's model name from ``/proc/cpuinfo`` (None where there is none, e.g. not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip().lower() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def markdown_report(rows: Sequence[dict], command: str) -> str:
+    """``rows`` (as :func:`run` returns them) as a Markdown table, one row per workload: the
+    built-in's median ms, then every other candidate's time / the built-in's, then each
+    candidate's extra MB where any was measured; preceded by one line saying when (UTC), on
+    what machine and versions, and by which ``command`` it was made."""
+    workloads = list(dict.fromkeys(row["workload"] for row in rows))
+    candidates = list(dict.fromkeys(row["candidate"] for row in rows))
+    cell = {(row["workload"], row["candidate"]): row for row in rows}
+    others = [label for label in candidates if label != BASELINE]
+    measured = [label for label in candidates
+                if any(row["extra_mb"] is not None for row in rows if row["candidate"] == label)]
+    header = ([f"{BASELINE} median ms"] + [f"{label} x {BASELINE}" for label in others]
+              + [f"{label} extra MB" for label in measured])
+
+    def value(workload, label, key, spec):
+        row = cell.get((workload, label))
+        return _fmt(None if row is None else row[key], spec)
+
+    lines = ["| workload | " + " | ".join(header) + " |",
+             "|---|" + "---:|" * len(header)]
+    for workload in workloads:
+        cells = ([value(workload, BASELINE, "median_ms", ".2f")]
+                 + [value(workload, label, "ratio", ".2f") for label in others]
+                 + [value(workload, label, "extra_mb", ".1f") for label in measured])
+        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    return "\n".join([provenance(command, f"x {BASELINE}: time / {BASELINE}'s time, below "
+                                           "1 is faster"), ""] + lines)
+
+
+def sizes_markdown(results: Dict[int, list], command: str) -> str:
+    """:func:`size_sweep`'s ``results`` as a Markdown table, after :func:`provenance`'s line."""
+    lines = ["| elements | ours-fused x builtin, one fresh process each |", "|---:|---|"]
+    lines += [f"| {elements:,} | " + ", ".join(f"{r:.2f}" for r in ratios) + " |"
+              for elements, ratios in results.items()]
+    return "\n".join([provenance(command, "one float32 vector"), ""] + lines)
+
+
+def provenance(command: str, note: str) -> str:
+    """One line saying when (UTC), on what machine and versions, and by which ``command`` a
+    result was made (``note``: how to read it)."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    model = cpu_model()
+    machine = f"{os.cpu_count()} CPU cores" + (f" ({model})" if model else "")
+    return (f"Measured {now} on {machine}, Paddle {paddle.__version__}, paddle_momentum "
+            f"{paddle_momentum.__version__} ({note}): `{command}`")
 
 
 # --------------------------------------------------------------------------------- entry points
@@ -796,7 +916,7 @@ def run(workloads: Optional[Sequence[str]] = None, steps: int = DEFAULT_STEPS,
                        if (name, c.label) == (SLOW_WORKLOAD, SLOW_CANDIDATE)
                        else max(steps, 0 if quick else workload.min_steps)
                        for c in chosen}
-        out(f"# {_describe(workload, quick)}")
+        out(f"# {_describe(workload, quick, steps)}")
         elements = total_elements(workload.shapes(quick)) if workload.is_dygraph else None
         roof_gbps = None
         if elements:
@@ -842,7 +962,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help=f"timed steps per candidate (default {DEFAULT_STEPS})")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes, for a smoke test (one-big: 1M elements)")
+                        help="small sizes, for a smoke test (one-big: "
+                             f"{one_big_shapes.label(True)}; no memory probes)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                         help="probe each candidate's extra memory in a fresh subprocess "
                              "(default: on, off with --quick)")
@@ -850,6 +971,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         default=True,
                         help=f"leave {SLOW_CANDIDATE} out of {SLOW_WORKLOAD} (default: on; "
                              f"when included it takes at most {SLOW_STEPS} timed steps)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the results (of the workloads, --sizes or --rules) as "
+                             "Markdown on stdout, after a line saying when, where and by "
+                             "which command they were made; the running output on stderr")
     parser.add_argument("--first-step", action="store_true",
                         help="measure only the first step() in fresh processes")
     parser.add_argument("--rules", action="store_true",
@@ -862,9 +987,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=argparse.SUPPRESS)  # internal: one measurement, printed in MB
     parser.add_argument("--one-tensor", type=int, metavar="ELEMENTS",
                         help=argparse.SUPPRESS)  # internal: one size's ratio, printed
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.markdown and args.first_step:
+        parser.error("--markdown tables the workloads, --sizes or --rules, not --first-step")
+    command = shlex.join(["python", "-m", "paddle_momentum", "bench", *argv])
+    # (with --markdown the running output goes to stderr, the Markdown alone to stdout)
+    out = (lambda line: print(line, file=sys.stderr, flush=True)) if args.markdown else print
 
     if args.memory_probe:
         workload_name, candidate_label = args.memory_probe
@@ -874,7 +1005,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{one_tensor_ratio(args.one_tensor, args.steps):.4f}")
         return 0
     if args.sizes:
-        size_sweep(steps=args.steps)
+        results = size_sweep(out=out, steps=args.steps)
+        if args.markdown:
+            print(sizes_markdown(results, command))
         return 0
     if args.first_step:
         first_step_report()
@@ -882,11 +1015,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.rules:
         from . import bench_rules
 
-        bench_rules.run(steps=args.steps)
+        if args.markdown:
+            print(provenance(command, "the default, a fused kernel generated from the rule, "
+                                      "against kernel='composed'") + "\n")
+        bench_rules.run(steps=args.steps)  # (a Markdown table already)
+        print()
         bench_rules.first_step()
         return 0
-    run(args.workload, steps=args.steps, quick=args.quick, memory=args.memory,
-        skip_composed_big=args.skip_composed_big)
+    rows = run(args.workload, steps=args.steps, out=out, quick=args.quick, memory=args.memory,
+               skip_composed_big=args.skip_composed_big)
+    if args.markdown:
+        print(markdown_report(rows, command))
     return 0
 
 

@@ -26,6 +26,17 @@ def make_dataset(num_examples=1000, seed=0):
     return features, labels.astype("float32").reshape(-1, 1)
 
 
+def prepare_kernel() -> None:
+    """Build (a first run, about 30 s) or load what a step of ours uses, the fused kernel and
+    its gradient table, now, as ``python -m paddle_momentum build`` does: called before a
+    demo prints anything, so that the compiler's messages come before its table, not inside
+    it (the table alone would otherwise be built at the first step)."""
+    from .. import _kernel, register_ops
+
+    if register_ops():
+        _kernel.gradient_table()
+
+
 def _loss(model, x, y):
     return 0.5 * paddle.mean(paddle.square(model(x) - y))
 
@@ -64,9 +75,7 @@ def train(optimizer_class, momentum, features, labels, *, lr=LR, batch_size=10, 
 def run(momenta=(0.99, 0.9, 0.5), out=print, plot=None):
     """Train both optimizers for each momentum; returns one result dict per momentum. With
     ``plot`` (a PNG path), draws ours' per-batch losses for every momentum (semilog)."""
-    from .. import register_ops
-
-    register_ops()  # (a first run compiles the kernel now, before the table is printed)
+    prepare_kernel()
     features, labels = make_dataset()
     results, curves = [], {}
     out("Linear regression of Dive into Deep Learning's momentum chapter (d2l.ai): batch 10, "

@@ -81,6 +81,9 @@ def run(dataset="mnist5k", epochs=5, plot=None, out=print, progress=True):
     "mnist": the full one, downloaded, "digits": scikit-learn's); prints the final
     accuracies, optionally plots. A dataset that cannot be loaded falls back to digits, with
     a message saying why."""
+    from .demo import prepare_kernel
+
+    prepare_kernel()
     loaders = {"mnist5k": load_embedded_mnist, "mnist": load_mnist, "digits": load_digits}
     try:
         features, labels = loaders[dataset]()
