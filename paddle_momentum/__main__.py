@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 
 def main(argv=None) -> int:
@@ -78,8 +79,13 @@ def main(argv=None) -> int:
 def _load_package() -> None:
     """Import Paddle and our optimizer and register the package rule's kernel ops when the cache
     holds them, as ``import paddle_momentum`` does: a package imported for ``python -m`` may
-    have left that for now (a no-op where it was done already)."""
-    from . import Momentum  # noqa: F401  (an attribute the package loads on first access)
+    have left that for now (a no-op where it was done already). Paddle's import warns "No
+    ccache found" on a machine without ccache (its extension builder's note, harmless): the
+    command line is ours, so that one warning is not shown (the filters are put back after)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
+                                module=r"paddle\.utils\.cpp_extension\.extension_utils$")
+        from . import Momentum  # noqa: F401  (an attribute the package loads on first access)
 
 
 def _show_generated() -> int:
