@@ -62,8 +62,11 @@ def test_markdown_rows_are_the_workloads_run_with_the_printed_ratios(capsys):
     ran = {fields[1]: fields for fields in map(str.split, printed.err.splitlines())
            if fields[:1] == ["many-small"]}
     assert table["builtin median ms"] == ran["builtin"][2]
+    # what ran: --quick's 200 x [512], as the running output's workload line says
+    assert table["what ran"] == "200 x [512]"
+    assert f"# many-small: {table['what ran']};" in printed.err
     others = [label for label in ran if label != "builtin"]
-    assert others and [f"{label} x builtin" for label in others] == list(table)[2:]
+    assert others and [f"{label} x builtin" for label in others] == list(table)[3:]
     for label in others:
         assert table[f"{label} x builtin"] == ran[label][3]
         # ... the medians' ratio (each median rounded to 0.005 ms where printed)

@@ -46,3 +46,24 @@ def test_demos_build_the_kernel_before_they_print(monkeypatch):
     mlp_demo.run(dataset="digits", epochs=1, out=lambda line: events.append("print"),
                  progress=False)
     assert events[0] == "prepare" and events.count("prepare") == 1 and "print" in events
+
+
+def test_largest_difference_counts_a_nan_on_both_sides_as_none():
+    """The demo's verdict: the same NaN in both runs (a diverged setting, momentum 2) is no
+    difference; a NaN on one side is; otherwise the largest |a - e|, as numpy computes it."""
+    import numpy as np
+    import paddle
+
+    from paddle_momentum.tools.demo import largest_difference
+
+    nan = float("nan")
+    expected = [paddle.to_tensor([1.0, nan, 3.0]), paddle.to_tensor([0.5])]
+    assert largest_difference(expected, [paddle.to_tensor([1.0, nan, 3.0]),
+                                         paddle.to_tensor([0.5])]) == (0.0, True)
+    worst, identical = largest_difference(expected, [paddle.to_tensor([1.0, 2.0, 3.0]),
+                                                     paddle.to_tensor([0.5])])
+    assert np.isnan(worst) and not identical
+    actual = [paddle.to_tensor([1.25, nan, 2.0]), paddle.to_tensor([0.75])]
+    oracle = max(float(np.nanmax(np.abs(a.numpy() - e.numpy())))
+                 for a, e in zip(actual, expected))
+    assert largest_difference(expected, actual) == (oracle, False)

@@ -820,11 +820,19 @@ def cpu_model() -> Optional[str]:
     return None
 
 
-def markdown_report(rows: Sequence[dict], command: str) -> str:
-    """``rows`` (as :func:`run` returns them) as a Markdown table, one row per workload: the
-    built-in's median ms, then every other candidate's time / the built-in's, then each
-    candidate's extra MB where any was measured; preceded by one line saying when (UTC), on
-    what machine and versions, and by which ``command`` it was made."""
+def ran(workload: Workload, quick: bool) -> str:
+    """What ``workload`` runs (``quick``: its quick sizes), in a few words: its shapes (a
+    static workload: its model)."""
+    if workload.is_dygraph:
+        return shapes_label(workload.shapes, quick)
+    return f"{_MLP} MLP, batch {MLP_BATCH}"
+
+
+def markdown_report(rows: Sequence[dict], command: str, quick: bool = False) -> str:
+    """``rows`` (as :func:`run` returns them, ``quick`` or not) as a Markdown table, one row
+    per workload: what ran, the built-in's median ms, then every other candidate's time / the
+    built-in's, then each candidate's extra MB where any was measured; preceded by one line
+    saying when (UTC), on what machine and versions, and by which ``command`` it was made."""
     workloads = list(dict.fromkeys(row["workload"] for row in rows))
     candidates = list(dict.fromkeys(row["candidate"] for row in rows))
     cell = {(row["workload"], row["candidate"]): row for row in rows}
@@ -838,10 +846,10 @@ def markdown_report(rows: Sequence[dict], command: str) -> str:
         row = cell.get((workload, label))
         return _fmt(None if row is None else row[key], spec)
 
-    lines = ["| workload | " + " | ".join(header) + " |",
-             "|---|" + "---:|" * len(header)]
+    lines = ["| workload | what ran | " + " | ".join(header) + " |",
+             "|---|---|" + "---:|" * len(header)]
     for workload in workloads:
-        cells = ([value(workload, BASELINE, "median_ms", ".2f")]
+        cells = ([ran(WORKLOADS[workload], quick), value(workload, BASELINE, "median_ms", ".2f")]
                  + [value(workload, label, "ratio", ".2f") for label in others]
                  + [value(workload, label, "extra_mb", ".1f") for label in measured])
         lines.append(f"| {workload} | " + " | ".join(cells) + " |")
@@ -991,6 +999,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.quick and (args.sizes or args.rules or args.first_step):
+        parser.error("--quick shrinks the workloads only: --sizes, --rules and --first-step "
+                     "run at their one size")
     if args.markdown and args.first_step:
         parser.error("--markdown tables the workloads, --sizes or --rules, not --first-step")
     command = shlex.join(["python", "-m", "paddle_momentum", "bench", *argv])
@@ -1025,7 +1036,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = run(args.workload, steps=args.steps, out=out, quick=args.quick, memory=args.memory,
                skip_composed_big=args.skip_composed_big)
     if args.markdown:
-        print(markdown_report(rows, command))
+        print(markdown_report(rows, command, args.quick))
     return 0
 
 

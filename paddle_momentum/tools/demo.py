@@ -37,6 +37,21 @@ def prepare_kernel() -> None:
         _kernel.gradient_table()
 
 
+def largest_difference(expected, actual):
+    """``(the largest |a - e| over the two lists of tensors, whether their bits are
+    identical)``: a NaN on both sides is no difference (the same diverged run), a NaN on one
+    side a NaN difference."""
+    largest, identical = 0.0, True
+    for e, a in zip(expected, actual):
+        e, a = e.numpy(), a.numpy()
+        identical = identical and e.tobytes() == a.tobytes()
+        differ = ~((e == a) | (np.isnan(e) & np.isnan(a)))
+        with np.errstate(invalid="ignore"):
+            largest = max(largest, float(np.max(np.abs(a - e), where=differ, initial=0.0)),
+                          key=lambda x: (np.isnan(x), x))
+    return largest, identical
+
+
 def _loss(model, x, y):
     return 0.5 * paddle.mean(paddle.square(model(x) - y))
 
@@ -92,21 +107,25 @@ def run(momenta=(0.99, 0.9, 0.5), out=print, plot=None):
         our_model, our_losses = train(Momentum, momentum, features, labels,
                                       on_batch=batch_losses.append)
         curves[f"momentum {momentum}"] = batch_losses
-        max_diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-                       for a, b in zip(builtin_model.parameters(), our_model.parameters()))
+        max_diff, identical = largest_difference(builtin_model.parameters(),
+                                                 our_model.parameters())
         for name, model, losses in (("built-in", builtin_model, builtin_losses),
                                     ("ours", our_model, our_losses)):
             w = model.weight.numpy().ravel()
             b = float(model.bias.numpy()[0])
             out(f"{momentum:<9} {name:<10} [{w[0]:+.5f}, {w[1]:+.5f}]  {b:+.5f}   "
                 f"{losses[-1]:.6e}" + (f"  {max_diff:.1e}" if name == "ours" else ""))
-        effective_step = LR / (1 - momentum)
-        if effective_step > 10:
+        effective_step = LR / (1 - momentum) if momentum < 1 else float("inf")
+        if momentum >= 1:
+            out(f"          (momentum {momentum} >= 1 diverges: the velocity keeps every past "
+                "gradient undiminished)")
+        elif effective_step > 10:
             out(f"          (momentum {momentum} at lr {LR} overshoots by design: its effective "
                 f"step lr/(1-momentum) = {effective_step:.0f} is far too large for this "
                 "problem; the d2l.ai chapter shows exactly this)")
         results.append(dict(momentum=momentum, builtin_losses=builtin_losses,
                             our_losses=our_losses, max_abs_diff=max_diff,
+                            bit_identical=identical,
                             weight=our_model.weight.numpy().ravel().tolist(),
                             bias=float(our_model.bias.numpy()[0])))
     if plot:
