@@ -21,7 +21,7 @@ import paddle
 from paddle.regularizer import L1Decay
 
 from . import _clip, _compat, _dispatch, _flat, _kernel, implementations, rule
-from ._boundary import GradientOps
+from ._boundary import NO_GRADIENT_OPS, GradientOps, kernel_attributes
 from ._settings import (GLOBAL_NORM_CLIP, NORM_CLIP, VALUE_CLIP, GroupSettings,
                         ParamSettings, clip_kind)
 
@@ -54,6 +54,7 @@ class DygraphStep:
         self.flat = flat
         self.kernel = kernel
         self.rule = rule
+        self._group_attributes = {}  # id(group) -> (its GroupSettings, their attributes)
 
     def plan(self, only=None, use_main_grad=True):
         """The step's :class:`GroupPlan` per group; ``only`` (a set of ids) restricts it to
@@ -273,6 +274,18 @@ class DygraphStep:
                 (repeated if id(param) in seen else seen).add(id(param))
         return repeated
 
+    def _kernel_attributes(self, group_plan: GroupPlan, gradient_ops: GradientOps) -> dict:
+        """The kernel's attributes for a bucket of ``group_plan``'s group: its settings' (made
+        again when the group's ``GroupSettings`` is another object, i.e. a value changed)
+        with this step's ``gradient_ops``."""
+        kept = self._group_attributes.get(id(group_plan.group))
+        if kept is None or kept[0] is not group_plan.settings:
+            kept = (group_plan.settings, kernel_attributes(group_plan.settings.rule_options()))
+            self._group_attributes[id(group_plan.group)] = kept
+        if gradient_ops == NO_GRADIENT_OPS:  # (its attributes are in them already)
+            return kept[1]
+        return {**kept[1], **gradient_ops.attributes()}
+
     def _update_bucket(self, bucket, table, group_plan: GroupPlan, lr):
         """One fused call updates the members of ``bucket`` its filled gradient ``table``
         says (with each one's learning-rate scale, clip flag, decay and first step)."""
@@ -281,10 +294,10 @@ class DygraphStep:
         factor = None
         if group_plan.global_norm_factor is not None and kind == GLOBAL_NORM_CLIP:
             factor = group_plan.global_norm_factor.astype(bucket.dtype).item()
-        implementations.fused_table(group_plan.can.ops, bucket.dtype, table,
-                                    bucket.velocity_buffers, bucket.master_buffers, lr,
-                                    gradient_ops=_gradient_ops_now(kind, clip, factor),
-                                    **group_plan.settings.rule_options())
+        implementations.table_call(group_plan.can.ops, bucket.dtype, table,
+                                   bucket.velocity_buffers, bucket.master_buffers, lr,
+                                   self._kernel_attributes(group_plan, _gradient_ops_now(
+                                       kind, clip, factor)))
         bucket.first_steps_taken(self.state)
 
 

@@ -186,6 +186,7 @@ class FlatBucket:
                                                    bool(k & 2), bool(k & 1)) for k in range(8)])
         group_ok = lets[self.zero_dim * 4 + self.clipped * 2 + self.from_group]
         self.in_call = self.own_ok & group_ok
+        self._in_call_all = bool(self.in_call.all())
         group_flags, group_l2, group_l1 = _decay_row(
             fused_decay_terms(group.l2_coeff, group.regularizer))
         self.base_flags = (np.where(self.in_call, _FLAG["IN_CALL"], 0)
@@ -240,7 +241,7 @@ class FlatBucket:
             result = self.fill_table(self.params, self.table, self.snapshot, states)
             if result >= 0:
                 self.updates = result
-                self._all_in_call = flags is self.base_flags and self.in_call.all()
+                self._all_in_call = flags is self.base_flags and self._in_call_all
                 return self.table
             code = _layout.table_problem(result)[1]
             status = self.rows[_ROW["STATUS"]]

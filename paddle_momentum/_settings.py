@@ -30,6 +30,7 @@ built-in would read the user's value too. Until then the group's setting holds.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 import numpy as np
 
@@ -292,6 +293,18 @@ def _param_lr_scale(param, lr_object):
     return check.check_real(lr_object, where, allow_bool=True)
 
 
+def exactly(value):
+    """``value`` in a form whose ``==`` tells apart what the update's arithmetic does: a
+    number's type (``np.float16(0.1) == 0.1`` under numpy's promotion rules, though the
+    built-in then computes with 0.0999755859375) and a zero's sign (``-0.0 == 0.0``, though
+    ``v * -0.0`` and ``v * 0.0`` differ in theirs); a tuple element by element."""
+    if isinstance(value, tuple):
+        return tuple(map(exactly, value))
+    if isinstance(value, (float, np.floating)):
+        return type(value), value, math.copysign(1.0, value)
+    return type(value), value
+
+
 class Derivations:
     """:func:`derive`, done again for a parameter only when one of its inputs changed.
 
@@ -313,9 +326,11 @@ class Derivations:
         self._shared = {}
 
     def group(self, key, settings: GroupSettings) -> GroupSettings:
-        """``settings`` of group ``key``, or the equal object of the previous step."""
+        """``settings`` of group ``key``, or the equal object of the previous step (its
+        numbers equal in :func:`exactly`'s sense: a momentum of -0.0 is not one of 0.0)."""
         previous = self._groups.get(key)
-        if previous == settings:
+        if (previous == settings and exactly(previous.rule) == exactly(settings.rule)
+                and exactly(previous.l2_coeff) == exactly(settings.l2_coeff)):
             return previous
         self._groups[key] = settings
         return settings
@@ -323,16 +338,14 @@ class Derivations:
     def settings(self, param, group, grouped, construction) -> ParamSettings:
         objects = attribute_objects(param)[:3]  # (need_clip is read by the clip, not here)
         coeff = getattr(objects[1], "_coeff", None)
-        # (the coefficient's type too: np.float16(0.1) == 0.1 under numpy's promotion rules,
-        # though the built-in then computes with 0.0999755859375)
-        inputs = (grouped, param.dtype, type(coeff), coeff)
+        inputs = (grouped, param.dtype, exactly(coeff))
         entry = self._params.get(id(param))
         if (entry is not None and entry[0] is param and entry[1] is group
                 and entry[2] == inputs and all(map(operator.is_, entry[3], objects))):
             return entry[4]
         settings = None
         shareable = (not grouped and objects[0] is not None  # (None: more decides the scale)
-                     and inputs[2] in (float, int, type(None)))
+                     and type(coeff) in (float, int, type(None)))
         if shareable:
             key = (id(group), id(objects[0]), id(objects[1]), objects[2] is None, inputs[1:])
             shared = self._shared.get(key)
@@ -349,6 +362,12 @@ class Derivations:
         return settings
 
 
+# What a group's settings are read from and cannot change in place (see Reader.group); the
+# first _OBJECTS_KEPT objects read are kept in the settings as objects.
+_UNCHANGING = (float, int, bool, str, type(None))
+_OBJECTS_KEPT = 3
+
+
 class Reader:
     """The settings now, read from ``optimizer`` as the built-in reads them at step time (its
     attributes and group dicts; see :func:`group_settings`), derived per parameter through
@@ -359,6 +378,7 @@ class Reader:
         # grouped parameters' attribute objects at construction (``Momentum._add_param_group``)
         self.construction = ConstructionAttributes()
         self._derivations = Derivations()
+        self._group_inputs = {}  # id(group) -> (group, the objects read, its GroupSettings)
 
     def grouped(self) -> bool:
         groups = self._optimizer._param_groups
@@ -375,11 +395,41 @@ class Reader:
 
     def group(self, group) -> GroupSettings:
         """``group``'s settings now (``group`` None: the optimizer's, without groups); a
-        setting the optimizer's rule does not take, off its default, is refused."""
+        setting the optimizer's rule does not take, off its default, is refused.
+
+        Read and checked again unless every object they are read from is the one of the
+        previous step and none can change in place (numbers, bools, strings, None; the
+        clip and regularizer objects are kept in the settings, whose values are read where
+        they are used): then the settings are what they were, and so is their check."""
+        inputs = self._group_inputs_now(group)
+        previous = self._group_inputs.get(id(group))
+        if (previous is not None and previous[0] is group
+                and all(map(operator.is_, previous[1], inputs))):
+            return previous[2]
         settings = group_settings(group, self._optimizer)
         self._optimizer._rule.refuse_group(settings, "optimizer: " if group is None
                                            else "parameter group: ")
-        return self._derivations.group(id(group), settings)
+        settings = self._derivations.group(id(group), settings)
+        if all(type(value) in _UNCHANGING for value in inputs[_OBJECTS_KEPT:]):
+            self._group_inputs[id(group)] = (group, inputs, settings)
+        else:
+            self._group_inputs.pop(id(group), None)
+        return settings
+
+    def _group_inputs_now(self, group) -> tuple:
+        """The objects :func:`group_settings` reads for ``group`` now: first the ones it keeps
+        (:data:`_OBJECTS_KEPT` of them: the rule, the clip, the optimizer's regularizer),
+        then the values."""
+        optimizer = self._optimizer
+        if group is None:
+            own = (optimizer._grad_clip, optimizer._regularization_method,
+                   optimizer._regularization_coeff,
+                   *[getattr(optimizer, f"_{name}") for name in RULE_SETTING_NAMES])
+        else:
+            own = (group["grad_clip"], group["regularization_method"],
+                   group["regularization_coeff"], *[group[name] for name in RULE_SETTING_NAMES])
+        return (optimizer._rule, own[0], optimizer.regularization, *own[1:],
+                optimizer._multi_precision, optimizer._rescale_grad_on_cpu)
 
     def param(self, param, group: GroupSettings) -> ParamSettings:
         """``param``'s settings now: the one derivation every path uses."""

@@ -92,7 +92,13 @@ def fused_table(ops, param_dtype, table, velocities, masters, lr, *,
     ``param_dtype`` names the parameters' dtype. ``gradient_ops``
     (:class:`~paddle_momentum._boundary.GradientOps`) is what the built-in does to each
     gradient first."""
-    attributes = kernel_attributes(options, gradient_ops, first_step)
+    table_call(ops, param_dtype, table, velocities, masters, lr,
+               kernel_attributes(options, gradient_ops, first_step))
+
+
+def table_call(ops, param_dtype, table, velocities, masters, lr, attributes):
+    """:func:`fused_table` with its kernel attributes made already
+    (``_boundary.kernel_attributes``: a step keeps its group's while they hold)."""
     if masters is None:
         ops.pm_momentum_table(table, velocities, lr, param_dtype, **attributes)
     else:

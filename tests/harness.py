@@ -15,16 +15,25 @@ from paddle_momentum.tools.parity import (  # noqa: F401  (re-exported for the t
 
 
 def assert_same(expected, actual, where):
-    """Bitwise equality (NaNs equal), with the first differing index in the message."""
+    """Bitwise equality, zero signs included (NaNs equal whatever their payload: see
+    tests/test_nan_bits.py for those), with the first differing index in the message."""
     assert (expected is None) == (actual is None), f"{where}: one side has no value"
     if expected is None:
         return
     assert expected.dtype == actual.dtype, f"{where}: dtype {actual.dtype} != {expected.dtype}"
-    if not np.array_equal(expected, actual, equal_nan=True):
-        diff = np.argwhere(expected != actual)[0]
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    assert expected.shape == actual.shape, f"{where}: shape {actual.shape} != {expected.shape}"
+    differ = expected != actual
+    if expected.dtype.kind == "f":
+        nan = np.isnan(expected)
+        differ = (nan != np.isnan(actual)) | (~nan & ((expected != actual)
+                                                       | (np.signbit(expected)
+                                                          != np.signbit(actual))))
+    if np.any(differ):
+        diff = tuple(np.argwhere(differ)[0]) if differ.ndim else ()
         raise AssertionError(
-            f"{where}: first difference at {tuple(diff)}: expected "
-            f"{expected[tuple(diff)]!r}, got {actual[tuple(diff)]!r}"
+            f"{where}: first difference at {diff}: expected "
+            f"{expected[diff]!r}, got {actual[diff]!r}"
         )
 
 

@@ -396,6 +396,17 @@ def _velocity_storage_replaced(optimizer, params, step):
         paddle.full(velocity.shape, 0.5, velocity.dtype)._share_buffer_to(velocity)
 
 
+def _zero_signs(optimizer, params, step):
+    """The momentum and the decay coefficient set to 0.0, then -0.0, with gradients of -0.0:
+    ``v * mu + g`` and ``p * c + g`` then keep the sign the built-in's product gives (equal
+    under ``==``, the two zeros are different settings)."""
+    if step >= 2:
+        optimizer._momentum = -0.0 if step == 3 else 0.0
+        optimizer._regularization_coeff = -0.0 if step == 4 else 0.0
+        for param in params[:6]:
+            param.grad.set_value(paddle.full_like(param.grad, -0.0))
+
+
 def _minimize_some(optimizer, params, step):
     optimizer.minimize(params[0], parameters=params[4:20] if step % 2 else params[:10])
 
@@ -411,6 +422,7 @@ CHANGES = {  # name -> (change, bucket builds it may cost: the first one include
     "late_layer": (_late_layer, 2),
     "velocity_storage_replaced": (_velocity_storage_replaced, 2),
     "minimize_some": (_minimize_some, 2),  # (the first build takes the first list only)
+    "zero_signs": (_zero_signs, 1),
 }
 
 
