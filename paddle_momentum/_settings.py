@@ -235,7 +235,10 @@ def fused_decay_terms(l2_coeff, regularizer):
     """``(L2 coefficient or None, L1 coefficient or None)``: a decay as the kernel takes it
     (``l2_coeff`` fused into the rule; an ``L1Decay`` of a plain coefficient added to the
     gradient), or None when ``regularizer`` is another one (a custom regularizer, an
-    ``L1Decay`` of a Tensor coefficient: its own ops run it)."""
+    ``L1Decay`` of a Tensor coefficient: its own ops run it; an L2 coefficient that is not a
+    plain number, a Tensor, whose value a bucket's row would not follow)."""
+    if l2_coeff is not None and not exact_double(l2_coeff):
+        return None
     if regularizer is None:
         return l2_coeff, None
     if type(regularizer) is not L1Decay or not exact_double(regularizer._coeff):
@@ -297,12 +300,30 @@ def exactly(value):
     """``value`` in a form whose ``==`` tells apart what the update's arithmetic does: a
     number's type (``np.float16(0.1) == 0.1`` under numpy's promotion rules, though the
     built-in then computes with 0.0999755859375) and a zero's sign (``-0.0 == 0.0``, though
-    ``v * -0.0`` and ``v * 0.0`` differ in theirs); a tuple element by element."""
+    ``v * -0.0`` and ``v * 0.0`` differ in theirs); a tuple element by element; any other
+    object (a Tensor coefficient) by identity."""
     if isinstance(value, tuple):
         return tuple(map(exactly, value))
     if isinstance(value, (float, np.floating)):
         return type(value), value, math.copysign(1.0, value)
-    return type(value), value
+    if value is None or isinstance(value, (bool, int, str, np.generic)):
+        return type(value), value
+    return type(value), _Same(value)  # (a Tensor, say: the same object, not an equal one)
+
+
+class _Same:
+    """An object compared by identity (kept, so that no other object takes its id)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Same) and other.value is self.value
+
+    def __hash__(self):
+        return id(self.value)
 
 
 class Derivations:

@@ -38,6 +38,7 @@ class Identity:
 
     def __init__(self):
         self.lookups, self.attributes, self.sizes, self._seen = [], [], [], set()
+        self.sequences = []  # (a list read as a constant, its elements then)
         self._cached = None  # (record counts, the records as columns): see _columns
 
     def lookup(self, mapping, key):
@@ -60,16 +61,26 @@ class Identity:
             self.lookup(mapping, key)
         self.sizes.append((mapping, len(mapping)))
 
+    def elements(self, sequence):
+        """A list the translation read as a constant: its elements (changed in place, it is
+        another constant)."""
+        if id(sequence) not in self._seen:
+            self._seen.add(id(sequence))
+            self.sequences.append((sequence, tuple(sequence)))
+
     def fresh(self) -> bool:
         """Every recorded lookup and attribute still gives its object, every mapping read
-        whole still has its size: tested in C (``map``), no Python frame per check."""
+        whole still has its size, every list read its elements: tested in C (``map``), no
+        Python frame per check (but one per list)."""
         (mappings, keys, values), others, (owners, names, objects), (whole, sizes) = \
             self._columns()
         return (all(map(operator.is_, map(dict.get, mappings, keys, repeat(MISSING)), values))
                 and all(m.get(k, MISSING) is v for m, k, v in others)
                 and all(map(operator.is_, map(getattr, owners, names, repeat(MISSING)),
                             objects))
-                and all(map(operator.eq, map(len, whole), sizes)))
+                and all(map(operator.eq, map(len, whole), sizes))
+                and all(len(now) == len(then) and all(map(operator.is_, now, then))
+                        for now, then in self.sequences))
 
     def _columns(self):
         """The records as columns, made again when a record was added: the lookups in dicts
@@ -91,6 +102,9 @@ class Identity:
         for owner, name, value in self.attributes:
             if getattr(owner, name, MISSING) is not value:
                 return f"{getattr(owner, '__qualname__', owner)!s}.{name}"
+        for now, then in self.sequences:
+            if len(now) != len(then) or any(map(operator.is_not, now, then)):
+                return f"a list's elements ({now!r})"
         return ""
 
 

@@ -162,6 +162,8 @@ class Translator:
         if _cxx_ops.is_number(value) or value is None or isinstance(value, str):
             return Value(CONST, value=value)
         if isinstance(value, (tuple, list)):
+            if isinstance(value, list):  # (its elements can change in place: recorded)
+                self.identity.elements(value)
             return Value(TUPLE, value=tuple(self.constant(v) for v in value))
         return Value(OBJECT, value=value)
 

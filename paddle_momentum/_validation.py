@@ -277,7 +277,12 @@ def check_grad_clip(value, name="grad_clip"):
 def check_lr_scale(value, name):
     """A parameter group's ``learning_rate``: a scale of the optimizer's learning rate, any
     finite number, as the built-in takes it (0.0 freezes the group; the built-in takes a
-    negative one too). NaN or inf would turn every parameter of the group into NaN."""
+    negative one too). NaN or inf would turn every parameter of the group into NaN. A 0-d
+    float Tensor is kept as it is: the built-in takes it as the group's learning rate itself,
+    read at every step."""
+    if isinstance(value, paddle.Tensor) and _compat.is_float_dtype(value.dtype) \
+            and list(value.shape) == []:
+        return value
     try:
         value = _real_number(value, name)
     except TypeError as error:

@@ -298,3 +298,28 @@ def test_what_the_kernel_cannot_follow_is_named_once(rule, construct):
         fused = _train(rule, "auto", momentum=0.9)
     assert sum("paddle_momentum" in str(w.message) for w in caught) == 1
     assert fused == _train(rule, "composed", momentum=0.9)
+
+
+MIX = [0.7]  # (a list read as a constant: changed in place, it is another constant)
+
+
+def list_mix(param, grad, velocity, lr, *, momentum):
+    nu, = MIX
+    velocity = velocity * attribute(momentum, velocity) + grad
+    return param - lr * (velocity * attribute(nu, velocity) + grad * attribute(1.0 - nu, grad)), \
+        velocity
+
+
+def test_a_list_constant_changed_in_place_makes_the_translation_stale():
+    """The kernel is generated from the list's elements: an element replaced in place is a
+    new rule (a new translation and kernel), as rebinding the name is."""
+    rule = _rules.Rule(list_mix)
+    translated = rule.translation()
+    assert translated is not None and translated.identity.fresh()
+    try:
+        MIX[0] = 0.1
+        assert not translated.identity.fresh()
+        assert "list" in translated.identity.what_changed()
+        assert rule.translation() is not translated
+    finally:
+        MIX[0] = 0.7

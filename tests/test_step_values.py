@@ -470,3 +470,58 @@ def test_a_first_step_that_fails_in_its_clip_leaves_no_state():
             optimizer.step()
         states.append(sorted(optimizer.state_dict()))
     assert states[1] == states[0]
+
+
+def _tensor_coefficient_run(cls, change, **options):
+    """One parameter of zeros with its own ``L2Decay`` of a Tensor coefficient, momentum
+    -0.0 and gradients of -0.0 (so a zero's sign shows in the velocity): the coefficient
+    changed in place (``set_value``) or replaced by another Tensor between steps."""
+    param = paddle.create_parameter([6], "float32")
+    param.set_value(np.array([0.0, -0.0, 1.0, -1.0, 0.5, -2.0], "float32"))
+    coefficient = paddle.to_tensor(0.0)
+    param.regularizer = paddle.regularizer.L2Decay(coefficient)
+    optimizer = cls(0.1, -0.0, parameters=[param], **options)
+    snapshots = []
+    for step in range(4):
+        if step == 1 and change == "in place":
+            coefficient.set_value(paddle.to_tensor(0.25))
+        if step == 1 and change == "replaced":
+            param.regularizer._coeff = paddle.to_tensor(-0.0)
+        (param * paddle.full([6], -0.0)).sum().backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        snapshots.append((param.numpy(), optimizer._accumulators["velocity"][param.name].numpy()))
+    return snapshots
+
+
+@pytest.mark.parametrize("kernel", ["auto", "composed"])
+@pytest.mark.parametrize("change", ["in place", "replaced"])
+def test_a_tensor_coefficient_is_read_at_every_step(change, kernel):
+    """A parameter's L2Decay of a Tensor coefficient: its value now (changed in place), and
+    the Tensor now (another one, of -0.0 where it was 0.0), as the built-in reads them."""
+    expected = _tensor_coefficient_run(paddle.optimizer.Momentum, change)
+    actual = _tensor_coefficient_run(paddle_momentum.Momentum, change, kernel=kernel)
+    for step, (want, got) in enumerate(zip(expected, actual)):
+        assert_same(want[0], got[0], f"step {step} parameter")
+        assert_same(want[1], got[1], f"step {step} velocity")
+
+
+def test_a_group_learning_rate_tensor_is_the_learning_rate():
+    """A group's ``learning_rate`` given as a 0-d Tensor is, to the built-in, that group's
+    learning rate itself (not a scale of the optimizer's), read at every step."""
+    runs = []
+    for cls in (paddle.optimizer.Momentum, paddle_momentum.Momentum):
+        builtin_params, _ = _twin_parameters(count=4)
+        rate = paddle.to_tensor(0.5)
+        optimizer = cls(0.1, 0.9, parameters=[{"params": builtin_params[:2],
+                                                "learning_rate": rate},
+                                               {"params": builtin_params[2:]}])
+        for step in range(3):
+            if step == 2:
+                rate.set_value(paddle.to_tensor(0.25))
+            _backward(builtin_params, step)
+            optimizer.step()
+            optimizer.clear_grad()
+        runs.append([p.numpy() for p in builtin_params])
+    for index, (want, got) in enumerate(zip(*runs)):
+        assert_same(want, got, f"parameter {index}")
