@@ -44,7 +44,7 @@ class GroupPlan:
 class DygraphStep:
     """The dygraph step of one optimizer: :meth:`plan`, then :meth:`prepare` (checks, clip,
     regularization), then :meth:`update`. It receives what it works on: the settings
-    (``_settings.Reader``), the state (``_state.State``), the flat buckets
+    (``_reading.Reader``), the state (``_state.State``), the flat buckets
     (``_flat.FlatState``), the ``kernel`` option; the optimizer prepares the learning rate
     between :meth:`prepare` and :meth:`update`, as the built-in's step does."""
 

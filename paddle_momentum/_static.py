@@ -34,7 +34,7 @@ def clip_gradients(grad_clip, params_grads, sort_by_name=False):
 
 class StaticOps:
     """The update ops of one optimizer in static programs. It receives the settings
-    (``_settings.Reader``), the state (``_state.State``) and the ``kernel`` option; the
+    (``_reading.Reader``), the state (``_state.State``) and the ``kernel`` option; the
     learning rate of a parameter comes from ``lr_of(param)`` (the base class's op, which the
     optimizer's hook passes)."""
 

@@ -10,7 +10,7 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _compat, _declarations, _dispatch, _dygraph, _flat, _rules, _settings, _static
+from . import _compat, _declarations, _dispatch, _dygraph, _flat, _reading, _rules, _static
 from . import _validation as check
 from ._settings import split_weight_decay
 from ._dispatch import STATIC_BATCH_MIN  # noqa: F401  (re-exported)
@@ -56,7 +56,7 @@ class Momentum(Optimizer):
     ``_settings``): a learning-rate scale, regularizer or group setting changed between steps
     takes effect in the next step, as in the built-in. This class holds construction, the
     learning rate, the state dict and the public API; it hands the work to collaborators
-    that receive what they need: ``_settings.Reader`` (the settings now), ``_state.State``
+    that receive what they need: ``_reading.Reader`` (the settings now), ``_state.State``
     (velocities, master weights, one parameter's update), ``_dygraph.DygraphStep`` (the
     dygraph step: plan, prepare, update) and ``_static.StaticOps`` (the static programs'
     update ops).
@@ -124,7 +124,7 @@ class Momentum(Optimizer):
         fused_l2, other_decay = split_weight_decay(weight_decay)
         # The settings now (it records grouped parameters' attribute objects at construction,
         # in _add_param_group).
-        self._settings = _settings.Reader(self)
+        self._settings = _reading.Reader(self)
         super().__init__(
             learning_rate=(float(learning_rate) if self._learning_rate_tensor is not None
                            else 0.0 if self._graph_learning_rate is not None
