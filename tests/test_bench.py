@@ -2,7 +2,7 @@
 by ``python -m paddle_momentum bench``, not by tests)."""
 
 from harness import assert_same
-from paddle_momentum.tools import bench
+from paddle_momentum.tools import bench, bench_cases
 
 
 def test_bench_smoke_reports_every_candidate():
@@ -23,8 +23,9 @@ def test_bench_smoke_reports_every_candidate():
 def test_training_loop_workload_trains_every_candidate_alike():
     """The -loop workloads' steps (clear_grad, backward, step) give every candidate the same
     parameters as the built-in, bit for bit."""
-    candidates = bench.available_candidates(out=lambda message: None)
-    with bench.dygraph_steppers(bench.many_small_shapes, candidates, True, loop=True) as steps:
+    candidates = bench_cases.available_candidates(out=lambda message: None)
+    with bench_cases.dygraph_steppers(bench_cases.many_small_shapes, candidates, True,
+                                      loop=True) as steps:
         for _ in range(3):
             for step in steps.values():
                 step.prepare()
@@ -79,7 +80,7 @@ def test_quick_labels_say_what_runs():
     """Each workload's line names the shapes that run (here --quick's), from those shapes."""
     for name, quick in (("many-small", True), ("many-small", False), ("one-big", True),
                         ("settings-freeze", True)):
-        workload = bench.WORKLOADS[name]
+        workload = bench_cases.WORKLOADS[name]
         shapes = workload.shapes(quick)
         text = bench._describe(workload, quick)
         assert "--quick" not in text
@@ -87,7 +88,7 @@ def test_quick_labels_say_what_runs():
         size = shapes[0][0]
         assert (f"{len(shapes)} x [{size}]" in text if len(shapes) > 1
                 else f"one vector of {size:,} elements" in text)
-    assert bench.many_small_shapes(True) == [[512]] * 200
-    assert bench.one_big_shapes(True) == [[2**20]]
-    freeze = bench._describe(bench.WORKLOADS["settings-freeze"], True)
-    assert f"the first {len(bench.settings_shapes(True)) // 3} parameters" in freeze
+    assert bench_cases.many_small_shapes(True) == [[512]] * 200
+    assert bench_cases.one_big_shapes(True) == [[2**20]]
+    freeze = bench._describe(bench_cases.WORKLOADS["settings-freeze"], True)
+    assert f"the first {len(bench_cases.settings_shapes(True)) // 3} parameters" in freeze
