@@ -10,7 +10,7 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay
 
-from . import _compat, _declarations, _dispatch, _dygraph, _flat, _reading, _rules, _static
+from . import _compat, _declarations, _dispatch, _dygraph, _flat, _groups, _reading, _rules, _static
 from . import _validation as check
 from ._settings import split_weight_decay
 from ._dispatch import STATIC_BATCH_MIN  # noqa: F401  (re-exported)
@@ -111,9 +111,9 @@ class Momentum(Optimizer):
         self._group_defaults = {"learning_rate": 1.0, "weight_decay": weight_decay,
                                 "grad_clip": grad_clip, **rule_values}
         given_parameters = parameters
-        parameters = self._checked_parameters(parameters)
+        parameters = _groups.checked_parameters(parameters, self._group_defaults, self._rule)
         if isinstance(given_parameters, list) and parameters and isinstance(parameters[0], dict):
-            _write_group_decays(given_parameters, weight_decay)
+            _groups.write_group_decays(given_parameters, weight_decay)
 
         # A dygraph Tensor (read into the lr variable at every step), or a static program's
         # value (the program's learning rate itself); the base class holds a float stand-in.
@@ -138,8 +138,8 @@ class Momentum(Optimizer):
         self._default_dict = self._group_defaults
         # The built-in's names for the fused decay, which it reads at every step (the
         # non-fused one is the base class's ``regularization``).
-        self._regularization_method, self._regularization_coeff = _fused_decay_setting(
-            fused_l2)
+        self._regularization_method, self._regularization_coeff = \
+            _groups.fused_decay_setting(fused_l2)
         for setting_name, value in rule_values.items():  # read at every step, as the built-in
             # reads _momentum, _use_nesterov, ... (a Tensor kept: changed in place, it counts)
             given_value = given.get(setting_name)
@@ -170,88 +170,14 @@ class Momentum(Optimizer):
                     "checked (see the warning above); use kernel='auto' to fall back")
 
     # ------------------------------------------------------------------ construction helpers
-    def _checked_parameters(self, parameters):
-        """The parameter list, or normalized copies of the group dicts (the user's stay as given)."""
-        if parameters is None:
-            if _compat.in_dygraph():
-                raise AttributeError(
-                    "parameters argument given to the Optimizer should not be None in dygraph mode."
-                )
-            return None
-        if _compat.is_tensor(parameters):
-            raise TypeError(
-                "`parameters` argument given to the optimizer should be an iterable of paddle "
-                f"Tensors, but got argument type is `{type(parameters)}`."
-            )
-        if isinstance(parameters, dict):
-            raise TypeError(
-                "`parameters` argument should not get dict type, if parameter groups is needed, "
-                "please set `parameters` as list of dict"
-            )
-        check.check_not_layer(parameters, "parameters")
-        parameters = check.listed(parameters, "parameters")
-        if not parameters:
-            raise check.ParametersIndexError("parameters is empty: give at least one parameter")
-        if any(isinstance(entry, dict) for entry in parameters):
-            groups = [self._normalized_group(group, i) for i, group in enumerate(parameters)]
-            check.check_unique([p for group in groups for p in group["params"]])
-            if not groups[0]["params"]:
-                raise check.ParametersIndexError("parameters[0]['params'] is empty")
-            return groups
-        parameters = check.check_parameter_list(parameters, "parameters")
-        check.check_unique(parameters)
-        return parameters
-
-    def _normalized_group(self, group, index):
-        where = f"parameters[{index}]"
-        if not isinstance(group, dict):
-            raise check.GroupTypeError(
-                f"parameters mixes parameter-group dicts and other entries: {where} is "
-                f"{check.describe(group)}; give a list of Tensors, or of dicts "
-                "{'params': [...], ...}"
-            )
-        if "params" not in group:
-            raise check.GroupAssertionError(
-                "params should be set in parameters if parameter groups are optimized in "
-                f"different options ({where} has keys {sorted(group)})"
-            )
-        validators = {
-            "learning_rate": check.check_lr_scale,
-            "weight_decay": check.check_group_weight_decay,
-            "grad_clip": check.check_grad_clip,
-            **{setting.name: setting.check for setting in _declarations.RULE_SETTINGS},
-        }
-        # (the two regularization keys a built-in adds are recomputed, as the built-in does)
-        allowed = ["params", *validators]
-        unknown = sorted(set(group) - set(allowed)
-                         - {"regularization_method", "regularization_coeff"})
-        if unknown:
-            raise ValueError(f"{where} has unknown keys {unknown}; allowed: {allowed}")
-        defaults = self._group_defaults
-        normalized = {"params": check.check_parameter_list(group["params"], f"{where}['params']")}
-        for key, validate in validators.items():
-            normalized[key] = (
-                validate(group[key], f"{where}['{key}']") if key in group else defaults[key]
-            )
-            if (key in _declarations.RULE_SETTING_NAMES
-                    and isinstance(group.get(key), paddle.Tensor)):
-                normalized[key] = group[key]  # (read, and checked, at every step)
-        _declarations.check_rule_values(normalized)
-        self._rule.refuse_unreceived(
-            dict(normalized, l2_coeff=split_weight_decay(normalized["weight_decay"])[0]),
-            f"{where}: ")
-        # The built-in's group keys for the fused decay, read at every step.
-        normalized["regularization_method"], normalized["regularization_coeff"] = \
-            _fused_decay_setting(split_weight_decay(normalized["weight_decay"])[0])
-        return normalized
-
     def _add_param_group(self, param_group):
         """Add a group (our normalized copy of ``param_group``), and write its settings onto
         its parameters as the built-in does: ``regularizer`` (the group's non-fused decay,
         None for a float or L2 one) and ``optimize_attr['learning_rate']`` (the group's, 1.0
         when it gives none). A second optimizer built on the same parameters reads them, as
         with the built-in."""
-        group = self._normalized_group(param_group, len(self._param_groups))
+        group = _groups.normalized_group(param_group, len(self._param_groups),
+                                         self._group_defaults, self._rule)
         check.check_unique(
             [p for existing in self._param_groups for p in existing["params"]] + group["params"]
         )
@@ -483,24 +409,3 @@ def _schedulers_in(learning_rate):
         schedulers.append(learning_rate)
         learning_rate = getattr(learning_rate, "learning_rate", None)
     return schedulers
-
-
-def _write_group_decays(groups, weight_decay):
-    """What the built-in's constructor writes into the caller's group dicts (before anything
-    else reads them): ``regularization_method`` and ``regularization_coeff`` (its fused
-    decay), and ``weight_decay`` replaced by None where it is fused (a float or an
-    ``L2Decay``; a group without one takes the optimizer's). Code that builds a second
-    optimizer from the same dicts (PaddleClas does) depends on it: the second one then has no
-    fused decay, with the built-in and with ours."""
-    for group in groups:
-        fused_l2, other = split_weight_decay(
-            group["weight_decay"] if "weight_decay" in group else weight_decay)
-        group["regularization_method"], group["regularization_coeff"] = \
-            _fused_decay_setting(fused_l2)
-        group["weight_decay"] = other
-
-
-def _fused_decay_setting(fused_l2):
-    """``(regularization_method, regularization_coeff)`` as the built-in names a fused L2
-    coefficient (None: no fused decay)."""
-    return ("", 0.0) if fused_l2 is None else ("l2_decay", fused_l2)
