@@ -38,12 +38,15 @@ class Setting:
     kernel: str
     keyword_only: bool = False
 
-    def read(self, group, optimizer):
-        """The setting's value now: ``group``'s key (a normalized group dict), or without
-        groups (``group`` None) the optimizer's attribute, checked."""
-        if group is None:
-            return self.check(getattr(optimizer, f"_{self.name}"), self.name)
-        return self.check(group[self.name], f"parameter group '{self.name}'")
+    def given(self, group, optimizer):
+        """The setting's object now, as given (unchecked): ``group``'s key (a normalized group
+        dict), or without groups (``group`` None) the optimizer's attribute."""
+        return getattr(optimizer, f"_{self.name}") if group is None else group[self.name]
+
+    def checked(self, value, group):
+        """``value`` (:meth:`given`'s) checked, with the error naming where it was read."""
+        return self.check(value, self.name if group is None
+                          else f"parameter group '{self.name}'")
 
 
 RULE_SETTINGS = (

@@ -10,9 +10,8 @@ import operator
 
 import numpy as np
 
-from ._declarations import RULE_SETTING_NAMES
-from ._settings import (ConstructionAttributes, GroupSettings, ParamSettings, attribute_objects,
-                        derive, group_settings)
+from ._settings import (GROUP_OBJECTS_KEPT, ConstructionAttributes, GroupSettings,
+                        ParamSettings, attribute_objects, derive, group_inputs, group_settings)
 
 
 def exactly(value):
@@ -102,10 +101,8 @@ class Derivations:
         return settings
 
 
-# What a group's settings are read from and cannot change in place (see Reader.group); the
-# first _OBJECTS_KEPT objects read are kept in the settings as objects.
+# What a group's settings are made of and cannot change in place (see Reader.group).
 _UNCHANGING = (float, int, bool, str, type(None))
-_OBJECTS_KEPT = 3
 
 
 class Reader:
@@ -118,7 +115,8 @@ class Reader:
         # grouped parameters' attribute objects at construction (``Momentum._add_param_group``)
         self.construction = ConstructionAttributes()
         self._derivations = Derivations()
-        self._group_inputs = {}  # id(group) -> (group, the objects read, its GroupSettings)
+        # id(group) -> (group, the optimizer's rule, its group_inputs, its GroupSettings)
+        self._group_inputs = {}
 
     def grouped(self) -> bool:
         groups = self._optimizer._param_groups
@@ -141,35 +139,20 @@ class Reader:
         previous step and none can change in place (numbers, bools, strings, None; the
         clip and regularizer objects are kept in the settings, whose values are read where
         they are used): then the settings are what they were, and so is their check."""
-        inputs = self._group_inputs_now(group)
+        rule = self._optimizer._rule  # (what it refuses depends on it)
+        inputs = group_inputs(group, self._optimizer)
         previous = self._group_inputs.get(id(group))
-        if (previous is not None and previous[0] is group
-                and all(map(operator.is_, previous[1], inputs))):
-            return previous[2]
-        settings = group_settings(group, self._optimizer)
-        self._optimizer._rule.refuse_group(settings, "optimizer: " if group is None
-                                           else "parameter group: ")
+        if (previous is not None and previous[0] is group and previous[1] is rule
+                and all(map(operator.is_, previous[2], inputs))):
+            return previous[3]
+        settings = group_settings(group, inputs)
+        rule.refuse_group(settings, "optimizer: " if group is None else "parameter group: ")
         settings = self._derivations.group(id(group), settings)
-        if all(type(value) in _UNCHANGING for value in inputs[_OBJECTS_KEPT:]):
-            self._group_inputs[id(group)] = (group, inputs, settings)
+        if all(type(value) in _UNCHANGING for value in inputs[GROUP_OBJECTS_KEPT:]):
+            self._group_inputs[id(group)] = (group, rule, inputs, settings)
         else:
             self._group_inputs.pop(id(group), None)
         return settings
-
-    def _group_inputs_now(self, group) -> tuple:
-        """The objects :func:`group_settings` reads for ``group`` now: first the ones it keeps
-        (:data:`_OBJECTS_KEPT` of them: the rule, the clip, the optimizer's regularizer),
-        then the values."""
-        optimizer = self._optimizer
-        if group is None:
-            own = (optimizer._grad_clip, optimizer._regularization_method,
-                   optimizer._regularization_coeff,
-                   *[getattr(optimizer, f"_{name}") for name in RULE_SETTING_NAMES])
-        else:
-            own = (group["grad_clip"], group["regularization_method"],
-                   group["regularization_coeff"], *[group[name] for name in RULE_SETTING_NAMES])
-        return (optimizer._rule, own[0], optimizer.regularization, *own[1:],
-                optimizer._multi_precision, optimizer._rescale_grad_on_cpu)
 
     def param(self, param, group: GroupSettings) -> ParamSettings:
         """``param``'s settings now: the one derivation every path uses."""

@@ -78,9 +78,10 @@ def fused_decay(method, coeff, where):
     raise ValueError(f"{where}regularization_method must be 'l2_decay' or '', got {method!r}")
 
 
-def read_rule_values(group, optimizer):
-    """``(value, ...)`` of every :data:`RULE_SETTINGS` entry now, in their order, checked."""
-    values = {s.name: s.read(group, optimizer) for s in RULE_SETTINGS}
+def checked_rule_values(given, group):
+    """``(value, ...)`` of every :data:`RULE_SETTINGS` entry, in their order, from ``given``
+    (their objects as :meth:`Setting.given` reads them), checked."""
+    values = {s.name: s.checked(value, group) for s, value in zip(RULE_SETTINGS, given)}
     check_rule_values(values)
     return tuple(values.values())
 
@@ -109,28 +110,40 @@ class GroupSettings:
         return _rule_options(self.rule, None, self.rescale_grad_on_cpu)
 
 
-def group_settings(group, optimizer):
-    """:class:`GroupSettings` of ``group`` (a normalized group dict, or None without groups)
-    now, validated: a value put into a group dict or an optimizer attribute after
-    construction is checked here, with the error the constructor would have raised.
+# How many of group_inputs' objects GroupSettings keeps as objects (the clip and the non-fused
+# regularizer, whose values are read where they are used); the others are values.
+GROUP_OBJECTS_KEPT = 2
 
-    Read as the built-in reads them at step time: the optimizer's ``regularization`` (its
-    non-fused decay), ``_grad_clip`` and ``_multi_precision``; every :data:`RULE_SETTINGS`
-    entry, ``_regularization_method`` and ``_regularization_coeff`` from the optimizer
-    without groups, from the group dict's keys with them.
-    """
-    where = "optimizer._" if group is None else "parameter group "
+
+def group_inputs(group, optimizer) -> tuple:
+    """The objects a group's settings are made of, read now as the built-in reads them at step
+    time (unchecked): first the :data:`GROUP_OBJECTS_KEPT` kept as objects, the clip
+    (``_grad_clip``, or the group's key) and the optimizer's ``regularization`` (its
+    non-fused decay); then ``_regularization_method`` and ``_regularization_coeff`` (or the
+    group's keys), every :data:`RULE_SETTINGS` entry (:meth:`Setting.given`), the
+    optimizer's ``_multi_precision`` and ``_rescale_grad_on_cpu``."""
     if group is None:
-        clip = check.check_grad_clip(optimizer._grad_clip)
-        method, coeff = optimizer._regularization_method, optimizer._regularization_coeff
+        own = (optimizer._grad_clip, optimizer._regularization_method,
+               optimizer._regularization_coeff)
     else:
-        clip = check.check_grad_clip(group["grad_clip"], f"{where}'grad_clip'")
-        method, coeff = group["regularization_method"], group["regularization_coeff"]
-    return GroupSettings(read_rule_values(group, optimizer), clip,
-                         fused_decay(method, coeff, where), optimizer.regularization,
-                         bool(optimizer._multi_precision),
-                         check.check_bool(optimizer._rescale_grad_on_cpu,
-                                          "optimizer._rescale_grad_on_cpu"))
+        own = (group["grad_clip"], group["regularization_method"], group["regularization_coeff"])
+    return (own[0], optimizer.regularization, *own[1:],
+            *[setting.given(group, optimizer) for setting in RULE_SETTINGS],
+            optimizer._multi_precision, optimizer._rescale_grad_on_cpu)
+
+
+def group_settings(group, inputs) -> GroupSettings:
+    """:class:`GroupSettings` of ``group`` (a normalized group dict, or None without groups)
+    from its :func:`group_inputs`, validated: a value put into a group dict or an optimizer
+    attribute after construction is checked here, with the error the constructor would
+    have raised."""
+    where = "optimizer._" if group is None else "parameter group "
+    clip, regularizer, method, coeff, *rest = inputs
+    *rule_given, multi_precision, rescale_grad_on_cpu = rest
+    clip = check.check_grad_clip(clip, "grad_clip" if group is None else f"{where}'grad_clip'")
+    return GroupSettings(checked_rule_values(rule_given, group), clip,
+                         fused_decay(method, coeff, where), regularizer, bool(multi_precision),
+                         check.check_bool(rescale_grad_on_cpu, "optimizer._rescale_grad_on_cpu"))
 
 
 class ConstructionAttributes:
