@@ -676,32 +676,6 @@ class Gradients {
   const paddle::Tensor* table_ = nullptr;
 };
 
-// A table's small members each live in pages of their own (the parameter, the gradient): the
-// hardware prefetcher starts over in each, cold. So when a thread begins member i, it asks
-// for the first lines of member ``next``'s parameter and gradient (when that member starts
-// before ``end``, the thread's last element, and is updated).
-template <typename T>
-void PrefetchPiece(const GradientPieces<T>& pieces, size_t next, int64_t end) {
-#if defined(__GNUC__) || defined(__clang__)
-  constexpr int64_t kLine = 64, kLines = 32;  // (up to 2 KB of each)
-  if (next >= pieces.data.size() || pieces.starts[next] >= end ||
-      pieces.data[next] == nullptr) {
-    return;
-  }
-  const int64_t bytes = std::min<int64_t>(
-      (pieces.starts[next + 1] - pieces.starts[next]) * static_cast<int64_t>(sizeof(T)),
-      kLine * kLines);
-  const char* grad = reinterpret_cast<const char*>(pieces.data[next]);
-  const char* param = reinterpret_cast<const char*>(pieces.params[next]);
-  for (int64_t at = 0; at < bytes; at += kLine) {
-    __builtin_prefetch(grad + at);
-    __builtin_prefetch(param + at, 1);
-  }
-#else
-  (void)pieces, (void)next, (void)end;
-#endif
-}
-
 // The attributes of a table's member i: the op's, with the member's own decay and first-step
 // flag (a list's pieces take the op's).
 template <typename T>
@@ -826,7 +800,6 @@ void Update(std::vector<paddle::Tensor>& params, const Gradients& grads,
       const int64_t offset = at - param_starts[j];
       T* param = params.empty() ? table_params[i] + (at - grad_starts[i])
                                 : param_data[j] + offset;
-      if (!table_params.empty() && at == grad_starts[i]) PrefetchPiece(grad_pieces, i + 1, end);
       // Where a NaN factor's NaN wins over a NaN gradient's (measured): Paddle's multiply by
       // a [1] factor keeps the factor's unless the gradient is one element (its shape [1] or
       // [] assumed: a [1, 1] one keeps the factor's too); clip_by_norm keeps the factor's in
