@@ -373,25 +373,23 @@ def _dtype_name(values):
     return "bfloat16" if values.dtype == np.uint16 else str(values.dtype)
 
 
-def _as_float64(values):
-    if values.dtype == np.uint16:  # bfloat16 bits: the high half of a float32
-        return (values.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return values.astype(np.float64)
+def _as_float(values):
+    """``values`` as floats: bfloat16 bits (uint16, the high half of a float32) as float32."""
+    if values.dtype == np.uint16:
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values
 
 
 def _scalar(values, flat):
     """The element at flat index ``flat`` as a numpy scalar (bfloat16 bits as float32)."""
-    element = values.reshape(-1)[flat]
-    if values.dtype == np.uint16:
-        return (np.uint32(element) << np.uint32(16)).view(np.float32)
-    return element
+    return _as_float(values.reshape(-1)[flat:flat + 1])[0]
 
 
 def _elementwise(expected, actual):
     """``(|a - e|, |a - e| / |e|)`` per element in float64, flat: 0 where the values are equal
     (NaN and NaN too), inf where NaN meets a number or an infinity another value, inf where
     only ``e`` is 0 (see :class:`Difference`)."""
-    e, a = _as_float64(expected).reshape(-1), _as_float64(actual).reshape(-1)
+    e, a = (_as_float(values).astype(np.float64).reshape(-1) for values in (expected, actual))
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         absolute = np.abs(a - e)
         relative = absolute / np.abs(e)
