@@ -76,13 +76,14 @@ def available_candidates(out: Callable[[str], object] = print) -> List[Candidate
 class Workload:
     """One benchmark workload.
 
-    ``description`` may name ``{shapes}`` (what ``shapes(quick)`` makes, in words),
+    ``description`` may name ``{shapes}`` (``shapes.label(quick)``: what runs, in words),
     ``{a_third}`` (how many parameters :func:`_a_third` picks) and ``{minimized}``
     (:data:`MINIMIZED`), filled in by :meth:`describe` from what runs;
     ``steppers(candidates, quick)`` is a context manager yielding ``{label: step function}``,
     each step function taking one optimizer step of that candidate on its own state;
-    ``shapes(quick)`` gives the parameter shapes of a dygraph workload (None for static ones,
-    which then report no bandwidth and no memory); ``loop``: each step is a training-loop
+    ``shapes`` (a :class:`Vectors` or :class:`ModelParameters`) gives the parameter shapes of
+    a dygraph workload as ``shapes(quick)`` (None for static ones, which then report no
+    bandwidth and no memory); ``loop``: each step is a training-loop
     step; ``before_step``: a change made before each step (both untimed, see
     :class:`PreparedStep`).
     """
@@ -90,7 +91,7 @@ class Workload:
     name: str
     description: str
     steppers: Callable[[Sequence[Candidate], bool], "contextlib.AbstractContextManager"]
-    shapes: Optional[Callable[[bool], List[List[int]]]] = None
+    shapes: Optional["Vectors | ModelParameters"] = None
     loop: bool = False
     min_steps: int = 0  # a cheap step's median needs more steps to be steady
     options: dict = dataclasses.field(default_factory=dict)  # over HYPERPARAMETERS
@@ -105,7 +106,7 @@ class Workload:
         """The description of what runs (with ``quick``: the quick sizes)."""
         if not self.is_dygraph:
             return self.description
-        return self.description.format(shapes=shapes_label(self.shapes, quick),
+        return self.description.format(shapes=self.shapes.label(quick),
                                        a_third=len(_a_third(self.shapes(quick))),
                                        minimized=MINIMIZED)
 
@@ -164,16 +165,6 @@ resnet50_shapes = ModelParameters("resnet50", quick_model="resnet18")  # 25.6M, 
 one_big_shapes = Vectors(1, 2**26, quick_length=2**20)
 # A step whose cost is mostly per-step bookkeeping, where re-deriving changed settings shows.
 settings_shapes = Vectors(300, 64)
-
-
-def shapes_label(shapes: Callable[[bool], List[List[int]]], quick: bool) -> str:
-    """What ``shapes(quick)`` makes, in words: its own :meth:`label` where it has one."""
-    if hasattr(shapes, "label"):
-        return shapes.label(quick)
-    made = shapes(quick)
-    if all(shape == made[0] for shape in made):
-        return f"{len(made)} x {made[0]}"
-    return f"{len(made)} tensors"
 
 
 def total_elements(shapes: Sequence[Sequence[int]]) -> int:
@@ -449,5 +440,5 @@ def ran(workload: Workload, quick: bool) -> str:
     """What ``workload`` runs (``quick``: its quick sizes), in a few words: its shapes (a
     static workload: its model)."""
     if workload.is_dygraph:
-        return shapes_label(workload.shapes, quick)
+        return workload.shapes.label(quick)
     return f"{_MLP} MLP, batch {MLP_BATCH}"
